@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine:  make book  (build the HTML book)  and  make test.
+# Each creates .venv and installs the pinned requirements on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install test lint book clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT= $(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(PY) -m ruff check amnesiac tests
+
+test: install lint
+	$(PY) -m pytest
+
+book: install
+	$(PY) -m amnesiac.bookbuild
+
+clean:
+	rm -rf _build book/_executed

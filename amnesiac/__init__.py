@@ -1,0 +1,73 @@
+"""amnesiac: per-sample amnesiac unlearning in PyTorch.
+
+Log each sample's (or group's) share of every parameter update during training, then forget a group by
+subtracting its share, and measure the result against retraining from scratch.
+
+Example:
+    >>> import torch, amnesiac
+    >>> from torch import nn
+    >>> model = nn.Linear(4, 2)
+    >>> data = amnesiac.ArrayDataset(torch.randn(16, 4), torch.arange(16) % 2, torch.arange(16))
+    >>> log = amnesiac.DeltaLog(model, {"a": [0, 1, 2]})
+    >>> opt = torch.optim.Adam(model.parameters())
+    >>> _ = amnesiac.train(model, data.loader(4), opt, epochs=1, delta_log=log, progress=False)
+    >>> forgotten = amnesiac.unlearn("amnesiac", model, amnesiac.Request(forget_groups=("a",)), log=log)
+"""
+
+from .batchlog import BatchLog
+from .data import (
+    ArrayDataset,
+    BatchLoader,
+    DatasetUnavailable,
+    class_ids,
+    data_root,
+    graves_mnist,
+    groups_by_class,
+    groups_by_user,
+    groups_per_sample,
+    load_dataset,
+    random_ids,
+    set_data_root,
+    test_views,
+)
+from .deltalog import DeltaLog
+from .grads import ParamLayout, per_sample_grads
+from .models import SimpleModel, build_model, resnet18_gn
+from .training import History, Recipe, accuracy, pick_device, predict, train
+from .unlearning import METHODS, Request, method_params, repair, unlearn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrayDataset",
+    "BatchLoader",
+    "BatchLog",
+    "DatasetUnavailable",
+    "DeltaLog",
+    "History",
+    "METHODS",
+    "ParamLayout",
+    "Recipe",
+    "Request",
+    "SimpleModel",
+    "accuracy",
+    "build_model",
+    "class_ids",
+    "data_root",
+    "graves_mnist",
+    "groups_by_class",
+    "groups_by_user",
+    "groups_per_sample",
+    "load_dataset",
+    "method_params",
+    "per_sample_grads",
+    "pick_device",
+    "predict",
+    "random_ids",
+    "repair",
+    "resnet18_gn",
+    "set_data_root",
+    "test_views",
+    "train",
+    "unlearn",
+]

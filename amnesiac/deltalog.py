@@ -1,0 +1,550 @@
+"""The delta log: each group's share of every parameter update, accumulated during training.
+
+A *group* is a set of samples forgotten together (one sample, a class, a user). The log keeps, per group,
+a flat vector ``delta`` (its share of theta_T - theta_0) and, for optimizers with state, the group's share
+of the in-flight optimizer buffer. Samples in no group fall into the *remainder*, which the log tracks
+independently, so that
+
+    sum over groups of delta_k + remainder == theta_T - theta_0        (exactly, up to rounding)
+
+holds as a checkable invariant, not by construction. See REFERENCE.md section 3 and the book's Method
+chapter for the derivation. Two attributions:
+
+* ``"update"`` (default): optimizer-consistent shares, exact for SGD (momentum, dampening, Nesterov),
+  Adam and AdamW with coupled or decoupled weight decay. Adam's denominator is taken as given, so group
+  k's influence on the second moment is the one thing ignored.
+* ``"gradient"``: the seed's record: minus the sum, over training, of each group's share of the batch
+  gradient, (1/B) * grad loss_i (no learning rate, no optimizer scaling). Subtracting it with alpha = 1 is
+  the seed's gradient ascent. It does not sum to the parameter change; there is no remainder.
+
+A mask keeps a fraction ``p`` of each parameter tensor's coordinates per group, chosen by a generator
+seeded from the group's key (the sample id for per-sample groups), so the indices can be regenerated
+instead of stored.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.optim import SGD, Adam, AdamW, Optimizer
+
+from .data import normalise_groups
+from .grads import ParamLayout
+
+ATTRIBUTIONS = ("update", "gradient")
+INDEXINGS = ("position", "seed-misindexed")
+STORAGE_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+SUPPORTED_OPTIMIZERS = (SGD, Adam, AdamW)
+
+
+def group_seed(key: Hashable, mask_seed: int) -> int:
+    """The generator seed of a group's mask: the sample id itself for integer keys, a CRC of the name else."""
+    base = int(key) if isinstance(key, int) else zlib.crc32(str(key).encode())
+    return (base * 1_000_003 + mask_seed) % (2**63 - 1)
+
+
+def mask_indices(layout: ParamLayout, p: float, seed: int) -> torch.Tensor:
+    """Flat coordinates kept by a p-mask: ``int(p * n)`` of each tensor's ``n`` (as the seed), chosen at random.
+
+    Regenerable: the same ``seed`` always gives the same indices (sorted within each tensor).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    for n, offset in zip(layout.sizes(), layout.offsets):
+        k = int(p * n)
+        parts.append(torch.sort(torch.randperm(n, generator=gen)[:k]).values + offset)
+    return torch.cat(parts)
+
+
+def masked_size(layout: ParamLayout, p: float) -> int:
+    return sum(int(p * n) for n in layout.sizes())
+
+
+class DeltaLog:
+    """Accumulates each group's share of every parameter update during :func:`amnesiac.train`.
+
+    Args:
+        model: the model about to be trained (its current parameters are theta_0).
+        groups: mapping group name -> sample ids. Samples in no group are the remainder.
+        attribution: ``"update"`` (optimizer-consistent, exact) or ``"gradient"`` (the seed's raw gradients).
+        p: keep only this fraction of each parameter tensor per group (``None`` keeps all).
+        mask_seed: mixed into every group's mask seed.
+        dtype: storage dtype of the deltas after :meth:`finalize` (``None`` keeps the parameters' dtype).
+        device: where the buffers live (default: the parameters' device).
+        indexing: ``"position"`` (correct) or ``"seed-misindexed"``: the k-th tracked sample of a batch gets
+            the gradient at batch position k, reproducing the seed's bug (an ablation only).
+        retire_tol: an in-flight momentum buffer is handed to the remainder once it has decayed below this
+            fraction of its size (exact conservation; the group's delta loses a tail of that relative size).
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> log = DeltaLog(model, {"a": [0, 1], "b": [2]})
+        >>> log.group_names, log.nbytes > 0
+        (['a', 'b'], True)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Mapping[Hashable, Sequence[int] | torch.Tensor],
+        *,
+        attribution: str = "update",
+        p: float | None = None,
+        mask_seed: int = 0,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        indexing: str = "position",
+        retire_tol: float = 1e-12,
+        loss_reduction: str = "mean",
+    ):
+        if attribution not in ATTRIBUTIONS:
+            raise ValueError(f"unknown attribution {attribution!r}; valid: {', '.join(ATTRIBUTIONS)}")
+        if indexing not in INDEXINGS:
+            raise ValueError(f"unknown indexing {indexing!r}; valid: {', '.join(INDEXINGS)}")
+        if p is not None and not 0.0 < p <= 1.0:
+            raise ValueError(f"mask fraction p must be in (0, 1], got {p}")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        if isinstance(dtype, str):
+            if dtype not in STORAGE_DTYPES:
+                raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(STORAGE_DTYPES)}")
+            dtype = STORAGE_DTYPES[dtype]
+        self.layout = ParamLayout.of(model)
+        params = self.layout.params(model)
+        self.compute_dtype = params[0].dtype
+        self.storage_dtype = dtype or self.compute_dtype
+        self.device = torch.device(device) if device is not None else params[0].device
+        self.attribution, self.p, self.mask_seed, self.indexing = attribution, p, mask_seed, indexing
+        self.retire_tol, self.loss_reduction = retire_tol, loss_reduction
+
+        names, ids, owner = normalise_groups(groups)
+        self.group_names: list = names
+        self._index = {n: g for g, n in enumerate(names)}
+        self.group_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)  # sample id -> group
+        self.group_of[ids] = owner
+        self.group_sizes = torch.bincount(owner, minlength=len(names))
+
+        G, P = len(names), self.layout.numel
+        self.width = P if p is None else masked_size(self.layout, p)
+        kw = dict(dtype=self.compute_dtype, device=self.device)
+        self.deltas = torch.zeros(G, self.width, **kw)  # [G, K]
+        self._mask_cache: torch.Tensor | None = None  # [G, K] flat coordinates per group
+        if p is not None:
+            self._mask_cache = self._masks(range(G))
+        self.moments: torch.Tensor | None = None  # [G, K], allocated on the first step that needs it
+        if attribution == "update":
+            self.theta0 = self.layout.vector(model).to(**kw)  # [P]
+            self.base = self.theta0.clone()  # theta_0 + remainder, [P]
+            self.base_moment: torch.Tensor | None = None
+        self._last_seen = torch.full((G,), -(2**62), dtype=torch.long)
+        self._in_flight = torch.zeros(G, dtype=torch.bool)
+        self.steps = 0
+        self.samples_seen = 0
+        self._optimizer_ref: int | None = None
+        self._opt_steps = 0
+        self._param_ids = [id(q) for q in params]
+        self._pending: dict | None = None
+        self.finalized = False
+
+    # ------------------------------------------------------------------------------------------ masks
+
+    def _masks(self, rows: Iterable[int]) -> torch.Tensor:
+        return torch.stack(
+            [mask_indices(self.layout, self.p, group_seed(self.group_names[g], self.mask_seed)) for g in rows]
+        ).to(self.device)
+
+    def mask(self, rows: torch.Tensor) -> torch.Tensor:
+        """Flat coordinates kept for these group rows ([n, K]); regenerated when the cache was dropped."""
+        if self._mask_cache is not None:
+            return self._mask_cache[rows.to(self.device)]
+        return self._masks(rows.tolist())
+
+    # --------------------------------------------------------------------------------- training hooks
+
+    @property
+    def needs_per_sample_grads(self) -> bool:
+        return True
+
+    def begin_step(self, model: nn.Module, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Call after ``loss.backward()`` and before ``optimizer.step()``; returns the batch rows it needs.
+
+        Returns the batch positions whose per-sample gradients must be passed to :meth:`accumulate`.
+        """
+        if self.finalized:
+            raise RuntimeError("this delta log was finalized; create a new log to record more training")
+        if self._pending is not None:
+            raise RuntimeError("begin_step called twice without end_step: call end_step(optimizer) after step()")
+        self.layout.check(model)
+        self._param_ids = [id(q) for q in self.layout.params(model)]
+        ids = sample_ids.reshape(-1).to(torch.long).cpu()
+        B = len(ids)
+        inside = ids < len(self.group_of)
+        owner = torch.full((B,), -1, dtype=torch.long)
+        owner[inside] = self.group_of[ids[inside]]
+        tracked_pos = torch.nonzero(owner >= 0).flatten()
+        row_owner = torch.full((B,), -1, dtype=torch.long)  # batch position -> group whose gradient it is
+        if self.indexing == "position":
+            row_owner[tracked_pos] = owner[tracked_pos]
+            rows = tracked_pos
+        else:  # the seed's bug: the k-th tracked sample takes the gradient at batch position k
+            rows = torch.arange(len(tracked_pos))
+            row_owner[rows] = owner[tracked_pos]
+        present = torch.unique(owner[tracked_pos])
+        local = torch.full((len(self.group_names),), -1, dtype=torch.long)
+        local[present] = torch.arange(len(present))
+        batch_grad = None
+        if self.attribution == "update":
+            batch_grad = torch.cat(
+                [
+                    q.grad.detach().reshape(-1)
+                    if q.grad is not None
+                    else torch.zeros(q.numel(), dtype=q.dtype, device=q.device)
+                    for q in self.layout.params(model)
+                ]
+            ).to(self.device, self.compute_dtype)
+        self._pending = dict(
+            batch_size=B,
+            row_owner=row_owner,
+            present=present,
+            local=local,
+            batch_grad=batch_grad,
+            sums=torch.zeros(len(present), self.width, dtype=self.compute_dtype, device=self.device),
+            masks=self.mask(present) if self.p is not None else None,
+        )
+        self.samples_seen += B
+        return rows
+
+    def accumulate(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
+        """Add per-sample gradients ``grads`` [n, P] of batch positions ``rows`` into their groups' sums."""
+        pend = self._pending
+        if pend is None:
+            raise RuntimeError("accumulate called outside a step: call begin_step first")
+        owner = pend["row_owner"][rows.cpu()]
+        keep = owner >= 0
+        if not bool(keep.any()):
+            return
+        loc = pend["local"][owner[keep]].to(self.device)
+        g = grads[keep.to(grads.device)].to(self.device, self.compute_dtype)  # [n, P]
+        if pend["masks"] is not None:
+            g = torch.gather(g, 1, pend["masks"][loc])  # [n, K]
+        pend["sums"].index_add_(0, loc, g)
+
+    def end_step(self, optimizer: Optimizer | None) -> None:
+        """Call right after ``optimizer.step()``: fold this step's shares into the groups' deltas."""
+        pend, self._pending = self._pending, None
+        if pend is None:
+            raise RuntimeError("end_step called without begin_step")
+        self.steps += 1
+        present = pend["present"].to(self.device)
+        scale = 1.0 / pend["batch_size"] if self.loss_reduction == "mean" else 1.0
+        shares = pend["sums"].mul_(scale)  # [n_present, K], each group's share of the batch gradient
+        if self.attribution == "gradient":
+            if len(present):
+                self.deltas.index_add_(0, present, -shares)
+            return
+        tracked_total = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
+        if len(present):
+            if pend["masks"] is None:
+                tracked_total = shares.sum(0)
+            else:
+                tracked_total.index_add_(0, pend["masks"].flatten(), shares.flatten())
+        rest_share = pend["batch_grad"] - tracked_total  # [P]
+        self._last_seen[present.cpu()] = self.steps
+        self._optimizer_step(optimizer, present, shares, rest_share)
+
+    # ------------------------------------------------------------------------------ optimizer algebra
+
+    def _optimizer_step(self, opt: Optimizer, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor):
+        if not isinstance(opt, SUPPORTED_OPTIMIZERS):
+            raise TypeError(
+                f"the delta log cannot attribute {type(opt).__name__} updates; supported optimizers: "
+                f"{', '.join(o.__name__ for o in SUPPORTED_OPTIMIZERS)}. Use one of them, or "
+                "attribution='gradient' (raw gradients, no optimizer algebra)."
+            )
+        if self._optimizer_ref != id(opt):  # a new optimizer starts with empty buffers
+            self._drop_moments()
+            self._optimizer_ref, self._opt_steps = id(opt), 0
+        self._opt_steps += 1
+        hp = self._hyper(opt)
+        if hp["maximize"]:
+            raise ValueError("optimizers with maximize=True are not supported; minimise the negated loss instead")
+        G = len(self.group_names)
+        decay = hp["wd"] is not None
+        adam = isinstance(opt, Adam)  # AdamW subclasses Adam
+        beta = hp["beta1"] if adam else hp["momentum"]
+        stateful = adam or hp["momentum_on"]
+        # which groups change this step: present ones, in-flight ones, or all when decay acts on deltas
+        if decay:
+            active = torch.arange(G)
+        elif stateful:
+            horizon = self._horizon(beta)
+            active = torch.nonzero(self._last_seen > self.steps - horizon).flatten()
+            self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
+        else:
+            active = present.cpu()
+        self._in_flight[active] = True
+        act = active.to(self.device)
+        full = len(active) == G
+        d = self.deltas if full else self.deltas.index_select(0, act)  # [A, K]
+        s = torch.zeros_like(d)
+        if len(present):
+            pos = torch.searchsorted(act, present)
+            s.index_copy_(0, pos, shares)
+        masks = None if self.p is None else self.mask(active)  # [A, K]
+
+        def coords(v):  # a per-coordinate hyper-parameter as seen by the rows of d
+            if not torch.is_tensor(v) or masks is None:
+                return v
+            return v[masks]
+
+        if self.moments is None and stateful:
+            kw = dict(dtype=self.compute_dtype, device=self.device)
+            self.moments = torch.zeros(G, self.width, **kw)
+            self.base_moment = torch.zeros(self.layout.numel, **kw)
+        m = None
+        if stateful:
+            m = self.moments if full else self.moments.index_select(0, act)
+        base, bm = self.base, self.base_moment
+        first = self._opt_steps == 1
+        if adam:
+            if decay and hp["decoupled"]:
+                d.mul_(1 - coords(hp["lr"] * hp["wd"]))
+                base.mul_(1 - hp["lr"] * hp["wd"])
+            elif decay:
+                s.add_(coords(hp["wd"]) * d)
+                rest = rest + hp["wd"] * base
+            b1 = hp["beta1"]
+            m.mul_(coords(b1)).add_((1 - coords(b1)) * s)
+            bm.mul_(b1).add_((1 - b1) * rest)
+            c = hp["adam_coef"]  # lr / (1 - beta1^t) / denom_t, [P]
+            d.sub_(coords(c) * m)
+            base.sub_(c * bm)
+        else:
+            if decay:
+                s.add_(coords(hp["wd"]) * d)
+                rest = rest + hp["wd"] * base
+            u, ur = s, rest
+            if hp["momentum_on"]:
+                mu, damp = hp["momentum"], hp["dampening"]
+                if first:
+                    m.copy_(s)
+                    bm.copy_(rest)
+                else:
+                    m.mul_(coords(mu)).add_((1 - coords(damp)) * s)
+                    bm.mul_(mu).add_((1 - damp) * rest)
+                if hp["nesterov"]:
+                    u, ur = s + coords(mu) * m, rest + mu * bm
+                else:
+                    u, ur = m, bm
+            d.sub_(coords(hp["lr"]) * u)
+            base.sub_(hp["lr"] * ur)
+        if not full:
+            self.deltas.index_copy_(0, act, d)
+            if m is not None:
+                self.moments.index_copy_(0, act, m)
+
+    def _horizon(self, beta) -> int:
+        b = float(beta.max()) if torch.is_tensor(beta) else float(beta)
+        if b <= 0:
+            return 1
+        if b >= 1:
+            raise ValueError(f"momentum/beta1 must be < 1 for a decaying buffer, got {b}")
+        return max(1, math.ceil(math.log(self.retire_tol) / math.log(b)) + 1)
+
+    def _retire(self, rows: torch.Tensor) -> None:
+        """Hand the in-flight momentum of groups that left the horizon to the remainder (keeps the sum exact)."""
+        if len(rows) == 0 or self.moments is None:
+            self._in_flight[rows] = False
+            return
+        r = rows.to(self.device)
+        m = self.moments.index_select(0, r)
+        if self.p is None:
+            self.base_moment += m.sum(0)
+        else:
+            self.base_moment.index_add_(0, self.mask(rows).flatten(), m.flatten())
+        self.moments.index_fill_(0, r, 0.0)
+        self._in_flight[rows] = False
+
+    def _drop_moments(self) -> None:
+        if self.moments is not None:
+            self.moments.zero_()
+            self.base_moment.zero_()
+
+    def _hyper(self, opt: Optimizer) -> dict:
+        """Per-coordinate hyper-parameters of this step (floats when uniform, [P] tensors otherwise)."""
+        where = {pid: i for i, pid in enumerate(self._param_ids)}
+        sizes = self.layout.sizes()
+        per_tensor: dict[str, list] = {}
+        adam = isinstance(opt, Adam)
+        coef_parts: list[torch.Tensor | None] = [None] * len(sizes)
+        for group in opt.param_groups:
+            for q in group["params"]:
+                i = where.get(id(q))
+                if i is None:
+                    continue
+                vals = {
+                    "lr": float(group["lr"]),
+                    "wd": float(group["weight_decay"]),
+                    "maximize": bool(group.get("maximize", False)),
+                }
+                if adam:
+                    b1, b2 = (float(b) for b in group["betas"])
+                    vals.update(beta1=b1, decoupled=bool(group.get("decoupled_weight_decay", isinstance(opt, AdamW))))
+                    st = opt.state[q]
+                    t = float(st["step"])
+                    sq = st["max_exp_avg_sq"] if group["amsgrad"] else st["exp_avg_sq"]
+                    denom = (sq.detach().sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
+                    coef_parts[i] = (vals["lr"] / (1 - b1**t) / denom).reshape(-1)
+                    if int(t) != self._opt_steps:
+                        raise ValueError(
+                            f"the optimizer has taken {int(t)} steps but the log saw {self._opt_steps}: attach the "
+                            "log before the optimizer's first step (its buffers must start empty)"
+                        )
+                else:
+                    vals.update(
+                        momentum=float(group["momentum"]),
+                        dampening=float(group["dampening"]),
+                        nesterov=bool(group["nesterov"]),
+                    )
+                for k, v in vals.items():
+                    per_tensor.setdefault(k, [None] * len(sizes))[i] = v
+        missing = [self.layout.names[i] for i in range(len(sizes)) if per_tensor["lr"][i] is None]
+        if missing:
+            raise ValueError(
+                f"parameters not in the optimizer: {missing[:5]}; the log needs every trainable "
+                "parameter to be optimised (freeze others with requires_grad=False before logging)"
+            )
+
+        def merge(key):
+            vals = per_tensor[key]
+            if all(v == vals[0] for v in vals):
+                return vals[0]
+            return torch.cat(
+                [torch.full((n,), float(v), dtype=self.compute_dtype, device=self.device) for v, n in zip(vals, sizes)]
+            )
+
+        hp = {"lr": merge("lr"), "maximize": any(per_tensor["maximize"])}
+        wd = merge("wd")
+        hp["wd"] = None if (not torch.is_tensor(wd) and wd == 0.0) else wd
+        if adam:
+            hp["beta1"] = merge("beta1")
+            hp["decoupled"] = any(per_tensor["decoupled"])
+            if hp["decoupled"] and not all(per_tensor["decoupled"]):
+                raise ValueError("mixed coupled and decoupled weight decay across parameter groups is not supported")
+            hp["adam_coef"] = torch.cat(coef_parts).to(self.device, self.compute_dtype)
+        else:
+            hp["momentum"], hp["dampening"] = merge("momentum"), merge("dampening")
+            hp["momentum_on"] = any(v != 0 for v in per_tensor["momentum"])
+            if hp["momentum_on"] and not all(v != 0 for v in per_tensor["momentum"]):
+                raise ValueError("mixing momentum and no momentum across parameter groups is not supported")
+            hp["nesterov"] = any(per_tensor["nesterov"])
+            if hp["nesterov"] and not all(per_tensor["nesterov"]):
+                raise ValueError("mixing Nesterov and plain momentum across parameter groups is not supported")
+        return hp
+
+    # -------------------------------------------------------------------------------------- read out
+
+    def finalize(self, *, keep_masks: bool = False) -> DeltaLog:
+        """End recording: free the training buffers, cast the deltas to the storage dtype, and (unless
+        ``keep_masks``) drop the cached mask indices, which :meth:`delta` then regenerates from their seeds."""
+        if self.moments is not None:
+            self._retire(torch.nonzero(self._in_flight).flatten())
+        self.moments = None
+        if self.attribution == "update":
+            self._remainder = (self.base - self.theta0).to(self.storage_dtype)
+            del self.base, self.theta0
+            self.base_moment = None
+        self.deltas = self.deltas.to(self.storage_dtype)
+        if not keep_masks:
+            self._mask_cache = None
+        self.finalized = True
+        return self
+
+    def rows_of(self, groups: Iterable[Hashable]) -> torch.Tensor:
+        groups = list(groups)
+        bad = [g for g in groups if g not in self._index]
+        if bad:
+            some = ", ".join(map(repr, self.group_names[:8]))
+            raise KeyError(
+                f"unknown group(s) {bad[:5]}; this log tracks {len(self.group_names)} groups "
+                f"({some}{', ...' if len(self.group_names) > 8 else ''})"
+            )
+        return torch.tensor([self._index[g] for g in groups], dtype=torch.long)
+
+    def groups_of_samples(self, sample_ids: Sequence[int] | torch.Tensor) -> list:
+        """The groups holding these samples; a sample the log did not track raises KeyError."""
+        ids = torch.as_tensor(sample_ids, dtype=torch.long).reshape(-1)
+        inside = ids < len(self.group_of)
+        owner = torch.full_like(ids, -1)
+        owner[inside] = self.group_of[ids[inside]]
+        if bool((owner < 0).any()):
+            raise KeyError(
+                f"samples {ids[owner < 0][:10].tolist()} were not tracked by this log; "
+                "record a log whose groups include them (they are in its remainder)"
+            )
+        return [self.group_names[g] for g in torch.unique(owner).tolist()]
+
+    def delta_vector(self, groups: Iterable[Hashable]) -> torch.Tensor:
+        """Summed delta of these groups as one flat [P] vector (layout: :attr:`layout`), in compute dtype."""
+        rows = self.rows_of(groups)
+        out = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
+        if len(rows) == 0:
+            return out
+        vals = self.deltas.index_select(0, rows.to(self.device)).to(self.compute_dtype)
+        if self.p is None:
+            return vals.sum(0)
+        return out.index_add_(0, self.mask(rows).flatten(), vals.flatten())
+
+    def delta(self, groups: Iterable[Hashable]) -> dict[str, torch.Tensor]:
+        """Summed delta of these groups, name -> tensor shaped like the parameter."""
+        return self.layout.unflatten(self.delta_vector(groups))
+
+    @property
+    def remainder_vector(self) -> torch.Tensor:
+        """What no tracked group owns, flat [P]: theta_T - theta_0 minus every group's delta."""
+        if self.attribution != "update":
+            raise AttributeError(
+                "the 'gradient' attribution records raw gradients, which do not add up to the "
+                "parameter change; only attribution='update' has a remainder"
+            )
+        if self.finalized:
+            return self._remainder.to(self.compute_dtype)
+        return self.base - self.theta0
+
+    @property
+    def remainder(self) -> dict[str, torch.Tensor]:
+        """:attr:`remainder_vector` as name -> tensor."""
+        return self.layout.unflatten(self.remainder_vector)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes actually held by this log's tensors (deltas, buffers, masks, lookup tables)."""
+        held = [
+            self.deltas,
+            self.moments,
+            self._mask_cache,
+            self.group_of,
+            self.group_sizes,
+            self._last_seen,
+            self._in_flight,
+            getattr(self, "base", None),
+            getattr(self, "theta0", None),
+            getattr(self, "base_moment", None),
+            getattr(self, "_remainder", None),
+        ]
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
+
+    def __repr__(self) -> str:
+        return (
+            f"DeltaLog({len(self.group_names)} groups, attribution={self.attribution!r}, p={self.p}, "
+            f"{self.layout.numel} parameters, {self.steps} steps, {self.nbytes / 2**20:.1f} MiB)"
+        )

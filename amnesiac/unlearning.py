@@ -1,0 +1,247 @@
+"""Unlearning methods: one registry, one contract.
+
+Every method takes a trained model, a :class:`Request` (what to forget and the data/recipe a method may
+need) and its own keyword parameters, and returns a NEW model; the input model is never changed. An
+optional repair (``repair_epochs``) trains the result on the retain set afterwards.
+
+=============  ================================================================================
+``amnesiac``   subtract ``alpha`` times the forget groups' deltas from a :class:`DeltaLog`
+``misindexed`` the same from a log recorded with the seed's indexing bug (an ablation only)
+``batch``      Graves's "Original": subtract every stored per-batch change that touched the groups
+``layer``      the "Layer p" variant: the same from a :class:`BatchLog` with a mask ``p``
+``relabel``    Graves's baseline: train on the forget samples with random wrong labels
+``finetune``   keep training on the retain set (the "repair only" control)
+``retrain``    train a fresh model from scratch on the retain set (the gold standard)
+=============  ================================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .batchlog import BatchLog
+from .data import ArrayDataset
+from .deltalog import DeltaLog
+from .training import Recipe, train
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to forget, and what the methods that train need.
+
+    Attributes:
+        forget_groups: names of the log groups to forget (for log-based methods).
+        forget: the forget samples (for ``relabel``).
+        retain: the retain set (for ``finetune``, ``retrain`` and repair).
+        recipe: the training recipe (optimizer, lr, batch size, epochs) for methods that train.
+        model_fn: builds a fresh, untrained model (for ``retrain``).
+        num_classes: number of classes (for ``relabel``).
+        seed: seeds shuffling, relabelling and the retrained model's initialisation.
+        device: where training runs (``"auto"``, ``"cpu"``, ``"cuda"``).
+    """
+
+    forget_groups: tuple[Hashable, ...] = ()
+    forget: ArrayDataset | None = None
+    retain: ArrayDataset | None = None
+    recipe: Recipe | None = None
+    model_fn: Callable[[], nn.Module] | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def need(self, *fields: str, method: str) -> None:
+        missing = [f for f in fields if getattr(self, f) in (None, ())]
+        if missing:
+            raise ValueError(f"method {method!r} needs request field(s) {', '.join(missing)}")
+
+
+METHODS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    """Add a method to :data:`METHODS` under ``name``."""
+
+    def wrap(fn):
+        METHODS[name] = fn
+        return fn
+
+    return wrap
+
+
+def method_params(name: str) -> dict[str, object]:
+    """A method's own keyword parameters and their defaults."""
+    fn = _method(name)
+    return {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "progress"
+    }
+
+
+def unlearn(
+    method: str, model: nn.Module, request: Request, *, repair_epochs: int = 0, progress: bool = False, **params
+) -> nn.Module:
+    """Apply an unlearning method and return a new model (the input is left untouched).
+
+    Args:
+        method: a name in :data:`METHODS`.
+        model: the trained model.
+        request: what to forget and the data and recipe methods may need.
+        repair_epochs: then train this many epochs on ``request.retain`` (0: no repair).
+        progress: show progress bars for methods that train.
+        **params: the method's own parameters (see :func:`method_params`), e.g. ``log=``, ``alpha=``.
+
+    Example:
+        >>> m = nn.Linear(2, 2); log = DeltaLog(m, {"a": [0]})
+        >>> new = unlearn("amnesiac", m, Request(forget_groups=("a",)), log=log)
+        >>> new is m
+        False
+    """
+    fn = _method(method)
+    allowed = method_params(method)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise TypeError(f"method {method!r} takes no parameter(s) {unknown}; its parameters: {sorted(allowed)}")
+    if repair_epochs < 0:
+        raise ValueError(f"repair_epochs must be >= 0, got {repair_epochs}")
+    out = fn(model, request, progress=progress, **params)
+    if out is model:
+        raise RuntimeError(f"method {method!r} returned its input model; methods must return a new model")
+    if repair_epochs:
+        out = repair(out, request, epochs=repair_epochs, progress=progress)
+    return out
+
+
+def repair(
+    model: nn.Module, request: Request, *, epochs: int, progress: bool = False, desc: str = "repair"
+) -> nn.Module:
+    """A copy of ``model`` trained ``epochs`` more epochs on the retain set with a fresh optimizer."""
+    request.need("retain", "recipe", method="repair")
+    new = copy.deepcopy(model)
+    rec = request.recipe
+    train(
+        new,
+        request.retain.loader(rec.batch_size, seed=request.seed + 7919),
+        rec.make_optimizer(new.parameters()),
+        epochs=epochs,
+        device=request.device,
+        progress=progress,
+        desc=desc,
+    )
+    return new
+
+
+def _method(name: str):
+    if name not in METHODS:
+        raise ValueError(f"unknown unlearning method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def subtract(model: nn.Module, vector: torch.Tensor, alpha: float = 1.0) -> nn.Module:
+    """A copy of ``model`` with ``alpha * vector`` (flat, in the model's parameter layout) subtracted."""
+    from .grads import ParamLayout
+
+    layout = ParamLayout.of(model)
+    if vector.numel() != layout.numel:
+        raise ValueError(
+            f"the delta has {vector.numel()} entries but the model {layout.numel} parameters: "
+            "the log was recorded on a different architecture"
+        )
+    new = copy.deepcopy(model)
+    with torch.no_grad():
+        for q, d in zip(layout.params(new), layout.unflatten(vector).values()):
+            q.sub_(alpha * d.to(q.device, q.dtype))
+    return new
+
+
+def _check_log(log, cls, method: str, model: nn.Module):
+    if not isinstance(log, cls):
+        raise TypeError(f"method {method!r} needs log=<a {cls.__name__}>, got {type(log).__name__}")
+    log.layout.check(model)
+
+
+@register("amnesiac")
+def _amnesiac(model, request: Request, *, log: DeltaLog | None = None, alpha: float = 1.0, progress=False):
+    _check_log(log, DeltaLog, "amnesiac", model)
+    if log.indexing != "position":
+        raise ValueError(
+            "this log was recorded with the seed's mis-indexing; use method='misindexed' for that "
+            "ablation, or record a log with indexing='position'"
+        )
+    return subtract(model, log.delta_vector(request.forget_groups), alpha)
+
+
+@register("misindexed")
+def _misindexed(model, request: Request, *, log: DeltaLog | None = None, alpha: float = 1.0, progress=False):
+    _check_log(log, DeltaLog, "misindexed", model)
+    if log.indexing != "seed-misindexed":
+        raise ValueError(
+            "method 'misindexed' reproduces the seed's bug and needs a log recorded with indexing='seed-misindexed'"
+        )
+    return subtract(model, log.delta_vector(request.forget_groups), alpha)
+
+
+@register("batch")
+def _batch(model, request: Request, *, log: BatchLog | None = None, alpha: float = 1.0, progress=False):
+    _check_log(log, BatchLog, "batch", model)
+    if log.p is not None:
+        raise ValueError(f"this per-batch log keeps a p={log.p} subset; use method='layer' for it")
+    return subtract(model, log.delta_vector(request.forget_groups), alpha)
+
+
+@register("layer")
+def _layer(model, request: Request, *, log: BatchLog | None = None, alpha: float = 1.0, progress=False):
+    _check_log(log, BatchLog, "layer", model)
+    if log.p is None:
+        raise ValueError("method 'layer' needs a BatchLog recorded with a mask p; use method='batch' for full changes")
+    return subtract(model, log.delta_vector(request.forget_groups), alpha)
+
+
+@register("relabel")
+def _relabel(model, request: Request, *, epochs: int = 1, progress=False):
+    request.need("forget", "recipe", "num_classes", method="relabel")
+    forget = request.forget
+    gen = torch.Generator().manual_seed(request.seed + 104729)
+    shift = torch.randint(1, request.num_classes, (len(forget),), generator=gen)
+    wrong = ArrayDataset(forget.x, (forget.y + shift) % request.num_classes, forget.ids, forget.name + "-relabelled")
+    new = copy.deepcopy(model)
+    rec = request.recipe
+    train(
+        new,
+        wrong.loader(rec.batch_size, seed=request.seed + 1),
+        rec.make_optimizer(new.parameters()),
+        epochs=epochs,
+        device=request.device,
+        progress=progress,
+        desc="relabel",
+    )
+    return new
+
+
+@register("finetune")
+def _finetune(model, request: Request, *, epochs: int = 1, progress=False):
+    return repair(model, request, epochs=epochs, progress=progress, desc="finetune")
+
+
+@register("retrain")
+def _retrain(model, request: Request, *, epochs: int | None = None, progress=False):
+    request.need("retain", "recipe", "model_fn", method="retrain")
+    torch.manual_seed(request.seed)
+    new = request.model_fn()
+    rec = request.recipe
+    train(
+        new,
+        request.retain.loader(rec.batch_size, seed=request.seed),
+        rec.make_optimizer(new.parameters()),
+        epochs=rec.epochs if epochs is None else epochs,
+        device=request.device,
+        progress=progress,
+        desc="retrain",
+    )
+    return new
