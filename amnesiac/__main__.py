@@ -1,0 +1,61 @@
+"""Command line: ``python -m amnesiac run EXPERIMENT --profile full --seeds 0 1 2 --device auto``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .experiments import EXPERIMENTS, PROFILES, format_table, get_experiment, run, summarize
+
+
+def _parser() -> argparse.ArgumentParser:
+    exps = "\n  ".join(EXPERIMENTS)
+    parser = argparse.ArgumentParser(
+        prog="python -m amnesiac",
+        description="Run amnesiac-unlearning experiments (results are cached under results/).",
+        epilog=f"experiments:\n  {exps}\nprofiles: {', '.join(PROFILES)} (smoke: minutes on CPU; full: the seed's "
+               "scale)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run (or load) an experiment and print its summary table")
+    r.add_argument("experiment", choices=list(EXPERIMENTS) + ["all-mnist"], metavar="EXPERIMENT",
+                   help="one of: " + ", ".join(EXPERIMENTS) + ", or all-mnist")
+    r.add_argument("--profile", default="full", choices=PROFILES)
+    r.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    r.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    r.add_argument("--recompute", action="store_true", help="ignore cached results")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    sub.add_parser("list", help="list experiments and profiles")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name in EXPERIMENTS:
+            exp = get_experiment(name)
+            print(f"{name:28s} {exp.dataset:9s} {exp.model:9s} {exp.kind:8s} {len(exp.methods)} methods")
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = [n for n in EXPERIMENTS if n.startswith("mnist")] if args.experiment == "all-mnist" else [args.experiment]
+    for name in names:
+        result = run(name, args.profile, seeds=tuple(args.seeds) if args.seeds else None, device=args.device,
+                     progress=not args.quiet, recompute=args.recompute)
+        print(f"\n== {name} ({args.profile}, seeds {sorted(result.seeds)}) -> {result.folder}")
+        if not result.available:
+            print(f"data not available: {result.reason}")
+            continue
+        metrics = (("acc_test_forgotten", "acc_test_rest", "mia_loss") if result.experiment.kind == "class"
+                   else ("acc_forget", "acc_test", "mia_loss", "dist_param"))
+        for stage in ("no_repair", "after_repair"):
+            print(f"-- {stage}")
+            print(format_table(summarize(result, metrics, stage), metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

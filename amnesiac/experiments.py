@@ -1,0 +1,527 @@
+"""Experiments: frozen configs, named profiles, and a cached, resumable runner.
+
+An experiment trains the original model once per seed with every log its methods need, applies every
+method (with and without repair), evaluates everything against a model retrained from scratch, and writes
+the metrics to ``results/<experiment>/<profile>-<hash>/seed<k>.json``. The hash covers the config and
+:data:`SEMANTICS_VERSION`; a second run with the same config loads instead of recomputing. Each finished
+method is saved as it completes (``seed<k>.partial.json``), so an interrupted seed resumes where it stopped.
+Writes are atomic (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .batchlog import BatchLog
+from .data import (
+    IN_CHANNELS,
+    NUM_CLASSES,
+    ArrayDataset,
+    DatasetUnavailable,
+    class_ids,
+    graves_mnist,
+    groups_per_sample,
+    load_dataset,
+    random_ids,
+    test_views,
+)
+from .deltalog import DeltaLog
+from .models import build_model
+from .training import Recipe, accuracy, pick_device, train
+from .unlearning import Request, repair, unlearn
+
+SEMANTICS_VERSION = 1
+RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results"
+PROFILES = ("smoke", "full")
+KINDS = ("class", "samples")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of a results table: a registered method applied with one log and parameters."""
+
+    label: str
+    method: str
+    log: str | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    repair: bool = True  # also evaluate after repair
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A frozen experiment config. Build one with :func:`get_experiment`; see :data:`EXPERIMENTS`."""
+
+    name: str
+    dataset: str
+    model: str
+    kind: str  # "class" or "samples"
+    recipe: Recipe
+    repair_epochs: int
+    seeds: tuple[int, ...]
+    methods: tuple[MethodSpec, ...]
+    forget_class: int | None = None
+    graves_keep: int | None = None  # keep only the first N training images of the forget class
+    forget_fraction: float | None = None
+    ps: tuple[float, ...] = ()  # mask fractions of the seed's per-sample logs
+    misindexed_p: float | None = None
+    layer_p: float | None = None
+    train_subset: int | None = None  # smoke: a seeded random subset of the training set
+    test_subset: int | None = None
+    eval_retain: int = 10000  # retain samples used for accuracy (a seeded subset)
+    inversion_steps: int = 300
+    profile: str = "full"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """Content hash of everything that defines the numbers except the seeds (each seed is its own file)."""
+        config = {k: v for k, v in self.to_dict().items() if k != "seeds"}
+        blob = json.dumps({"config": config, "semantics": SEMANTICS_VERSION}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def folder(self) -> Path:
+        return RESULTS_ROOT / self.name / f"{self.profile}-{self.hash}"
+
+
+# ------------------------------------------------------------------------------------------- the catalogue
+
+
+def _class_methods(alphas, ps, misindexed_p, layer_p, repair_labels) -> tuple[MethodSpec, ...]:
+    specs = [MethodSpec("Original (per-batch)", "batch", "batch"),
+             MethodSpec(f"Layer p={layer_p:g}", "layer", "layer")]
+    specs += [MethodSpec(f"Per-sample p={p:g} (seed)", "amnesiac", f"gradient-p{p:g}") for p in ps]
+    specs += [MethodSpec(f"Full gradient record, alpha={p:g}", "amnesiac", "gradient", (("alpha", p),)) for p in ps]
+    specs.append(MethodSpec(f"Mis-indexed p={misindexed_p:g} (seed bug)", "misindexed", "misindexed"))
+    specs += [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", "update", (("alpha", a),)) for a in alphas]
+    specs += [MethodSpec("Relabel (1 epoch)", "relabel", None, (("epochs", 1),)),
+              MethodSpec("Fine-tune (1 epoch)", "finetune", None, (("epochs", 1),))]
+    return tuple(dataclasses.replace(s, repair=s.label in repair_labels or s.method in ("relabel", "finetune"))
+                 for s in specs)
+
+
+def _sample_methods(alphas, repaired_alphas) -> tuple[MethodSpec, ...]:
+    specs = [MethodSpec("Original (per-batch)", "batch", "batch"),
+             MethodSpec("Per-sample p=0.1 (seed)", "amnesiac", "gradient-p0.1", repair=False)]
+    specs += [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", "update", (("alpha", a),),
+                         repair=a in repaired_alphas) for a in alphas]
+    specs += [MethodSpec("Relabel (1 epoch)", "relabel", None, (("epochs", 1),)),
+              MethodSpec("Fine-tune (1 epoch)", "finetune", None, (("epochs", 1),))]
+    return tuple(specs)
+
+
+def _class_experiment(name, dataset, model, forget_class, graves_keep, profile, ps) -> Experiment:
+    alphas = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003)
+    repaired = {"Original (per-batch)", "Layer p=0.1", "Mis-indexed p=0.1 (seed bug)", "Update attribution, alpha=1",
+                "Update attribution, alpha=0.1"} | {f"Per-sample p={p:g} (seed)" for p in ps}
+    methods = _class_methods(alphas, ps, 0.1, 0.1, repaired)
+    common = dict(name=name, dataset=dataset, model=model, kind="class", methods=methods, forget_class=forget_class,
+                  graves_keep=graves_keep, ps=ps, misindexed_p=0.1, layer_p=0.1, profile=profile)
+    if profile == "smoke":
+        return Experiment(recipe=Recipe(batch_size=64, epochs=1), repair_epochs=1, seeds=(0,), train_subset=1500,
+                          test_subset=500, eval_retain=500, inversion_steps=20, **common)
+    return Experiment(recipe=Recipe(batch_size=64, epochs=4), repair_epochs=4, seeds=(0, 1, 2), **common)
+
+
+def _samples_experiment(name, dataset, model, fraction, profile) -> Experiment:
+    alphas = (1.0, 0.3, 0.1, 0.03, 0.01)
+    common = dict(name=name, dataset=dataset, model=model, kind="samples", methods=_sample_methods(alphas, (1.0, 0.1)),
+                  forget_fraction=fraction, ps=(0.1,), profile=profile)
+    if profile == "smoke":
+        return Experiment(recipe=Recipe(batch_size=64, epochs=1), repair_epochs=1, seeds=(0,), train_subset=1500,
+                          test_subset=500, eval_retain=500, inversion_steps=0, **common)
+    return Experiment(recipe=Recipe(batch_size=64, epochs=4), repair_epochs=4, seeds=(0, 1, 2), inversion_steps=0,
+                      **common)
+
+
+SEED_PS = (0.2, 0.1, 0.075, 0.05, 0.025, 0.01)
+
+EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
+    "mnist-class3-simple": lambda prof: _class_experiment("mnist-class3-simple", "mnist", "simple", 3, 100, prof,
+                                                          SEED_PS),
+    "mnist-class3-resnet18": lambda prof: _class_experiment("mnist-class3-resnet18", "mnist", "resnet18", 3, 100,
+                                                            prof, SEED_PS),
+    "mnist-samples1-simple": lambda prof: _samples_experiment("mnist-samples1-simple", "mnist", "simple", 0.01, prof),
+    "mnist-samples10-simple": lambda prof: _samples_experiment("mnist-samples10-simple", "mnist", "simple", 0.1,
+                                                               prof),
+    "cifar100-class81-simple": lambda prof: _class_experiment("cifar100-class81-simple", "cifar100", "simple", 81,
+                                                              None, prof, SEED_PS),
+    "cifar100-class81-resnet18": lambda prof: _class_experiment("cifar100-class81-resnet18", "cifar100",
+                                                                "resnet18", 81, None, prof, SEED_PS),
+    "cifar100-samples1-simple": lambda prof: _samples_experiment("cifar100-samples1-simple", "cifar100", "simple",
+                                                                 0.01, prof),
+}
+
+
+def get_experiment(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = None) -> Experiment:
+    """The named experiment at a profile; ``seeds`` overrides the profile's seeds.
+
+    Raises:
+        ValueError: unknown experiment or profile (the message lists the valid ones).
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    exp = EXPERIMENTS[name](profile)
+    if seeds is not None:
+        seeds = tuple(int(s) for s in seeds)
+        if not seeds or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
+        exp = dataclasses.replace(exp, seeds=seeds)
+    return exp
+
+
+# --------------------------------------------------------------------------------------------- data setup
+
+
+@dataclass
+class Split:
+    """Everything one seed of an experiment needs: train set, forget/retain, test views."""
+
+    train: ArrayDataset
+    forget: ArrayDataset
+    retain: ArrayDataset
+    test: ArrayDataset
+    test_forgotten: ArrayDataset | None
+    test_rest: ArrayDataset
+    eval_retain: ArrayDataset
+    groups_class: dict = field(default_factory=dict)
+    groups_sample: dict = field(default_factory=dict)
+
+
+def _subset(ds: ArrayDataset, n: int | None, seed: int) -> ArrayDataset:
+    if n is None or n >= len(ds):
+        return ds
+    gen = torch.Generator().manual_seed(10_007 + seed)
+    return ds.subset(torch.sort(ds.ids[torch.randperm(len(ds), generator=gen)[:n]]).values)
+
+
+def make_split(exp: Experiment, seed: int) -> Split:
+    """Load the data and build the forget/retain split for one seed (raises DatasetUnavailable)."""
+    train_set = load_dataset(exp.dataset, "train")
+    test_set = load_dataset(exp.dataset, "test")
+    if exp.kind == "class":
+        if exp.graves_keep is not None:
+            train_set = graves_mnist(train_set, forget_class=exp.forget_class, keep=exp.graves_keep)
+        forget_all = class_ids(train_set, exp.forget_class)
+        if exp.train_subset:  # smoke: a small subset that still holds forget samples
+            keep = forget_all[: max(10, exp.train_subset // 50)]
+            others = _subset(train_set.without(forget_all), exp.train_subset, seed)
+            train_set = train_set.subset(torch.sort(torch.cat([others.ids, keep])).values)
+        forget_ids = class_ids(train_set, exp.forget_class)
+    else:
+        train_set = _subset(train_set, exp.train_subset, seed)
+        forget_ids = random_ids(train_set, exp.forget_fraction, seed=seed)
+    test_set = _subset(test_set, exp.test_subset, seed)
+    forget, retain = train_set.subset(forget_ids), train_set.without(forget_ids)
+    if exp.kind == "class":
+        test_forgotten, test_rest = test_views(test_set, exp.forget_class)
+    else:
+        test_forgotten, test_rest = None, test_set
+    gen = torch.Generator().manual_seed(20_011 + seed)
+    eval_ids = retain.ids[torch.randperm(len(retain), generator=gen)[: exp.eval_retain]]
+    return Split(train_set, forget, retain, test_set, test_forgotten, test_rest, retain.subset(eval_ids),
+                 groups_class={"forget": forget_ids}, groups_sample=groups_per_sample(forget_ids))
+
+
+def needed_logs(exp: Experiment) -> set[str]:
+    return {s.log for s in exp.methods if s.log is not None}
+
+
+def make_logs(exp: Experiment, model: torch.nn.Module, split: Split) -> dict:
+    """Every log the experiment's methods use, attached to ``model`` before training."""
+    logs = {}
+    for key in sorted(needed_logs(exp)):
+        # Exact and full-record shares add up linearly, so one group holding the whole request gives exactly the
+        # sum of the per-sample deltas at the memory of one vector. Masked records (the seed's) are per sample,
+        # because each sample's mask differs.
+        if key == "update":
+            logs[key] = DeltaLog(model, split.groups_class)
+        elif key == "gradient":
+            logs[key] = DeltaLog(model, split.groups_class, attribution="gradient")
+        elif key.startswith("gradient-p"):  # the seed: one masked record per sample
+            logs[key] = DeltaLog(model, split.groups_sample, attribution="gradient", p=float(key[len("gradient-p"):]))
+        elif key == "misindexed":
+            logs[key] = DeltaLog(model, split.groups_sample, attribution="gradient", p=exp.misindexed_p,
+                                 indexing="seed-misindexed")
+        elif key == "batch":
+            logs[key] = BatchLog(model, split.groups_class, store="request", request=["forget"])
+        elif key == "layer":
+            logs[key] = BatchLog(model, split.groups_class, store="request", request=["forget"], p=exp.layer_p)
+        else:
+            raise ValueError(f"experiment {exp.name!r} names an unknown log {key!r}")
+    return logs
+
+
+def request_groups(log) -> tuple:
+    return ("forget",) if "forget" in log.group_names else tuple(log.group_names)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model: torch.nn.Module, split: Split, reference: torch.nn.Module | None, *, seed: int,
+             keep_losses: bool = False) -> dict:
+    """All metrics of one model: accuracies, membership inference, distance to the retrained reference."""
+    out = {
+        "acc_forget": accuracy(model, split.forget),
+        "acc_retain": accuracy(model, split.eval_retain),
+        "acc_test": accuracy(model, split.test),
+        "acc_test_rest": accuracy(model, split.test_rest),
+    }
+    if split.test_forgotten is not None:
+        out["acc_test_forgotten"] = accuracy(model, split.test_forgotten)
+    forget_loss = M.per_sample_losses(model, split.forget)
+    test_loss = M.per_sample_losses(model, split.test)
+    out["mia_loss"] = M.loss_mia(forget_loss, test_loss, seed=seed).to_dict()
+    out["mia_entropy"] = M.entropy_mia(M.entropies(model, split.eval_retain), M.entropies(model, split.test),
+                                       M.entropies(model, split.forget), seed=seed)
+    if reference is not None:
+        out["dist_param"] = M.param_distance(model, reference)
+        out.update({f"{k}_to_retrain": v for k, v in M.output_divergence(model, reference, split.test).items()})
+    if keep_losses:
+        out["losses"] = {"forget": _round(forget_loss), "test": _round(test_loss[:2000])}
+    return out
+
+
+def _round(arr, digits=5) -> list:
+    return [round(float(v), digits) for v in np.asarray(arr).reshape(-1)]
+
+
+# -------------------------------------------------------------------------------------------------- runner
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def provenance(device: torch.device) -> dict:
+    """Versions, device, git revision and date, written beside every result."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
+                             capture_output=True, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+        rev += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        rev = "unknown"
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+            "device_name": dev_name, "threads": torch.get_num_threads(), "git": rev,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": SEMANTICS_VERSION}
+
+
+def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool = True,
+             partial_path: Path | None = None) -> dict:
+    """Run one seed: train with logs, retrain the reference, apply and evaluate every method."""
+    dev = pick_device(device)
+    done = json.loads(partial_path.read_text()) if partial_path and partial_path.exists() else {}
+    split = make_split(exp, seed)
+    n_classes, in_ch = NUM_CLASSES[exp.dataset], IN_CHANNELS[exp.dataset]
+    model_fn = lambda: build_model(exp.model, in_ch, n_classes)  # noqa: E731
+    torch.manual_seed(seed)
+    model = model_fn()
+    logs = make_logs(exp, model, split)
+    opt = exp.recipe.make_optimizer(model.parameters())
+    history = train(model, split.train.loader(exp.recipe.batch_size, seed=seed), opt, epochs=exp.recipe.epochs,
+                    delta_log=list(logs.values()), device=dev, progress=progress, desc=f"{exp.name} seed {seed}")
+    train_seconds = history.wall_seconds
+    memory, deltas = {}, {}
+    for key, log in logs.items():  # stored bytes after training; then keep only this request's delta
+        if isinstance(log, DeltaLog):
+            log.finalize()
+        memory[key] = log.nbytes
+        deltas[key] = log
+    request = Request(forget_groups=("forget",), forget=split.forget, retain=split.retain, recipe=exp.recipe,
+                      model_fn=model_fn, num_classes=n_classes, seed=seed, device=str(dev))
+    t0 = time.perf_counter()
+    reference = unlearn("retrain", model, request, progress=progress)
+    retrain_seconds = time.perf_counter() - t0
+    record = {
+        "seed": seed, "n_train": len(split.train), "n_forget": len(split.forget), "n_retain": len(split.retain),
+        "n_test": len(split.test), "n_params": sum(q.numel() for q in model.parameters()),
+        "train_seconds": train_seconds, "log_seconds": history.log_seconds, "retrain_seconds": retrain_seconds,
+        "train_history": {"loss": history.loss, "accuracy": history.accuracy},
+        "memory_bytes": memory,
+        "memory_formula_bytes": {
+            "per_batch_all_steps": M.per_batch_formula_bytes(sum(q.numel() for q in model.parameters()),
+                                                             len(split.train), exp.recipe.epochs,
+                                                             exp.recipe.batch_size),
+            "per_sample_p1": M.per_sample_formula_bytes(sum(q.numel() for q in model.parameters()),
+                                                        len(split.forget)),
+        },
+        "original": evaluate(model, split, reference, seed=seed, keep_losses=True),
+        "retrain": evaluate(reference, split, None, seed=seed, keep_losses=True),
+        "methods": done.get("methods", {}),
+    }
+    if exp.inversion_steps and exp.kind == "class":
+        shape = tuple(split.train.x.shape[1:])
+        record["inversion"] = {"original": _round(M.invert(model, exp.forget_class, shape,
+                                                           steps=exp.inversion_steps, seed=seed), 3),
+                               "retrain": _round(M.invert(reference, exp.forget_class, shape,
+                                                          steps=exp.inversion_steps, seed=seed), 3),
+                               "shape": list(shape)}
+    for spec in exp.methods:
+        if spec.label in record["methods"]:
+            continue
+        params, req = dict(spec.params), request
+        if spec.log is not None:
+            params["log"] = deltas[spec.log]
+            req = dataclasses.replace(request, forget_groups=request_groups(deltas[spec.log]))
+        t0 = time.perf_counter()
+        new = unlearn(spec.method, model, req, progress=progress, **params)
+        seconds = time.perf_counter() - t0
+        row = {"method": spec.method, "log": spec.log, "params": dict(spec.params), "seconds": seconds,
+               "no_repair": evaluate(new, split, reference, seed=seed,
+                                     keep_losses=spec.log == "update" and dict(spec.params).get("alpha") == 0.1)}
+        if spec.repair and exp.repair_epochs:
+            t0 = time.perf_counter()
+            fixed = repair(new, request, epochs=exp.repair_epochs, progress=progress)
+            row["repair_seconds"] = time.perf_counter() - t0
+            row["after_repair"] = evaluate(fixed, split, reference, seed=seed)
+        if "inversion" in record and spec.log == "update" and dict(spec.params).get("alpha") == 0.1:
+            record["inversion"]["amnesiac"] = _round(M.invert(new, exp.forget_class, tuple(split.train.x.shape[1:]),
+                                                              steps=exp.inversion_steps, seed=seed), 3)
+        record["methods"][spec.label] = row
+        if partial_path is not None:
+            _atomic_write_json(partial_path, {"methods": record["methods"]})
+    return record
+
+
+@dataclass
+class Result:
+    """A finished (or partly finished) experiment: its config, one record per seed, and provenance."""
+
+    experiment: Experiment
+    seeds: dict[int, dict]
+    provenance: dict
+    folder: Path
+    available: bool = True
+    reason: str = ""
+
+
+def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = None, device: str = "auto",
+        progress: bool = True, recompute: bool = False, results_root: Path | None = None) -> Result:
+    """Run (or load from the cache) a named experiment for each of its seeds.
+
+    Example:
+        >>> # python -m amnesiac run mnist-class3-simple --profile smoke
+    """
+    exp = get_experiment(name, profile, seeds=seeds)
+    folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
+    dev = pick_device(device)
+    prov = provenance(dev)
+    records: dict[int, dict] = {}
+    for seed in exp.seeds:
+        path = folder / f"seed{seed}.json"
+        if path.exists() and not recompute:
+            records[seed] = json.loads(path.read_text())
+            continue
+        try:
+            start = time.perf_counter()
+            partial = folder / f"seed{seed}.partial.json"
+            record = run_seed(exp, seed, device=device, progress=progress, partial_path=partial)
+        except DatasetUnavailable as err:
+            result = Result(exp, records, prov, folder, available=False, reason=str(err))
+            _atomic_write_json(folder / "unavailable.json", {"reason": str(err), "config": exp.to_dict(),
+                                                             "hash": exp.hash, "provenance": prov})
+            return result
+        record["wall_seconds"] = time.perf_counter() - start
+        record["provenance"] = prov
+        _atomic_write_json(path, record)
+        (folder / f"seed{seed}.partial.json").unlink(missing_ok=True)
+        records[seed] = record
+    (folder / "unavailable.json").unlink(missing_ok=True)
+    _atomic_write_json(folder / "config.json", {"config": exp.to_dict(), "hash": exp.hash,
+                                                "semantics": SEMANTICS_VERSION})
+    return Result(exp, records, prov, folder)
+
+
+def load(name: str, profile: str = "full", *, results_root: Path | None = None) -> Result:
+    """Load committed results without computing; missing seeds are simply absent (see ``Result.seeds``)."""
+    exp = get_experiment(name, profile)
+    folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
+    records = {s: json.loads((folder / f"seed{s}.json").read_text()) for s in exp.seeds
+               if (folder / f"seed{s}.json").exists()}
+    unavailable = folder / "unavailable.json"
+    if not records and unavailable.exists():
+        info = json.loads(unavailable.read_text())
+        return Result(exp, {}, info.get("provenance", {}), folder, available=False, reason=info["reason"])
+    prov = next(iter(records.values()))["provenance"] if records else {}
+    return Result(exp, records, prov, folder)
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+
+def metric_value(entry: dict, metric: str) -> float:
+    """A metric of one evaluation entry; ``mia_loss`` reads its mean."""
+    v = entry.get(metric, float("nan"))
+    return float(v["mean"]) if isinstance(v, dict) else float(v)
+
+
+def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair") -> list[dict]:
+    """Rows (method label first, then original and retrain) with mean and std over seeds for each metric.
+
+    ``stage`` is ``"no_repair"`` or ``"after_repair"``; methods not repaired give NaN at that stage.
+    """
+    if stage not in ("no_repair", "after_repair"):
+        raise ValueError(f"unknown stage {stage!r}; valid: no_repair, after_repair")
+    records = list(result.seeds.values())
+    rows = []
+
+    def row(label, entries):
+        out = {"method": label, "seeds": len(entries)}
+        for m in metrics:
+            vals = np.array([metric_value(e, m) for e in entries], dtype=float)
+            ok = vals[~np.isnan(vals)]
+            out[m] = float(ok.mean()) if len(ok) else float("nan")
+            out[m + "_std"] = float(ok.std()) if len(ok) > 1 else float("nan") if not len(ok) else 0.0
+        return out
+
+    rows.append(row("After training (original)", [r["original"] for r in records]))
+    for spec in result.experiment.methods:
+        entries = [r["methods"][spec.label].get(stage, {}) for r in records if spec.label in r["methods"]]
+        rows.append(row(spec.label, entries))
+    rows.append(row("Retrain from scratch (reference)", [r["retrain"] for r in records]))
+    return rows
+
+
+def format_table(rows: list[dict], metrics: tuple[str, ...]) -> str:
+    """A plain-text table of :func:`summarize` rows (mean +- std)."""
+    width = max(len(r["method"]) for r in rows) + 2
+    lines = ["method".ljust(width) + "".join(m[:22].rjust(24) for m in metrics)]
+    for r in rows:
+        cells = []
+        for m in metrics:
+            mean, std = r[m], r[m + "_std"]
+            cells.append(("-" if np.isnan(mean) else f"{mean:.3f} +- {0 if np.isnan(std) else std:.3f}").rjust(24))
+        lines.append(r["method"].ljust(width) + "".join(cells))
+    return "\n".join(lines)
