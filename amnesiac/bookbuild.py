@@ -94,7 +94,11 @@ class BookBuildError(RuntimeError):
 
 @dataclass
 class ChapterResult:
-    """Outcome of executing one chapter: ``status`` is ``ok``, ``failed``, ``not run`` or ``kept``."""
+    """Outcome of one chapter in a build.
+
+    ``status``: ``ok`` or ``failed`` (executed now), ``not run`` (after a failure), ``kept`` or ``missing``
+    (not selected by ``--only``: its executed notebook from an earlier build exists, or does not).
+    """
 
     name: str
     status: str
@@ -313,9 +317,12 @@ def execute_chapter(
     """
     import papermill
 
-    nb = read_chapter(root, name)
-    passed, ignored = split_parameters(requested or {}, notebook_parameters(nb))
     output = output or executed_path(root, name)
+    try:
+        nb = read_chapter(root, name)
+        passed, ignored = split_parameters(requested or {}, notebook_parameters(nb))
+    except (BookBuildError, SyntaxError, ValueError, OSError) as err:  # missing or unreadable source
+        return ChapterResult(name, "failed", 0.0, None, f"{type(err).__name__}: {err}")
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
@@ -551,10 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = result
     _report("\n" + format_table(results))
     if failed is not None:
-        _report(
-            f"\nbookbuild: chapter {failed.name!r} failed: {failed.error}\n"
-            f"  the executed notebook with the error is kept at {failed.output}"
-        )
+        _report(f"\nbookbuild: chapter {failed.name!r} failed: {failed.error}")
+        if failed.output is not None and failed.output.exists():
+            _report(f"  the executed notebook with the error is kept at {failed.output}")
         return 1
     if args.no_html:
         return 0

@@ -1,0 +1,123 @@
+"""Plotting: functions that take results and return matplotlib figures (the book calls only these)."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .experiments import Result, metric_value
+
+_ALPHA = re.compile(r"alpha=([0-9.e-]+)")
+
+
+def _series(result: Result, prefix: str, metric: str, stage: str):
+    """(alphas, means, stds) of the methods whose label starts with ``prefix`` and names an alpha."""
+    points = []
+    for spec in result.experiment.methods:
+        m = _ALPHA.search(spec.label)
+        if not spec.label.startswith(prefix) or not m:
+            continue
+        vals = [metric_value(r["methods"][spec.label][stage], metric) for r in result.seeds.values()
+                if spec.label in r["methods"] and stage in r["methods"][spec.label]]
+        if vals:
+            points.append((float(m.group(1)), float(np.mean(vals)), float(np.std(vals))))
+    points.sort()
+    return tuple(np.array(v) for v in zip(*points)) if points else (np.array([]),) * 3
+
+
+def _reference(result: Result, which: str, metric: str) -> float:
+    return float(np.mean([metric_value(r[which], metric) for r in result.seeds.values()]))
+
+
+def alpha_sweep(result: Result, metrics: tuple[str, ...], *, stage: str = "no_repair",
+                families: tuple[str, ...] = ("Update attribution", "Full gradient record"),
+                labels: dict[str, str] | None = None):
+    """One panel per metric: the metric against alpha (log scale) for each family of methods, with the
+    original model and the retrained reference as horizontal lines; error bars are the spread over seeds."""
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for fam, marker in zip(families, "os^v"):
+            a, mean, std = _series(result, fam, metric, stage)
+            if len(a):
+                ax.errorbar(a, mean, yerr=std, marker=marker, capsize=3, label=fam)
+        ax.axhline(_reference(result, "original", metric), color="0.4", ls=":", label="original model")
+        ax.axhline(_reference(result, "retrain", metric), color="k", ls="--", label="retrained from scratch")
+        ax.set_xscale("log")
+        ax.set_xlabel(r"scale $\alpha$")
+        ax.set_title(labels.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def method_bars(rows: list[dict], metrics: tuple[str, ...], labels: dict[str, str] | None = None):
+    """Horizontal bars of each metric per method (rows from :func:`amnesiac.experiments.summarize`)."""
+    labels = labels or {}
+    rows = [r for r in rows if not all(np.isnan(r[m]) for m in metrics)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 0.32 * len(rows) + 1.2), sharey=True,
+                             squeeze=False)
+    y = np.arange(len(rows))
+    for ax, metric in zip(axes[0], metrics):
+        means = np.array([r[metric] for r in rows])
+        stds = np.nan_to_num(np.array([r[metric + "_std"] for r in rows]))
+        colors = ["0.3" if r["method"].startswith(("After training", "Retrain")) else "C0" for r in rows]
+        ax.barh(y, np.nan_to_num(means), xerr=stds, color=colors, capsize=2)
+        ax.set_title(labels.get(metric, metric))
+        ax.set_xlim(0, 1.05)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, [r["method"] for r in rows], fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def loss_histograms(panels: dict[str, dict], *, bins: int = 40):
+    """Per-sample loss histograms, forget set vs test set, one panel per model (``{"title": losses}``)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), sharey=True, squeeze=False)
+    for ax, (title, losses) in zip(axes[0], panels.items()):
+        f, t = np.log10(np.array(losses["forget"]) + 1e-6), np.log10(np.array(losses["test"]) + 1e-6)
+        edges = np.linspace(min(f.min(), t.min()), max(f.max(), t.max()), bins)
+        ax.hist(t, bins=edges, density=True, alpha=0.5, label="test (non-members)")
+        ax.hist(f, bins=edges, density=True, alpha=0.5, label="forget set")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(r"$\log_{10}$ loss")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: dict[str, np.ndarray], *, cmap: str = "gray"):
+    """A row of images (``{"title": [C, H, W] array in [-1, 1]}``)."""
+    fig, axes = plt.subplots(1, len(images), figsize=(2.2 * len(images), 2.5), squeeze=False)
+    for ax, (title, img) in zip(axes[0], images.items()):
+        img = np.asarray(img)
+        img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)) * 0.5 + 0.5
+        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=-1 if img.ndim == 2 else None,
+                  vmax=1 if img.ndim == 2 else None)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def scaling_plot(points: list[dict], x: str, ys: tuple[str, ...], *, xlabel: str, ylabel: str, logy: bool = True,
+                 labels: dict[str, str] | None = None):
+    """Lines of ``ys`` against ``x`` from a list of measurement dicts."""
+    labels = labels or {}
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    pts = sorted(points, key=lambda p: p[x])
+    for y, marker in zip(ys, "os^vD"):
+        ax.plot([p[x] for p in pts], [p[y] for p in pts], marker=marker, label=labels.get(y, y))
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
