@@ -26,12 +26,25 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--recompute", action="store_true", help="ignore cached results")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    b = sub.add_parser("bench", help="benchmark logging overhead, unlearning latency and memory")
+    b.add_argument("--profile", default="full", choices=["smoke", "full"])
+    b.add_argument("--device", default="auto")
+    b.add_argument("--threads", type=int, default=None)
     sub.add_parser("list", help="list experiments and profiles")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        from .bench import format_bench, run_bench
+
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(format_bench(run_bench(args.profile, device=args.device)))
+        return 0
     if args.command == "list":
         for name in EXPERIMENTS:
             exp = get_experiment(name)

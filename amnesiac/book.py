@@ -6,17 +6,24 @@ Chapters stay thin: a ``parameters`` cell, then calls into this module, :mod:`am
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
-from .experiments import PROFILES, Result, get_experiment, load, run
+from .data import ArrayDataset, data_root, dataset_available
+from .deltalog import DeltaLog
+from .experiments import PROFILES, Result, get_experiment, load, run, summarize
+from .training import predict
+from .unlearning import Request, unlearn
 
 DEVICES = ("auto", "cpu", "cuda")
 
-# The seed report's published MNIST tables (Marincione 2024, section 2 of REFERENCE.md): accuracy on the
-# forgotten class / on the rest after training, right after unlearning ("no retrain") and after 4 epochs of
+# The seed report's published MNIST and CIFAR-100 tables (Marincione 2024, section 2 of REFERENCE.md): accuracy
+# on the forgotten class / on the rest after training, right after unlearning ("no retrain") and after 4 epochs of
 # training on the remaining data ("after retrain"). Quoted for comparison; every other number is computed.
 SEED_REPORT = {
     "mnist-class3-simple": [
@@ -34,8 +41,39 @@ SEED_REPORT = {
         ("Per-sample p=0.1 (seed)", (.85, .98), (.73, .97), (.00, .99)),
         ("Per-sample p=0.075 (seed)", (.83, .98), (.77, .98), (.02, .99)),
     ],
+    "cifar100-class81-simple": [
+        ("Original (per-batch)", (.17, .33), (.00, .04), (.00, .35)),
+        ("Layer p=0.1", (.19, .33), (.00, .32), (.00, .35)),
+        ("Per-sample p=0.1 (seed)", (.24, .33), (.00, .14), (.00, .36)),
+        ("Per-sample p=0.075 (seed)", (.23, .33), (.00, .19), (.00, .36)),
+        ("Per-sample p=0.05 (seed)", (.22, .33), (.00, .23), (.00, .36)),
+        ("Per-sample p=0.01 (seed)", (.24, .33), (.04, .32), (.00, .36)),
+    ],
+    # Original and Layer were summed into one tensor to fit memory (as the report says).
+    "cifar100-class81-resnet18": [
+        ("Original (per-batch)", (.18, .33), (.00, .02), (.00, .41)),
+        ("Layer p=0.1", (.12, .32), (.00, .30), (.00, .39)),
+        ("Per-sample p=0.1 (seed)", (.21, .33), (.00, .17), (.00, .41)),
+        ("Per-sample p=0.075 (seed)", (.16, .34), (.00, .23), (.00, .40)),
+        ("Per-sample p=0.05 (seed)", (.15, .33), (.00, .30), (.00, .40)),
+        ("Per-sample p=0.025 (seed)", (.22, .33), (.01, .31), (.00, .40)),
+        ("Per-sample p=0.01 (seed)", (.18, .33), (.11, .33), (.00, .40)),
+    ],
 }
 
+
+# Graves et al. (AAAI 2021; REFERENCE.md section 1): recall of their Shokri-style membership inference attack on
+# CIFAR-100 (forgetting class 11) before and right after amnesiac unlearning. Quoted, not computed here.
+GRAVES_REPORT = {"mia_recall_before": 0.975, "mia_recall_after": 0.0, "mia_dataset": "CIFAR-100", "mia_class": 11}
+
+# Published reference figures of the NeurIPS 2023 Machine Unlearning Challenge starting kit (Triantafillou et al.
+# 2024; REFERENCE.md section 5): CIFAR-10, ResNet-18, a random 10% forget set. Test accuracy and loss-MIA accuracy
+# (forget vs test losses, 10-fold logistic regression; 0.5 = indistinguishable). Quoted, not computed here.
+STARTING_KIT = {
+    "Original model": {"acc_test": .883, "mia_loss": .579},
+    "Fine-tune on the retain set (5 epochs)": {"acc_test": .840, "mia_loss": .512},
+    "Retrain from scratch": {"acc_test": .88, "mia_loss": .502},
+}
 
 def validate(*, profile: str = "full", seeds: Sequence[int] | None = None, recompute: bool = False,
              device: str = "auto", forget_class: int | None = None, num_classes: int = 10,
@@ -124,3 +162,481 @@ def missing_seeds_note(result: Result, profile: str) -> str:
     return (f"Seeds {missing} of the `{profile}` profile have not been computed yet; the numbers below use seeds "
             f"{sorted(result.seeds)}. Run `python -m amnesiac run {result.experiment.name} --profile {profile}` "
             "to add them.")
+
+
+def results_table(result: Result, columns: Sequence[tuple[str, str, str]], *, digits: int = 2,
+                  keep_empty: bool = False) -> str:
+    """A Markdown table of ``mean ± std`` over seeds: one row per method, the original model first and the
+    retrained reference last (rows of :func:`amnesiac.experiments.summarize`), one column per
+    ``(header, metric, stage)`` with ``stage`` ``"no_repair"`` or ``"after_repair"``.
+
+    A method with a dash in every column (e.g. one never repaired, in an after-repair table) is left out
+    unless ``keep_empty``. The original and retrained models have no stages: their columns repeat.
+
+    Example:
+        >>> # results_table(res, [("forget", "acc_forget", "no_repair"), ("test", "acc_test", "after_repair")])
+    """
+    stages = {stage for _, _, stage in columns}
+    by_stage = {}
+    for stage in stages:
+        wanted = tuple(dict.fromkeys(m for _, m, s in columns if s == stage))
+        by_stage[stage] = {r["method"]: r for r in summarize(result, wanted, stage)}
+    order = list(next(iter(by_stage.values())))
+    rows = []
+    for label in order:
+        cells = [pm(by_stage[stage][label], metric, digits) for _, metric, stage in columns]
+        if keep_empty or any(c != "–" for c in cells):
+            rows.append([label] + cells)
+    return markdown_table(["method"] + [h for h, _, _ in columns], rows)
+
+
+def best_row(rows: Sequence[dict], metric: str, *, prefix: str = "", lowest: bool = True) -> dict:
+    """The :func:`amnesiac.experiments.summarize` row with the lowest (or highest) mean ``metric`` among
+    methods whose label starts with ``prefix`` (NaN rows ignored).
+
+    Example:
+        >>> best_row([{"method": "a", "x": 0.3}, {"method": "b", "x": 0.1}], "x")["method"]
+        'b'
+    """
+    pool = [r for r in rows if r["method"].startswith(prefix) and not np.isnan(r.get(metric, float("nan")))]
+    if not pool:
+        raise ValueError(f"no row starting with {prefix!r} has a value for {metric!r}")
+    values = [r[metric] for r in pool]
+    return pool[int(np.argmin(values) if lowest else np.argmax(values))]
+
+
+def seed_report_table(name: str) -> str:
+    """The seed report's published table for an experiment (``SEED_REPORT[name]``) as Markdown: accuracy on
+    the forgotten class / on the rest after training, right after unlearning and after 4 epochs of repair.
+
+    Example:
+        >>> seed_report_table("mnist-class3-simple").splitlines()[0]
+        '| method (seed report) | after training | no retrain | after retrain |'
+    """
+    if name not in SEED_REPORT:
+        raise ValueError(f"the seed report has no table for {name!r}; it has: {', '.join(SEED_REPORT)}")
+    rows = [[label] + [f"{f:.2f} / {r:.2f}" for f, r in cells] for label, *cells in SEED_REPORT[name]]
+    return markdown_table(["method (seed report)", "after training", "no retrain", "after retrain"], rows)
+
+
+def availability_note(result: Result, profile: str) -> str:
+    """Why a result has no seeds, as a Markdown sentence (empty when it has some): the data set is missing
+    where the book was built (``result.reason`` or a failed :func:`amnesiac.data.dataset_available`), or the
+    data is there but the experiment has not been run; either way it names the command that computes it."""
+    if result.seeds:
+        return ""
+    exp = result.experiment
+    command = f"`python -m amnesiac run {exp.name} --profile {profile}`"
+    if not result.available or not dataset_available(exp.dataset):
+        why = result.reason or f"{exp.dataset} does not load from the data root {data_root()}"
+        return (f"**Not computed: the `{exp.dataset}` data set is not available where this book was built** "
+                f"({why}). No numbers are shown for `{exp.name}`. Where the data exists, set `$AMNESIAC_DATA` "
+                f"to its folder and run {command}.")
+    return f"**Not computed yet.** The `{exp.dataset}` data is available; run {command} to compute `{exp.name}`."
+
+
+# ------------------------------------------------------------------------------- live forgetting (interactive)
+
+
+def validate_counts(**counts: int) -> None:
+    """Check that every keyword is a positive integer (chapter parameters such as ``n_train=12000``).
+
+    Example:
+        >>> validate_counts(n_train=12000, epochs=1)
+    """
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def per_class_accuracy(model: nn.Module, dataset: ArrayDataset, num_classes: int) -> np.ndarray:
+    """Top-1 accuracy of ``model`` on each class of ``dataset``, [num_classes] (NaN for an absent class).
+
+    Example:
+        >>> import torch
+        >>> ds = ArrayDataset(torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), torch.arange(4))
+        >>> per_class_accuracy(torch.nn.Linear(3, 2), ds, 3).shape
+        (3,)
+    """
+    pred = predict(model, dataset.x).argmax(1)  # [N]
+    total = torch.bincount(dataset.y, minlength=num_classes)[:num_classes].double()
+    hits = torch.bincount(dataset.y[pred == dataset.y], minlength=num_classes)[:num_classes].double()
+    return torch.where(total > 0, hits / total.clamp(min=1), torch.nan).numpy()
+
+
+def split_accuracy(per_class: np.ndarray, class_counts: np.ndarray, forget_class: int | None) -> tuple[float, float]:
+    """(accuracy on the forgotten class, accuracy on all other test images) from per-class accuracies and the
+    number of test images per class; with ``forget_class=None`` the first is NaN and the second covers all.
+
+    Example:
+        >>> split_accuracy(np.array([1.0, 0.5]), np.array([10, 30]), 0)
+        (1.0, 0.5)
+    """
+    per_class, counts = np.asarray(per_class, dtype=float), np.asarray(class_counts, dtype=float)
+    rest = np.ones(len(counts), dtype=bool)
+    forgotten = float("nan")
+    if forget_class is not None:
+        rest[forget_class] = False
+        forgotten = float(per_class[forget_class])
+    ok = rest & (counts > 0)
+    return forgotten, float(np.sum(per_class[ok] * counts[ok]) / np.sum(counts[ok]))
+
+
+def forget_live(model: nn.Module, class_log: DeltaLog, sample_log: DeltaLog, sample_labels: dict[int, int], *,
+                forget_class: int | None, sample_ids: Sequence[int], alpha: float) -> tuple[nn.Module, list[int]]:
+    """Forget a class and/or single samples at once: subtract ``alpha`` times the class's delta (group
+    ``"class<c>"`` of ``class_log``), then ``alpha`` times the deltas of the chosen samples (groups of
+    ``sample_log``, keyed by sample id). A chosen sample of the forgotten class is skipped: its share is already
+    inside the class delta. Returns the new model (the input is untouched) and the sample ids subtracted.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(2, 2)
+        >>> cl, sl = DeltaLog(m, {"class0": [0], "class1": [1]}), DeltaLog(m, {0: [0], 1: [1]})
+        >>> _, used = forget_live(m, cl, sl, {0: 0, 1: 1}, forget_class=0, sample_ids=[0, 1], alpha=0.1)
+        >>> used
+        [1]
+    """
+    out = model
+    if forget_class is not None:
+        out = unlearn("amnesiac", out, Request(forget_groups=(f"class{forget_class}",)), log=class_log, alpha=alpha)
+    used = [int(i) for i in sample_ids if forget_class is None or sample_labels[int(i)] != forget_class]
+    if used:
+        out = unlearn("amnesiac", out, Request(forget_groups=tuple(used)), log=sample_log, alpha=alpha)
+    if out is model:
+        out = copy.deepcopy(model)
+    return out, used
+
+
+def forget_sweep(model: nn.Module, class_log: DeltaLog, test_set: ArrayDataset, classes: Sequence[int],
+                 alphas: Sequence[float], num_classes: int) -> list[dict]:
+    """Test accuracy on the forgotten class and on the rest after subtracting ``alpha`` times a class's delta,
+    for every class in ``classes`` and every alpha; one dict per (class, alpha), plus ``alpha=0`` (the trained
+    model itself) first for each class."""
+    counts = torch.bincount(test_set.y, minlength=num_classes)[:num_classes].numpy()
+    before = per_class_accuracy(model, test_set, num_classes)
+    rows = []
+    for c in classes:
+        f, r = split_accuracy(before, counts, c)
+        rows.append(dict(forget_class=int(c), alpha=0.0, acc_forgotten=f, acc_rest=r))
+        for a in alphas:
+            new, _ = forget_live(model, class_log, class_log, {}, forget_class=int(c), sample_ids=(), alpha=float(a))
+            f, r = split_accuracy(per_class_accuracy(new, test_set, num_classes), counts, c)
+            rows.append(dict(forget_class=int(c), alpha=float(a), acc_forgotten=f, acc_rest=r))
+    return rows
+
+
+def sweep_table(rows: Sequence[dict], digits: int = 2) -> str:
+    """A Markdown table of :func:`forget_sweep` rows: one line per class, one column per alpha, cells
+    ``forgotten / rest`` (alpha 0 is the trained model, labelled "trained")."""
+    alphas = list(dict.fromkeys(r["alpha"] for r in rows))
+    classes = list(dict.fromkeys(r["forget_class"] for r in rows))
+    cell = {(r["forget_class"], r["alpha"]): f"{r['acc_forgotten']:.{digits}f} / {r['acc_rest']:.{digits}f}"
+            for r in rows}
+    header = ["class"] + ["trained" if a == 0 else f"α = {a:g}" for a in alphas]
+    return markdown_table(header, [[str(c)] + [cell.get((c, a), "–") for a in alphas] for c in classes])
+
+
+def selective_alphas(rows: Sequence[dict], *, forgotten_max: float = 0.05, rest_drop: float = 0.02) -> dict[int, str]:
+    """Per class of :func:`forget_sweep` rows, the alphas that both forget and keep the rest, as text.
+
+    An alpha qualifies when the forgotten class's test accuracy is at most ``forgotten_max`` (a model retrained
+    without the class scores 0 on it) and the accuracy on the other classes is less than ``rest_drop`` below the
+    trained model's (the ``alpha=0`` row). The text lists them (``"0.03, 0.01"``) or says ``"none of the grid"``.
+
+    Example:
+        >>> rows = [dict(forget_class=3, alpha=0.0, acc_forgotten=0.9, acc_rest=0.95),
+        ...         dict(forget_class=3, alpha=1.0, acc_forgotten=0.0, acc_rest=0.1),
+        ...         dict(forget_class=3, alpha=0.1, acc_forgotten=0.0, acc_rest=0.94)]
+        >>> selective_alphas(rows)
+        {3: '0.1'}
+    """
+    trained = {r["forget_class"]: r["acc_rest"] for r in rows if r["alpha"] == 0}
+    out: dict[int, list[str]] = {c: [] for c in trained}
+    for r in rows:
+        c = r["forget_class"]
+        if r["alpha"] > 0 and r["acc_forgotten"] <= forgotten_max and trained[c] - r["acc_rest"] < rest_drop:
+            out[c].append(f"{r['alpha']:g}")
+    return {c: ", ".join(v) if v else "none of the grid" for c, v in out.items()}
+
+
+def sample_titles(samples: ArrayDataset) -> list[str]:
+    """Short labels of tracked samples, ``"#k (label)"`` in display order (thumbnails and the sample selector)."""
+    return [f"#{k} ({y})" for k, y in enumerate(samples.y.tolist())]
+
+
+def sample_sweep(model: nn.Module, sample_log: DeltaLog, samples: ArrayDataset, test_set: ArrayDataset,
+                 alphas: Sequence[float]) -> list[dict]:
+    """Forget every sample of ``samples`` at once (their groups in ``sample_log``) for each alpha; one dict per
+    alpha (``alpha=0`` is the trained model): test accuracy, how many of the samples are still predicted
+    correctly, and their mean softmax probability of the true label."""
+    rows = []
+    for a in [0.0, *alphas]:
+        new = model if a == 0 else unlearn("amnesiac", model, Request(forget_groups=tuple(int(i) for i in samples.ids)),
+                                           log=sample_log, alpha=float(a))
+        probs = torch.softmax(predict(new, samples.x), 1)  # [S, classes]
+        pred = predict(new, test_set.x).argmax(1)
+        rows.append(dict(alpha=float(a), acc_test=float((pred == test_set.y).double().mean()),
+                         n_correct=int((probs.argmax(1) == samples.y).sum()), n_samples=len(samples),
+                         p_label=float(probs[torch.arange(len(samples)), samples.y].mean())))
+    return rows
+
+
+def sample_sweep_table(rows: Sequence[dict], digits: int = 3) -> str:
+    """A Markdown table of :func:`sample_sweep` rows (one line per alpha; alpha 0 is labelled "trained")."""
+    return markdown_table(
+        ["alpha", "test accuracy", "samples still predicted correctly", "mean p(label) on the samples"],
+        [["trained" if r["alpha"] == 0 else f"{r['alpha']:g}", f"{r['acc_test']:.{digits}f}",
+          f"{r['n_correct']} / {r['n_samples']}", f"{r['p_label']:.{digits}f}"] for r in rows])
+
+
+class ForgetPanel:
+    """ipywidgets that forget a class and/or samples of a trained model live, and show what changed.
+
+    A Dropdown picks a class ("none" for no class), a SelectMultiple picks samples tracked by ``sample_log``,
+    a FloatLogSlider sets alpha (1e-3 to 1). Every change runs :func:`forget_live` and replaces the contents
+    of an Output widget: test accuracy on the forgotten class and on the rest (before and after), the chosen
+    samples' predicted labels, and a :func:`amnesiac.plotting.class_accuracy_bars` figure. The time each update
+    took is kept in :attr:`seconds`.
+
+    Args:
+        model: the trained model (never changed).
+        class_log: a finalized :class:`DeltaLog` with one group ``"class<c>"`` per class.
+        sample_log: a finalized :class:`DeltaLog` with one group per sample, keyed by sample id.
+        test_set: where accuracies are measured.
+        samples: the tracked samples (their ids are ``sample_log``'s groups), in display order.
+        num_classes: number of classes.
+        titles: the SelectMultiple's label of each sample (default ``"#k (label)"``).
+        forget_class, selected, alpha: the initial choice (``None`` for no class).
+
+    Example (in a notebook)::
+
+        panel = ForgetPanel(model, class_log, sample_log, test, samples, 10)
+        panel.widget  # displays the controls and the output
+    """
+
+    def __init__(self, model: nn.Module, class_log: DeltaLog, sample_log: DeltaLog, test_set: ArrayDataset,
+                 samples: ArrayDataset, num_classes: int, *, titles: Sequence[str] | None = None,
+                 forget_class: int | None = None, selected: Sequence[int] = (), alpha: float = 0.1):
+        import ipywidgets as widgets
+
+        if titles is not None and len(titles) != len(samples):
+            raise ValueError(f"got {len(titles)} titles for {len(samples)} samples")
+        self.model, self.class_log, self.sample_log = model, class_log, sample_log
+        self.test_set, self.samples, self.num_classes = test_set, samples, num_classes
+        self.labels = {int(i): int(y) for i, y in zip(samples.ids, samples.y)}
+        self.counts = torch.bincount(test_set.y, minlength=num_classes)[:num_classes].numpy()
+        self.before = per_class_accuracy(model, test_set, num_classes)
+        self.probs_before = torch.softmax(predict(model, samples.x), 1)  # [S, classes]
+        self.seconds: list[float] = []
+        self.last: dict = {}
+        titles = list(titles) if titles is not None else sample_titles(samples)
+        # Labels are HTML widgets rather than ``description``s: the static page's widget manager typesets
+        # descriptions with MathJax 2's API, which fails on pages that load MathJax 3.
+        self.class_box = widgets.Dropdown(options=[("none", -1)] + [(str(c), c) for c in range(num_classes)],
+                                          value=-1 if forget_class is None else forget_class,
+                                          layout=widgets.Layout(width="8em"))
+        options = [(f"{t} id {int(i)}", int(i)) for t, i in zip(titles, samples.ids)]
+        self.sample_box = widgets.SelectMultiple(options=options, value=tuple(int(i) for i in selected), rows=8,
+                                                 layout=widgets.Layout(width="14em"))
+        self.alpha_box = widgets.FloatLogSlider(value=alpha, base=10, min=-3, max=0, step=0.05,
+                                                readout_format=".3f", continuous_update=False)
+        self.output = widgets.Output()
+        self._holding = False
+        for box in (self.class_box, self.sample_box, self.alpha_box):
+            box.observe(self._changed, names="value")
+        label = widgets.Layout(width="7em")
+        controls = widgets.VBox([widgets.HBox([widgets.HTML("forget class", layout=label), self.class_box]),
+                                 widgets.HBox([widgets.HTML("alpha", layout=label), self.alpha_box])])
+        picker = widgets.VBox([widgets.HTML("forget samples (ctrl- or shift-click for several)"), self.sample_box])
+        self._widget = widgets.VBox([widgets.HBox([controls, picker], layout=widgets.Layout(grid_gap="2em")),
+                                     self.output])
+        self.update()
+
+    @property
+    def widget(self):
+        """The panel: controls on top, the Output widget below."""
+        return self._widget
+
+    def set(self, *, forget_class: int | None = None, selected: Sequence[int] = (), alpha: float | None = None) -> dict:
+        """Set every control at once (one update, not three) and return :meth:`update`'s summary."""
+        self._holding = True
+        try:
+            self.class_box.value = -1 if forget_class is None else forget_class
+            self.sample_box.value = tuple(int(i) for i in selected)
+            if alpha is not None:
+                self.alpha_box.value = alpha
+        finally:
+            self._holding = False
+        return self.update()
+
+    def _changed(self, _change) -> None:
+        if not self._holding:
+            self.update()
+
+    def update(self) -> dict:
+        """Unlearn with the current choice, refresh the Output widget, and return a summary dict."""
+        import base64
+        import html
+        import io
+        import re
+        import time
+
+        import matplotlib.pyplot as plt
+
+        from .plotting import class_accuracy_bars
+
+        start = time.perf_counter()
+        fc = None if self.class_box.value == -1 else int(self.class_box.value)
+        chosen, alpha = [int(i) for i in self.sample_box.value], float(self.alpha_box.value)
+        new, used = forget_live(self.model, self.class_log, self.sample_log, self.labels, forget_class=fc,
+                                sample_ids=chosen, alpha=alpha)
+        after = per_class_accuracy(new, self.test_set, self.num_classes)
+        f0, r0 = split_accuracy(self.before, self.counts, fc)
+        f1, r1 = split_accuracy(after, self.counts, fc)
+        pos = self.samples.positions(chosen) if chosen else torch.empty(0, dtype=torch.long)
+        probs = torch.softmax(predict(new, self.samples.x[pos]), 1) if chosen else torch.empty(0, self.num_classes)
+        rows = []
+        for k, (i, p) in enumerate(zip(chosen, probs)):
+            y, p0 = self.labels[i], self.probs_before[pos[k]]
+            rows.append(dict(sample_id=i, label=y, pred_before=int(p0.argmax()), pred_after=int(p.argmax()),
+                             p_label_before=float(p0[y]), p_label_after=float(p[y]), in_class_delta=i not in used))
+        fig = class_accuracy_bars(self.before, after, highlight=fc, labels=("trained", "after forgetting"))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        seconds = time.perf_counter() - start
+        self.seconds.append(seconds)
+        self.last = dict(forget_class=fc, samples=chosen, alpha=alpha, acc_forgotten_before=f0,
+                         acc_forgotten_after=f1, acc_rest_before=r0, acc_rest_after=r1, samples_table=rows,
+                         seconds=seconds)
+
+        what = [f"class {fc}"] if fc is not None else []
+        what += [f"{len(chosen)} sample{'s' if len(chosen) != 1 else ''}"] if chosen else []
+        lines = [f"<p><b>Forgetting {' and '.join(what) or 'nothing'}</b> with alpha = {alpha:.3f} "
+                 f"(update took {seconds:.2f} s).<br>"]
+        if fc is not None:
+            lines.append(f"Test accuracy on class {fc}: {f0:.3f} &rarr; <b>{f1:.3f}</b>; ")
+        rest_name = "other classes" if fc is not None else "test set"
+        lines.append(f"on the {rest_name}: {r0:.3f} &rarr; <b>{r1:.3f}</b>.</p>")
+        if rows:
+            cells = "".join(
+                f"<tr><td>{r['sample_id']}</td><td>{r['label']}</td>"
+                f"<td>{r['pred_before']} &rarr; {r['pred_after']}</td>"
+                f"<td>{r['p_label_before']:.3f} &rarr; {r['p_label_after']:.3f}</td>"
+                f"<td>{'in the class delta' if r['in_class_delta'] else 'own delta'}</td></tr>" for r in rows)
+            lines.append("<table><tr><th>sample id</th><th>label</th><th>predicted</th><th>p(label)</th>"
+                         f"<th>subtracted as</th></tr>{cells}</table>")
+        text = "".join(lines)
+        self.output.outputs = (
+            dict(output_type="display_data", metadata={},
+                 data={"text/html": text, "text/plain": html.unescape(re.sub(r"<[^>]+>", " ", text))}),
+            dict(output_type="display_data", metadata={},
+                 data={"image/png": base64.b64encode(buf.getvalue()).decode(), "text/plain": "<per-class accuracy>"}),
+        )
+        return self.last
+
+
+# ------------------------------------------------------------------------------- method and discussion chapters
+
+# The seed's two class-forgetting settings (REFERENCE.md section 2) as the memory formulas need them: training-set
+# size, forget-set size, epochs and batch size. MNIST uses Graves's split: its 60,000 training images minus all
+# but the first 100 of the 6,131 threes; CIFAR-100 has 50,000 training images, 500 per class (Krizhevsky 2009).
+MEMORY_SETTINGS = {
+    "MNIST, forget class 3": dict(dataset="mnist", n_train=60_000 - 6_131 + 100, n_forget=100, epochs=4,
+                                  batch_size=64),
+    "CIFAR-100, forget class 81": dict(dataset="cifar100", n_train=50_000, n_forget=500, epochs=4, batch_size=64),
+}
+
+
+def format_bytes(n: float) -> str:
+    """A byte count in decimal units (kB, MB, GB, TB are 10^3, 10^6, 10^9, 10^12 bytes), three significant digits.
+
+    Example:
+        >>> format_bytes(44_911_248), format_bytes(512), format_bytes(1.4e11)
+        ('44.9 MB', '512 B', '140 GB')
+    """
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit, size in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)):
+        text = f"{n / size:.3g}"
+        if float(text) < 1000 or unit == "TB":
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
+
+
+def smallest_alpha_matching(result: Result, *, forget_tol: float = 0.05, rest_drop: float = 0.02,
+                            family: str = "Update attribution", stage: str = "no_repair") -> dict | None:
+    """The smallest ``alpha`` of a family of methods that forgets like the retrained model and keeps the rest.
+
+    The rule (means over the result's seeds, test-set accuracies): the method's accuracy on the forgotten class
+    is within ``forget_tol`` of the retrained model's, and its accuracy on the other classes is less than
+    ``rest_drop`` below the original model's. Returns the :func:`amnesiac.experiments.summarize` row of that
+    method with ``alpha`` and the two references (``retrain_forgotten``, ``original_rest``, ``retrain_rest``)
+    added, or ``None`` when no alpha of the family meets the rule (or the result has no seeds).
+
+    Example:
+        >>> # smallest_alpha_matching(results("mnist-class3-simple"))["alpha"]
+    """
+    if not result.seeds:
+        return None
+    metrics = ("acc_test_forgotten", "acc_test_rest", "mia_loss", "dist_param")
+    rows = {r["method"]: r for r in summarize(result, metrics, stage)}
+    original, retrain = rows["After training (original)"], rows["Retrain from scratch (reference)"]
+    candidates = []
+    for spec in result.experiment.methods:
+        alpha = dict(spec.params).get("alpha")
+        row = rows.get(spec.label)
+        if alpha is None or not spec.label.startswith(family) or row is None or np.isnan(row["acc_test_forgotten"]):
+            continue
+        forgets = abs(row["acc_test_forgotten"] - retrain["acc_test_forgotten"]) <= forget_tol
+        keeps = original["acc_test_rest"] - row["acc_test_rest"] < rest_drop
+        if forgets and keeps:
+            candidates.append(dict(row, alpha=float(alpha)))
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda r: r["alpha"])
+    return dict(best, retrain_forgotten=retrain["acc_test_forgotten"], original_rest=original["acc_test_rest"],
+                retrain_rest=retrain["acc_test_rest"], original_forgotten=original["acc_test_forgotten"])
+
+
+def toy_dataset(n_samples: int = 48, num_classes: int = 4, *, size: int = 8, noise: float = 1.0,
+                seed: int = 0) -> ArrayDataset:
+    """A tiny float64 image set for exactness checks: sample ``i`` has label ``i % num_classes`` and its image
+    is its class's random prototype plus Gaussian noise of scale ``noise``, [N, 1, size, size]; ids 0..N-1.
+
+    Example:
+        >>> ds = toy_dataset(8, 2, seed=0)
+        >>> ds.x.shape, ds.x.dtype, ds.y.tolist()
+        (torch.Size([8, 1, 8, 8]), torch.float64, [0, 1, 0, 1, 0, 1, 0, 1])
+    """
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n_samples) % num_classes  # [N]
+    prototypes = torch.randn(num_classes, 1, size, size, generator=gen, dtype=torch.float64)
+    x = prototypes[y] + noise * torch.randn(n_samples, 1, size, size, generator=gen, dtype=torch.float64)
+    return ArrayDataset(x, y, torch.arange(n_samples), f"toy-seed{seed}")
+
+
+def validate_tolerances(**values: float) -> None:
+    """Check that every keyword is a number in [0, 1] (chapter parameters such as ``forget_tol=0.05``).
+
+    Example:
+        >>> validate_tolerances(forget_tol=0.05, rest_drop=0.02)
+    """
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{name}={value!r} must be a number between 0 and 1")
+
+
+def bench_results(profile: str = "full", *, recompute: bool = False, device: str = "auto") -> dict:
+    """The benchmark output for a profile: ``results/bench/<profile>.json``, computed if missing or asked."""
+    import json
+
+    from .bench import run_bench
+    from .experiments import RESULTS_ROOT
+
+    validate(profile=profile, recompute=recompute, device=device)
+    path = RESULTS_ROOT / "bench" / f"{profile}.json"
+    if recompute or not path.exists():
+        return run_bench(profile, device=device)
+    return json.loads(path.read_text())

@@ -499,10 +499,13 @@ class DeltaLog:
         out = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
         if len(rows) == 0:
             return out
-        vals = self.deltas.index_select(0, rows.to(self.device)).to(self.compute_dtype)
-        if self.p is None:
-            return vals.sum(0)
-        return out.index_add_(0, self.mask(rows).flatten(), vals.flatten())
+        for chunk in rows.split(64):  # bounded memory: never copy more than 64 rows at once
+            vals = self.deltas.index_select(0, chunk.to(self.device)).to(self.compute_dtype)  # [n, K]
+            if self.p is None:
+                out += vals.sum(0)
+            else:
+                out.index_add_(0, self.mask(chunk).flatten(), vals.flatten())
+        return out
 
     def delta(self, groups: Iterable[Hashable]) -> dict[str, torch.Tensor]:
         """Summed delta of these groups, name -> tensor shaped like the parameter."""

@@ -121,3 +121,57 @@ def scaling_plot(points: list[dict], x: str, ys: tuple[str, ...], *, xlabel: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def thumbnails(images, titles, *, columns: int = 12, cmap: str = "gray"):
+    """A grid of small images with a title each (``images`` [N, C, H, W] in [-1, 1], ``titles`` N strings).
+
+    Example:
+        >>> fig = thumbnails(np.zeros((3, 1, 28, 28)), ["a", "b", "c"])
+        >>> len(fig.axes)
+        3
+    """
+    images = np.asarray(images)
+    if len(images) != len(titles):
+        raise ValueError(f"got {len(images)} images but {len(titles)} titles")
+    cols = max(1, min(columns, len(images)))
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 1.05 * rows), squeeze=False)
+    for ax in axes.flat[len(images):]:
+        ax.remove()
+    for ax, img, title in zip(axes.flat, images, titles):
+        img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)) * 0.5 + 0.5
+        gray = img.ndim == 2
+        ax.imshow(img, cmap=cmap if gray else None, vmin=-1 if gray else None, vmax=1 if gray else None)
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def class_accuracy_bars(per_class_before, per_class_after, *, highlight: int | None = None,
+                        labels: tuple[str, str] = ("before", "after")):
+    """Side-by-side bars of per-class test accuracy before and after unlearning; ``highlight`` marks a class.
+
+    Example:
+        >>> fig = class_accuracy_bars([0.9, 0.8], [0.1, 0.8], highlight=0)
+        >>> len(fig.axes[0].containers)  # one bar container per series
+        2
+    """
+    before, after = np.asarray(per_class_before, dtype=float), np.asarray(per_class_after, dtype=float)
+    if before.shape != after.shape:
+        raise ValueError(f"per-class accuracies differ in length: {before.shape} vs {after.shape}")
+    x = np.arange(len(before))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.42 * len(before) + 1.2), 2.6))
+    ax.bar(x - 0.2, before, width=0.4, color="0.65", label=labels[0])
+    ax.bar(x + 0.2, after, width=0.4, color="C0", label=labels[1])
+    if highlight is not None:
+        ax.axvspan(highlight - 0.5, highlight + 0.5, color="C3", alpha=0.12, lw=0)
+    ax.set_xticks(x, [str(c) for c in x])
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.08)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig

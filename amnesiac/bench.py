@@ -1,0 +1,216 @@
+"""Benchmarks: training overhead of the logs, unlearning latency, memory, and how they scale.
+
+Every figure is a ratio or a size measured within one run (so machine noise mostly cancels), with the
+median over ``repeats``. ``python -m amnesiac bench --profile full`` prints a table and writes
+``results/bench/<profile>.json``, which the book's "Memory and time" chapter reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .batchlog import BatchLog
+from .data import ArrayDataset, groups_by_class, groups_per_sample, random_ids
+from .deltalog import DeltaLog
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+from .grads import ParamLayout
+from .metrics import per_batch_formula_bytes
+from .models import build_model
+from .training import pick_device, train
+from .unlearning import Request, unlearn
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of one benchmark run (see :data:`BENCH_PROFILES`)."""
+
+    n_simple: int  # MNIST-shaped samples for SimpleModel
+    n_resnet: int  # 32x32x3 samples for ResNet-18-GN
+    repeats: int
+    group_counts: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    widths: tuple[int, ...]
+    epochs_for_memory: tuple[int, ...]
+
+
+BENCH_PROFILES = {
+    "smoke": BenchConfig(n_simple=128, n_resnet=16, repeats=1, group_counts=(1, 8), batch_sizes=(32, 64),
+                         widths=(25, 50), epochs_for_memory=(1, 2)),
+    "full": BenchConfig(n_simple=3200, n_resnet=256, repeats=3, group_counts=(1, 10, 100, 1000),
+                        batch_sizes=(32, 64, 128), widths=(25, 50, 100, 200), epochs_for_memory=(1, 2, 4, 8)),
+}
+
+
+def _data(n: int, shape: tuple[int, ...], classes: int, seed: int = 0) -> ArrayDataset:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=gen)
+    return ArrayDataset(x, torch.randint(0, classes, (n,), generator=gen), torch.arange(n), f"synthetic{shape}")
+
+
+def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable | None, device,
+                 repeats: int) -> tuple[float, list]:
+    """Median seconds of one epoch (from the same seed each time) and the logs of the last repeat."""
+    times, logs = [], []
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        model = model_fn().to(device)
+        logs = make_logs(model) if make_logs else []
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        h = train(model, data.loader(batch, seed=0), opt, epochs=1, delta_log=logs or None, device=device,
+                  progress=False)
+        times.append(h.wall_seconds)
+    return statistics.median(times), logs
+
+
+def _median_seconds(fn: Callable, repeats: int) -> float:
+    out = []
+    for _ in range(max(repeats, 3)):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig, device, batch: int = 64) -> dict:
+    """Training-time ratios (logged / plain) and bytes held for the standard log configurations."""
+    in_ch = data.x.shape[1]
+    model_fn = lambda: build_model(model_name, in_ch, classes)  # noqa: E731
+    ids1 = random_ids(data, 0.01, seed=0)
+    ids10 = random_ids(data, 0.10, seed=0)
+    configs = {
+        "class groups": lambda m: [DeltaLog(m, groups_by_class(data))],
+        "1% samples": lambda m: [DeltaLog(m, groups_per_sample(ids1))],
+        "10% samples": lambda m: [DeltaLog(m, groups_per_sample(ids10))],
+        "1% samples, p=0.1 gradient (seed)": lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient",
+                                                                 p=0.1)],
+        "per-batch store, 1% samples": lambda m: [BatchLog(m, groups_per_sample(ids1))],
+    }
+    plain, _ = _timed_train(model_fn, data, batch, None, device, cfg.repeats)
+    rows = {"plain": {"seconds": plain, "ratio": 1.0, "bytes": 0}}
+    for name, make in configs.items():
+        secs, logs = _timed_train(model_fn, data, batch, make, device, cfg.repeats)
+        for log in logs:
+            if isinstance(log, DeltaLog):
+                log.finalize()
+        rows[name] = {"seconds": secs, "ratio": secs / plain, "bytes": sum(log.nbytes for log in logs)}
+    return {"model": model_name, "n_params": sum(q.numel() for q in model_fn().parameters()), "n": len(data),
+            "batch": batch, "rows": rows}
+
+
+def latency(model_name: str, data: ArrayDataset, classes: int, device, repeats: int) -> dict:
+    """Seconds to forget one class, one sample and 100 samples from a trained log (median of repeats)."""
+    in_ch = data.x.shape[1]
+    torch.manual_seed(0)
+    model = build_model(model_name, in_ch, classes).to(device)
+    samples = data.ids[:100]
+    cls = int(data.y[0])
+    class_log = DeltaLog(model, groups_by_class(data, [cls]))
+    sample_log = DeltaLog(model, groups_per_sample(samples))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    h = train(model, data.loader(64, seed=0), opt, epochs=1, delta_log=[class_log, sample_log], device=device,
+              progress=False)
+    class_log.finalize()
+    sample_log.finalize()
+    layout = ParamLayout.of(model)
+    delta = class_log.delta_vector([f"class{cls}"])
+    params = layout.params(model)
+
+    def in_place():
+        with torch.no_grad():
+            for q, d in zip(params, layout.unflatten(delta).values()):
+                q.sub_(d)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    class_request = Request(forget_groups=(f"class{cls}",))
+    cases = {
+        "one class (unlearn: copy + subtract)": lambda: unlearn("amnesiac", model, class_request, log=class_log),
+        "one class (in-place subtraction only)": in_place,
+        "one sample": lambda: unlearn("amnesiac", model, Request(forget_groups=(int(samples[0]),)), log=sample_log),
+        "100 samples": lambda: unlearn("amnesiac", model, Request(forget_groups=tuple(samples.tolist())),
+                                       log=sample_log),
+        "model copy alone": lambda: copy.deepcopy(model),
+    }
+    out = {name: _median_seconds(fn, repeats) for name, fn in cases.items()}
+    return {"model": model_name, "n_params": layout.numel, "seconds": out, "train_epoch_seconds": h.wall_seconds,
+            "n": len(data), "delta_bytes": delta.numel() * delta.element_size()}
+
+
+def scaling(data: ArrayDataset, cfg: BenchConfig, device) -> dict:
+    """Overhead and bytes against tracked groups, batch size and parameter count; bytes against epochs."""
+    out = {"groups": [], "batch": [], "params": [], "epochs": []}
+    model_fn = lambda w=100: build_model("simple", 1, 10, width=w)  # noqa: E731
+    for g in cfg.group_counts:
+        ids = data.ids[torch.randperm(len(data), generator=torch.Generator().manual_seed(g))[:g]]
+        plain, _ = _timed_train(model_fn, data, 64, None, device, cfg.repeats)
+        secs, logs = _timed_train(model_fn, data, 64, lambda m, ids=ids: [DeltaLog(m, groups_per_sample(ids)),
+                                                                          BatchLog(m, groups_per_sample(ids))],
+                                  device, cfg.repeats)
+        logs[0].finalize()
+        out["groups"].append({"groups": g, "ratio": secs / plain, "ledger_bytes": logs[0].nbytes,
+                              "per_batch_bytes": logs[1].nbytes})
+    for b in cfg.batch_sizes:
+        plain, _ = _timed_train(model_fn, data, b, None, device, cfg.repeats)
+        secs, logs = _timed_train(model_fn, data, b, lambda m: [DeltaLog(m, groups_by_class(data))], device,
+                                  cfg.repeats)
+        out["batch"].append({"batch": b, "ratio": secs / plain})
+    for w in cfg.widths:
+        fn = lambda w=w: model_fn(w)  # noqa: E731
+        plain, _ = _timed_train(fn, data, 64, None, device, cfg.repeats)
+        secs, logs = _timed_train(fn, data, 64, lambda m: [DeltaLog(m, groups_by_class(data))], device, cfg.repeats)
+        logs[0].finalize()
+        out["params"].append({"params": logs[0].layout.numel, "ratio": secs / plain, "ledger_bytes": logs[0].nbytes})
+    # bytes against epochs at the seed's settings: the class ledger is one vector whatever the epochs; the
+    # per-batch store for requests not known in advance keeps one vector per step
+    n_params = sum(q.numel() for q in model_fn().parameters())
+    for e in cfg.epochs_for_memory:
+        out["epochs"].append({"epochs": e, "ledger_bytes": n_params * 4,
+                              "per_batch_bytes": per_batch_formula_bytes(n_params, 60_000, e, 64)})
+    return out
+
+
+def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None = None) -> dict:
+    """Run every benchmark at a profile, write the JSON and return it."""
+    if profile not in BENCH_PROFILES:
+        raise ValueError(f"unknown bench profile {profile!r}; valid: {', '.join(BENCH_PROFILES)}")
+    cfg = BENCH_PROFILES[profile]
+    dev = pick_device(device)
+    start = time.perf_counter()
+    mnist_like = _data(cfg.n_simple, (1, 28, 28), 10)
+    cifar_like = _data(cfg.n_resnet, (3, 32, 32), 100)
+    result = {
+        "profile": profile, "config": asdict(cfg), "provenance": provenance(dev),
+        "overhead": [overhead("simple", mnist_like, 10, cfg, dev), overhead("resnet18", cifar_like, 100, cfg, dev)],
+        "latency": [latency("simple", mnist_like, 10, dev, cfg.repeats),
+                    latency("resnet18", cifar_like, 100, dev, cfg.repeats)],
+        "scaling": scaling(mnist_like, cfg, dev),
+    }
+    result["wall_seconds"] = time.perf_counter() - start
+    _atomic_write_json(out or RESULTS_ROOT / "bench" / f"{profile}.json", result)
+    return result
+
+
+def format_bench(result: dict) -> str:
+    """A plain-text summary of :func:`run_bench` output."""
+    lines = []
+    for block in result["overhead"]:
+        lines.append(f"training overhead, {block['model']} ({block['n_params']:,} parameters, {block['n']} samples, "
+                     f"batch {block['batch']}):")
+        for name, row in block["rows"].items():
+            lines.append(f"  {name:38s} {row['seconds']:8.2f} s  {row['ratio']:6.2f}x  {row['bytes'] / 2**20:9.2f} MiB")
+    for block in result["latency"]:
+        lines.append(f"unlearning latency, {block['model']}:")
+        for name, s in block["seconds"].items():
+            lines.append(f"  {name:38s} {s * 1e3:8.2f} ms")
+    lines.append("scaling with tracked per-sample groups (SimpleModel):")
+    for row in result["scaling"]["groups"]:
+        lines.append(f"  {row['groups']:6d} groups  {row['ratio']:6.2f}x  ledger {row['ledger_bytes'] / 2**20:8.2f} "
+                     f"MiB  per-batch {row['per_batch_bytes'] / 2**20:8.2f} MiB")
+    return "\n".join(lines)
