@@ -43,7 +43,7 @@ class BenchConfig:
 BENCH_PROFILES = {
     "smoke": BenchConfig(n_simple=128, n_resnet=16, repeats=1, group_counts=(1, 8), batch_sizes=(32, 64),
                          widths=(25, 50), epochs_for_memory=(1, 2)),
-    "full": BenchConfig(n_simple=3200, n_resnet=256, repeats=3, group_counts=(1, 10, 100, 1000),
+    "full": BenchConfig(n_simple=1920, n_resnet=128, repeats=3, group_counts=(1, 10, 100, 1000),
                         batch_sizes=(32, 64, 128), widths=(25, 50, 100, 200), epochs_for_memory=(1, 2, 4, 8)),
 }
 

@@ -60,6 +60,7 @@ SEED_REPORT = {
         ("Per-sample p=0.01 (seed)", (.18, .33), (.11, .33), (.00, .40)),
     ],
 }
+SEED_REPORT_REPAIR_EPOCHS = 4  # the seed report's "after retrain": 4 further epochs on the remaining data
 
 
 # Graves et al. (AAAI 2021; REFERENCE.md section 1): recall of their Shokri-style membership inference attack on
@@ -525,8 +526,9 @@ class ForgetPanel:
                 f"<td>{r['pred_before']} &rarr; {r['pred_after']}</td>"
                 f"<td>{r['p_label_before']:.3f} &rarr; {r['p_label_after']:.3f}</td>"
                 f"<td>{'in the class delta' if r['in_class_delta'] else 'own delta'}</td></tr>" for r in rows)
-            lines.append("<table><tr><th>sample id</th><th>label</th><th>predicted</th><th>p(label)</th>"
-                         f"<th>subtracted as</th></tr>{cells}</table>")
+            lines.append('<table style="margin-left: 0; border-collapse: separate; border-spacing: 14px 2px">'
+                         "<tr><th>sample id</th><th>label</th><th>predicted</th>"
+                         f"<th>p(label)</th><th>subtracted as</th></tr>{cells}</table>")
         text = "".join(lines)
         self.output.outputs = (
             dict(output_type="display_data", metadata={},

@@ -439,6 +439,8 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
     dev = pick_device(device)
     prov = provenance(dev)
     records: dict[int, dict] = {}
+    _atomic_write_json(folder / "config.json", {"config": exp.to_dict(), "hash": exp.hash,
+                                                "semantics": SEMANTICS_VERSION})
     for seed in exp.seeds:
         path = folder / f"seed{seed}.json"
         if path.exists() and not recompute:
@@ -459,8 +461,6 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
         (folder / f"seed{seed}.partial.json").unlink(missing_ok=True)
         records[seed] = record
     (folder / "unavailable.json").unlink(missing_ok=True)
-    _atomic_write_json(folder / "config.json", {"config": exp.to_dict(), "hash": exp.hash,
-                                                "semantics": SEMANTICS_VERSION})
     return Result(exp, records, prov, folder)
 
 

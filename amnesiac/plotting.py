@@ -162,7 +162,7 @@ def class_accuracy_bars(per_class_before, per_class_after, *, highlight: int | N
     if before.shape != after.shape:
         raise ValueError(f"per-class accuracies differ in length: {before.shape} vs {after.shape}")
     x = np.arange(len(before))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.42 * len(before) + 1.2), 2.6))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.42 * len(before) + 1.2), 2.8))
     ax.bar(x - 0.2, before, width=0.4, color="0.65", label=labels[0])
     ax.bar(x + 0.2, after, width=0.4, color="C0", label=labels[1])
     if highlight is not None:
@@ -172,6 +172,6 @@ def class_accuracy_bars(per_class_before, per_class_after, *, highlight: int | N
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.08)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
     return fig
