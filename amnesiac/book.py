@@ -231,8 +231,8 @@ def availability_note(result: Result, profile: str) -> str:
     if not result.available or not dataset_available(exp.dataset):
         why = result.reason or f"{exp.dataset} does not load from the data root {data_root()}"
         return (f"**Not computed: the `{exp.dataset}` data set is not available where this book was built** "
-                f"({why}). No numbers are shown for `{exp.name}`. Where the data exists, set `$AMNESIAC_DATA` "
-                f"to its folder and run {command}.")
+                f"({why}). No numbers are shown for `{exp.name}`. Where the data exists, point `$AMNESIAC_DATA` at "
+                f"the folder that holds torchvision's files for it and run {command}.")
     return f"**Not computed yet.** The `{exp.dataset}` data is available; run {command} to compute `{exp.name}`."
 
 
