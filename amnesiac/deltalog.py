@@ -65,6 +65,16 @@ def mask_indices(layout: ParamLayout, p: float, seed: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _same(a, b) -> bool:
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and torch.equal(a, b)
+    return a == b
+
+
+def _pow(b, n: int):
+    return b**n if not torch.is_tensor(b) else torch.pow(b, n)
+
+
 def masked_size(layout: ParamLayout, p: float) -> int:
     return sum(int(p * n) for n in layout.sizes())
 
@@ -84,6 +94,12 @@ class DeltaLog:
             the gradient at batch position k, reproducing the seed's bug (an ablation only).
         retire_tol: an in-flight momentum buffer is handed to the remainder once it has decayed below this
             fraction of its size (exact conservation; the group's delta loses a tail of that relative size).
+        loss_reduction: how the training loss reduces over the batch (``"mean"`` or ``"sum"``).
+        lazy_momentum: under Adam without weight decay, settle the groups' in-flight first moments once per
+            segment of steps instead of every step (same arithmetic, reordered; see :meth:`_flush`). This
+            makes a step cost O(P) plus O(K) per present group instead of O(K) per in-flight group.
+        segment_bytes: memory for a lazy segment's buffered per-step Adam coefficients and group shares; a
+            segment is settled when it reaches this size (its length adapts to the model and the groups).
 
     Example:
         >>> model = nn.Linear(2, 2)
@@ -105,6 +121,8 @@ class DeltaLog:
         indexing: str = "position",
         retire_tol: float = 1e-12,
         loss_reduction: str = "mean",
+        lazy_momentum: bool = True,
+        segment_bytes: int = 128 * 2**20,
     ):
         if attribution not in ATTRIBUTIONS:
             raise ValueError(f"unknown attribution {attribution!r}; valid: {', '.join(ATTRIBUTIONS)}")
@@ -154,6 +172,10 @@ class DeltaLog:
         self._param_ids = [id(q) for q in params]
         self._pending: dict | None = None
         self.finalized = False
+        self.lazy_momentum = lazy_momentum
+        self.segment_bytes = segment_bytes
+        self._segment: dict | None = None
+        self.peak_bytes = 0  # most bytes held at once during training, step buffers included
 
     # ------------------------------------------------------------------------------------------ masks
 
@@ -219,6 +241,7 @@ class DeltaLog:
             batch_grad=batch_grad,
             sums=torch.zeros(len(present), self.width, dtype=self.compute_dtype, device=self.device),
             masks=self.mask(present) if self.p is not None else None,
+            scaled=False,
         )
         self.samples_seen += B
         return rows
@@ -238,6 +261,41 @@ class DeltaLog:
             g = torch.gather(g, 1, pend["masks"][loc])  # [n, K]
         pend["sums"].index_add_(0, loc, g)
 
+    def group_assignment(self) -> tuple[torch.Tensor, int]:
+        """This step's batch positions -> present-group index (-1: no group), and the number of present groups.
+
+        The alternative to :meth:`accumulate`: a caller that can form group sums directly (see
+        :class:`amnesiac.grads.GroupGradients`) passes them to :meth:`add_shares`.
+        """
+        pend = self._pending
+        if pend is None:
+            raise RuntimeError("group_assignment called outside a step: call begin_step first")
+        owner = pend["row_owner"]
+        assign = torch.full_like(owner, -1)
+        keep = owner >= 0
+        assign[keep] = pend["local"][owner[keep]]
+        return assign, len(pend["present"])
+
+    def add_shares(self, shares: torch.Tensor) -> None:
+        """Add the present groups' shares of the batch gradient, [n_present, P] (rows as :meth:`group_assignment`).
+
+        Shares are already divided as the loss was (no ``1/B`` is applied to them); do not mix with
+        :meth:`accumulate` in one step.
+        """
+        pend = self._pending
+        if pend is None:
+            raise RuntimeError("add_shares called outside a step: call begin_step first")
+        if shares.shape != (len(pend["present"]), self.layout.numel):
+            raise ValueError(
+                f"shares must be [{len(pend['present'])}, {self.layout.numel}] (present groups x parameters), "
+                f"got {list(shares.shape)}"
+            )
+        s = shares.to(self.device, self.compute_dtype)
+        if pend["masks"] is not None:
+            s = torch.gather(s, 1, pend["masks"])
+        pend["sums"] += s
+        pend["scaled"] = True
+
     def end_step(self, optimizer: Optimizer | None) -> None:
         """Call right after ``optimizer.step()``: fold this step's shares into the groups' deltas."""
         pend, self._pending = self._pending, None
@@ -245,8 +303,9 @@ class DeltaLog:
             raise RuntimeError("end_step called without begin_step")
         self.steps += 1
         present = pend["present"].to(self.device)
-        scale = 1.0 / pend["batch_size"] if self.loss_reduction == "mean" else 1.0
+        scale = 1.0 / pend["batch_size"] if self.loss_reduction == "mean" and not pend["scaled"] else 1.0
         shares = pend["sums"].mul_(scale)  # [n_present, K], each group's share of the batch gradient
+        self.peak_bytes = max(self.peak_bytes, self.nbytes + shares.numel() * shares.element_size())
         if self.attribution == "gradient":
             if len(present):
                 self.deltas.index_add_(0, present, -shares)
@@ -271,6 +330,7 @@ class DeltaLog:
                 "attribution='gradient' (raw gradients, no optimizer algebra)."
             )
         if self._optimizer_ref != id(opt):  # a new optimizer starts with empty buffers
+            self._flush()
             self._drop_moments()
             self._optimizer_ref, self._opt_steps = id(opt), 0
         self._opt_steps += 1
@@ -282,6 +342,9 @@ class DeltaLog:
         adam = isinstance(opt, Adam)  # AdamW subclasses Adam
         beta = hp["beta1"] if adam else hp["momentum"]
         stateful = adam or hp["momentum_on"]
+        if adam and not decay and self.lazy_momentum:
+            self._lazy_adam_step(hp, present, shares, rest)
+            return
         # which groups change this step: present ones, in-flight ones, or all when decay acts on deltas
         if decay:
             active = torch.arange(G)
@@ -352,6 +415,69 @@ class DeltaLog:
             if m is not None:
                 self.moments.index_copy_(0, act, m)
 
+    # Lazy Adam (no weight decay). Within a segment of L steps, group k's first moment obeys
+    #   m_k(j) = b1 m_k(j-1) + (1-b1) s_k(j),   and its delta moves by  -c_j * m_k(j)  at step j,
+    # with c_j = lr / (1 - b1^t) / denom_t per coordinate. Unrolled, the segment's total movement is
+    #   -b1 m_k(-1) * R_0  -  sum over k's appearances e of (1-b1) s_k(e) * R_e,
+    # where R_j = c_j + b1 R_{j+1} (R_L = 0) is one backward sweep over the buffered c_j, shared by all
+    # groups. The moment at the segment's end is b1^L m_k(-1) + sum_e b1^(L-1-e) (1-b1) s_k(e).
+
+    def _lazy_adam_step(self, hp: dict, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor) -> None:
+        b1, c = hp["beta1"], hp["adam_coef"]
+        if self.moments is None:
+            kw = dict(dtype=self.compute_dtype, device=self.device)
+            self.moments = torch.zeros(len(self.group_names), self.width, **kw)
+            self.base_moment = torch.zeros(self.layout.numel, **kw)
+        self.base_moment.mul_(b1).add_((1 - b1) * rest)  # the remainder is tracked eagerly, O(P)
+        self.base.sub_(c * self.base_moment)
+        seg = self._segment
+        if seg is not None and not _same(seg["beta1"], b1):
+            self._flush()
+            seg = None
+        if seg is None:
+            seg = self._segment = dict(
+                beta1=b1, coefs=[], events=[], carried=torch.nonzero(self._in_flight).flatten(), bytes=0
+            )
+        seg["coefs"].append(c)
+        seg["bytes"] += c.numel() * c.element_size()
+        if len(present):
+            seg["events"].append((len(seg["coefs"]) - 1, present, shares))
+            seg["bytes"] += shares.numel() * shares.element_size()
+            self._in_flight[present.cpu()] = True
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
+        if seg["bytes"] >= self.segment_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Settle the buffered segment: move every involved group's delta and moment to the present step."""
+        seg, self._segment = self._segment, None
+        if seg is None or not seg["coefs"]:
+            return
+        b1, L = seg["beta1"], len(seg["coefs"])
+        carried = seg["carried"].to(self.device)
+        events: dict[int, list] = {}
+        for j, rows, sh in seg["events"]:
+            events.setdefault(j, []).append((rows, sh))
+
+        def at(v, rows):  # a [P] (or scalar) quantity on the coordinates of these group rows
+            if not torch.is_tensor(v) or self.p is None:
+                return v
+            return v[self.mask(rows)]
+
+        R = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
+        for j in range(L - 1, -1, -1):
+            R.mul_(b1).add_(seg["coefs"][j])
+            for rows, sh in events.get(j, ()):
+                self.deltas.index_add_(0, rows, -(1 - at(b1, rows)) * sh * at(R, rows))
+        if len(carried):
+            m = self.moments.index_select(0, carried)
+            self.deltas.index_add_(0, carried, -at(b1, carried) * m * at(R, carried))
+            self.moments.index_copy_(0, carried, m * at(_pow(b1, L), carried))
+        for j, rows, sh in seg["events"]:
+            self.moments.index_add_(0, rows, at(_pow(b1, L - 1 - j), rows) * (1 - at(b1, rows)) * sh)
+        horizon = self._horizon(b1)
+        self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
+
     def _horizon(self, beta) -> int:
         b = float(beta.max()) if torch.is_tensor(beta) else float(beta)
         if b <= 0:
@@ -375,6 +501,7 @@ class DeltaLog:
         self._in_flight[rows] = False
 
     def _drop_moments(self) -> None:
+        self._flush()
         if self.moments is not None:
             self.moments.zero_()
             self.base_moment.zero_()
@@ -456,6 +583,7 @@ class DeltaLog:
     def finalize(self, *, keep_masks: bool = False) -> DeltaLog:
         """End recording: free the training buffers, cast the deltas to the storage dtype, and (unless
         ``keep_masks``) drop the cached mask indices, which :meth:`delta` then regenerates from their seeds."""
+        self._flush()
         if self.moments is not None:
             self._retire(torch.nonzero(self._in_flight).flatten())
         self.moments = None
@@ -495,6 +623,7 @@ class DeltaLog:
 
     def delta_vector(self, groups: Iterable[Hashable]) -> torch.Tensor:
         """Summed delta of these groups as one flat [P] vector (layout: :attr:`layout`), in compute dtype."""
+        self._flush()
         rows = self.rows_of(groups)
         out = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
         if len(rows) == 0:
@@ -544,7 +673,8 @@ class DeltaLog:
             getattr(self, "base_moment", None),
             getattr(self, "_remainder", None),
         ]
-        return sum(t.numel() * t.element_size() for t in held if t is not None)
+        segment = self._segment["bytes"] if self._segment else 0
+        return segment + sum(t.numel() * t.element_size() for t in held if t is not None)
 
     def __repr__(self) -> str:
         return (

@@ -130,3 +130,161 @@ def per_sample_grads(
         r = rows[start : start + chunk_size]
         g = per_sample(params, x[r], y[r])  # name -> [n, *shape]
         yield r, layout.flatten(g)  # [n, P]
+
+
+# ------------------------------------------------------------------------ group sums from one backward
+
+_HOOKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.LayerNorm)
+
+
+def hooks_unsupported_reason(model: nn.Module) -> str | None:
+    """Why :class:`GroupGradients` cannot serve ``model`` (``None`` if it can)."""
+    for name, module in model.named_modules():
+        own = [n for n, q in module.named_parameters(recurse=False) if q.requires_grad]
+        if not own:
+            continue
+        if type(module) not in _HOOKABLE:
+            return f"module {name!r} ({type(module).__name__}) holds trainable parameters and has no group-sum rule"
+        if isinstance(module, nn.modules.conv._ConvNd) and isinstance(module.padding, str):
+            return f"module {name!r} uses padding={module.padding!r}"
+        if isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
+            return f"module {name!r} uses padding_mode={module.padding_mode!r}"
+    return None
+
+
+class GroupGradients:
+    """Per-group sums of per-sample gradients, read off the ordinary backward pass.
+
+    While attached (``with GroupGradients(model, layout) as cap:``), hooks keep each layer's input and the
+    gradient of the batch loss with respect to its output. Samples do not interact (no BatchNorm), so the
+    part of a weight gradient that sample ``i`` contributes depends on row ``i`` of these two alone, and the
+    sum over any set of rows is one call of the layer's own weight-gradient kernel on those rows (Opacus's
+    observation, summed per group instead of per sample). :meth:`group_sums` thus costs one extra
+    weight-gradient pass over the tracked rows, however many groups they form, and never materialises a
+    per-sample gradient. The sums are shares of the *batch* gradient (what ``loss.backward()`` produced):
+    with a mean-reduced loss, ``1/B`` times the sum of the samples' own gradients.
+
+    Supported layers: Linear, Conv1d/2d/3d (zero padding), GroupNorm, LayerNorm; see
+    :func:`hooks_unsupported_reason`. A layer may be called several times per forward pass.
+
+    Example:
+        >>> m = nn.Linear(3, 2)
+        >>> with GroupGradients(m) as cap:
+        ...     F.cross_entropy(m(torch.randn(4, 3)), torch.tensor([0, 1, 1, 0])).backward()
+        ...     sums = cap.group_sums(torch.tensor([0, 1, -1, 0]), 2)
+        >>> sums.shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(self, model: nn.Module, layout: ParamLayout | None = None):
+        reason = hooks_unsupported_reason(model)
+        if reason is not None:
+            raise TypeError(f"group sums from hooks are not available: {reason}; use per_sample_grads instead")
+        check_per_sample_compatible(model)
+        self.layout = layout or ParamLayout.of(model)
+        where = {n: i for i, n in enumerate(self.layout.names)}
+        self._slots = []  # (module, layout index of weight or None, of bias or None)
+        covered = set()
+        for name, module in model.named_modules():
+            if not isinstance(module, _HOOKABLE):
+                continue
+            w = where.get(f"{name}.weight" if name else "weight")
+            b = where.get(f"{name}.bias" if name else "bias")
+            if w is None and b is None:
+                continue
+            self._slots.append((module, w, b))
+            covered.update(i for i in (w, b) if i is not None)
+        if len(covered) != len(self.layout.names):
+            missing = [n for i, n in enumerate(self.layout.names) if i not in covered]
+            raise TypeError(f"parameters {missing[:5]} belong to no supported layer; use per_sample_grads instead")
+        self._records: dict[int, list] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> GroupGradients:
+        self._handles = [m.register_forward_hook(self._forward_hook) for m, _, _ in self._slots]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the captured activations (call after each step)."""
+        self._records = {}
+
+    def _forward_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if not (torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad):
+            return
+        x = inputs[0].detach()
+        rec = [x, x._version, None]
+        self._records.setdefault(id(module), []).append(rec)
+
+        def keep(g: torch.Tensor) -> None:
+            rec[2] = g.detach()
+
+        output.register_hook(keep)
+
+    def group_sums(self, assign: torch.Tensor, n_groups: int) -> torch.Tensor:
+        """Sum, per group, of the batch gradient's per-sample parts: [n_groups, P].
+
+        Args:
+            assign: [B] group index (0 .. n_groups-1) of each batch position, -1 for rows in no group.
+            n_groups: number of groups (rows of the result).
+        """
+        assign = assign.reshape(-1).to(torch.long).cpu()
+        first = next(iter(self._records.values()), None)
+        if first is None or first[0][2] is None:
+            raise RuntimeError("no captured backward pass: call loss.backward() inside the context first")
+        dev, dtype = first[0][0].device, first[0][2].dtype
+        out = torch.zeros(n_groups, self.layout.numel, dtype=dtype, device=dev)
+        tracked = torch.nonzero(assign >= 0).flatten()
+        if tracked.numel() == 0 or n_groups == 0:
+            return out
+        order = tracked[torch.argsort(assign[tracked], stable=True)]
+        counts = torch.bincount(assign[order], minlength=n_groups).tolist()
+        row_sets = [(k, r.to(dev)) for k, r in enumerate(torch.split(order, counts)) if r.numel()]
+        offsets = self.layout.offsets
+        for module, w, b in self._slots:
+            for x, version, g in self._records.get(id(module), ()):
+                if g is None:
+                    continue
+                if x._version != version:
+                    raise RuntimeError(
+                        f"the input of a {type(module).__name__} layer was modified in place after the forward "
+                        "pass; its group gradients cannot be formed. Avoid in-place operations on layer inputs."
+                    )
+                for k, rows in row_sets:
+                    gw, gb = _weight_grads(module, x.index_select(0, rows), g.index_select(0, rows))
+                    if w is not None:
+                        out[k, offsets[w] : offsets[w + 1]] += gw.reshape(-1)
+                    if b is not None:
+                        out[k, offsets[b] : offsets[b + 1]] += gb.reshape(-1)
+        return out
+
+
+def _weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) gradient of one layer from its input rows ``x`` and output-gradient rows ``g``."""
+    if isinstance(module, nn.Linear):
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        return g2.t() @ x2, g2.sum(0)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        dims = x.dim() - 2
+        has_bias = module.bias is not None
+        _, gw, gb = torch.ops.aten.convolution_backward(
+            g, x, module.weight.detach(), [module.out_channels] if has_bias else None,
+            list(module.stride), list(module.padding), list(module.dilation), bool(module.transposed),
+            list(module.output_padding) if module.transposed else [0] * dims, module.groups,
+            [False, True, has_bias],
+        )
+        return gw, gb
+    if isinstance(module, nn.GroupNorm):
+        xhat = F.group_norm(x, module.num_groups, eps=module.eps)
+        reduce = [0, *range(2, x.dim())]
+        return (xhat * g).sum(reduce), g.sum(reduce)
+    if isinstance(module, nn.LayerNorm):
+        xhat = F.layer_norm(x, module.normalized_shape, eps=module.eps)
+        lead = list(range(x.dim() - len(module.normalized_shape)))
+        return (xhat * g).sum(lead), g.sum(lead)
+    raise TypeError(f"no group-sum rule for {type(module).__name__}")

@@ -1,9 +1,11 @@
 """Training with delta logs attached: the loop, the optimizer recipe, device choice and accuracy.
 
 :func:`train` runs a plain supervised loop over ``(x, y, sample_ids)`` batches. Each attached log sees
-every step: after ``loss.backward()`` it says which batch rows it needs per-sample gradients for; those
-are computed once for all logs (only for those rows, in chunks) and handed to each; after
-``optimizer.step()`` each log folds the step in.
+every step: after ``loss.backward()`` it says which batch rows belong to which of its groups; each group's
+share of the batch gradient is then read off the backward pass by hooks (one weight-gradient pass over the
+tracked rows, :class:`~amnesiac.grads.GroupGradients`) or, for layers without a hook rule, summed from
+per-sample gradients of the tracked rows (``torch.func``, in chunks); after ``optimizer.step()`` each log
+folds the step in.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .grads import ParamLayout, per_sample_grads
+from .grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+GROUP_GRAD_METHODS = ("auto", "hooks", "vmap")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -100,6 +103,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     grad_chunk: int = 32,
+    group_grads: str = "auto",
 ) -> History:
     """Train ``model`` in place for ``epochs`` passes over ``loader``, feeding every attached log.
 
@@ -114,6 +118,11 @@ def train(
         seed: if given, seeds torch's global generator first (CPU runs are then deterministic).
         progress: show a tqdm progress bar.
         grad_chunk: per-sample gradients are computed this many rows at a time.
+        group_grads: how delta logs get their groups' gradient shares. ``"hooks"``: read off the ordinary
+            backward pass, one weight-gradient pass over the tracked rows per distinct grouping
+            (:class:`~amnesiac.grads.GroupGradients`; Linear, Conv, GroupNorm and LayerNorm layers);
+            ``"vmap"``: per-sample gradients of the tracked rows with ``torch.func``, summed per group (any
+            model without BatchNorm); ``"auto"``: hooks when the model allows them.
 
     Example:
         >>> from amnesiac.data import ArrayDataset
@@ -129,13 +138,24 @@ def train(
     dev = pick_device(device)
     model.to(dev)
     logs = [] if delta_log is None else list(delta_log) if isinstance(delta_log, Sequence) else [delta_log]
+    if group_grads not in GROUP_GRAD_METHODS:
+        raise ValueError(f"unknown group_grads {group_grads!r}; valid: {', '.join(GROUP_GRAD_METHODS)}")
     layout = ParamLayout.of(model) if logs else None
+    capture = None
+    if logs and group_grads != "vmap" and any(log.needs_per_sample_grads for log in logs):
+        reason = hooks_unsupported_reason(model)
+        if reason is None:
+            capture = GroupGradients(model, layout)
+        elif group_grads == "hooks":
+            raise TypeError(f"group_grads='hooks' is not available for this model: {reason}; use 'vmap' or 'auto'")
     history = History()
     total = epochs * len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     was_training = model.training
     model.train()
     try:
+        if capture is not None:
+            capture.__enter__()
         for _ in range(epochs):
             start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
             for x, y, ids in loader:
@@ -144,7 +164,11 @@ def train(
                 out = model(x)
                 loss = loss_fn(out, y)
                 loss.backward()
-                if logs:
+                if logs and capture is not None:
+                    t0 = time.perf_counter()
+                    _hook_shares(model, ids, logs, capture)
+                    history.log_seconds += time.perf_counter() - t0
+                elif logs:
                     t0 = time.perf_counter()
                     rows = [log.begin_step(model, ids) for log in logs]
                     union = torch.unique(torch.cat(rows)) if rows else torch.empty(0, dtype=torch.long)
@@ -175,9 +199,32 @@ def train(
             history.samples += count
             bar.set_postfix(loss=f"{history.loss[-1]:.3f}", acc=f"{history.accuracy[-1]:.3f}")
     finally:
+        if capture is not None:
+            capture.__exit__(None, None, None)
         bar.close()
         model.train(was_training)
     return history
+
+
+def _hook_shares(model: nn.Module, ids: torch.Tensor, logs: list, capture: GroupGradients) -> None:
+    """Begin the step in every log and hand each delta log its groups' shares, formed from the hooks.
+
+    Logs that group this batch's rows identically (e.g. several per-sample logs of one forget set) share
+    one computation.
+    """
+    done: dict[tuple, torch.Tensor] = {}
+    for log in logs:
+        log.begin_step(model, ids)
+        if not log.needs_per_sample_grads:
+            continue
+        assign, n = log.group_assignment()
+        if n == 0:
+            continue
+        key = (n, tuple(assign.tolist()))
+        if key not in done:
+            done[key] = capture.group_sums(assign, n)
+        log.add_shares(done[key])
+    capture.clear()
 
 
 @torch.no_grad()

@@ -1,12 +1,14 @@
 """Per-sample gradients against a float64 loop oracle."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_dataset, tiny_model
 
 import amnesiac
-from amnesiac.grads import ParamLayout, per_sample_grads
+from amnesiac.grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
 
 
 def loop_oracle(model, x, y, rows):
@@ -55,3 +57,83 @@ def test_layout_roundtrip():
     back = layout.flatten(layout.unflatten(v))
     assert torch.equal(back, v)
     assert layout.numel == sum(q.numel() for q in model.parameters())
+
+
+# ------------------------------------------------------------------ group sums read off the backward pass
+
+
+@pytest.mark.parametrize("make_model", [tiny_model, small_resnet], ids=["simple", "resnet18-gn"])
+def test_hook_group_sums_match_summed_per_sample_grads(make_model):
+    model = make_model()
+    ds = tiny_dataset(n=7, classes=3, size=16)
+    layout = ParamLayout.of(model)
+    assign = torch.tensor([0, -1, 1, 0, 2, 1, -1])
+    with GroupGradients(model, layout) as cap:
+        F.cross_entropy(model(ds.x), ds.y).backward()
+        got = cap.group_sums(assign, 3)
+    want = torch.zeros(3, layout.numel, dtype=torch.float64)
+    per_sample = loop_oracle(model, ds.x, ds.y, torch.arange(7))
+    for i, k in enumerate(assign.tolist()):
+        if k >= 0:
+            want[k] += per_sample[i] / 7  # share of the mean-loss batch gradient
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-13)
+    assert want.abs().max() > 1e-3
+
+
+def test_layer_called_twice_and_layernorm_are_summed_over_calls():
+    torch.manual_seed(0)
+    lin, norm = torch.nn.Linear(4, 4).double(), torch.nn.LayerNorm(4).double()
+    model = torch.nn.Sequential(lin, torch.nn.Tanh(), norm, lin)  # the same Linear twice
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0])
+    with GroupGradients(model) as cap:
+        F.cross_entropy(model(x), y).backward()
+        got = cap.group_sums(torch.tensor([1, 0, 0, -1, 1]), 2)
+    want = loop_oracle(model, x, y, torch.arange(5)) / 5
+    torch.testing.assert_close(got[0], want[1] + want[2], rtol=1e-9, atol=1e-13)
+    torch.testing.assert_close(got[1], want[0] + want[4], rtol=1e-9, atol=1e-13)
+
+
+def test_unsupported_layers_fall_back_to_vmap_and_hooks_alone_refuse():
+    torch.manual_seed(0)
+    # PReLU holds a parameter and has no hook rule
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.PReLU(), torch.nn.Linear(16, 3)).double()
+    assert "PReLU" in hooks_unsupported_reason(model)
+    with pytest.raises(TypeError, match="PReLU"):
+        GroupGradients(model)
+    ds = tiny_dataset(n=8, classes=3, size=4)
+    logs = {}
+    for method in ("auto", "vmap"):
+        m = copy.deepcopy(model)
+        logs[method] = amnesiac.DeltaLog(m, {"a": [0, 5]})
+        amnesiac.train(m, ds.loader(4), torch.optim.SGD(m.parameters(), lr=0.1), epochs=1,
+                       delta_log=logs[method], progress=False, group_grads=method)
+    torch.testing.assert_close(logs["auto"].delta_vector(["a"]), logs["vmap"].delta_vector(["a"]))
+    m = copy.deepcopy(model)
+    with pytest.raises(TypeError, match="PReLU"):
+        amnesiac.train(m, ds.loader(4), torch.optim.SGD(m.parameters(), lr=0.1), epochs=1,
+                       delta_log=amnesiac.DeltaLog(m, {"a": [0]}), progress=False, group_grads="hooks")
+
+
+@pytest.mark.parametrize("indexing", ["position", "seed-misindexed"])
+@pytest.mark.parametrize("p", [None, 0.3])
+def test_training_with_hooks_and_with_vmap_log_the_same_deltas(indexing, p):
+    ds = tiny_dataset(n=24, classes=3, size=16)
+    cls = amnesiac.groups_by_class(ds, [2])
+    singles = [i for i in (0, 3, 7, 11, 12) if i not in set(cls["class2"].tolist())]
+    groups = {**amnesiac.groups_per_sample(singles), **cls}
+    out = {}
+    for method in ("hooks", "vmap"):
+        model = small_resnet() if p is None else tiny_model()
+        logs = [amnesiac.DeltaLog(model, groups, p=p, indexing=indexing),
+                amnesiac.DeltaLog(model, groups, p=p, indexing=indexing, attribution="gradient")]
+        amnesiac.train(model, ds.loader(8, seed=1), torch.optim.Adam(model.parameters(), lr=0.01), epochs=1,
+                       delta_log=logs, progress=False, group_grads=method)
+        out[method] = [log.delta_vector(list(groups)) for log in logs]
+    for a, b in zip(out["hooks"], out["vmap"]):
+        assert a.abs().max() > 1e-6
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_group_sums_without_a_backward_pass_is_a_clear_error():
+    with GroupGradients(tiny_model()) as cap, pytest.raises(RuntimeError, match="backward"):
+        cap.group_sums(torch.tensor([0]), 1)
