@@ -8,6 +8,7 @@ median over ``repeats``. ``python -m amnesiac bench --profile full`` prints a ta
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -43,8 +44,20 @@ class BenchConfig:
 BENCH_PROFILES = {
     "smoke": BenchConfig(n_simple=128, n_resnet=16, repeats=1, group_counts=(1, 8), batch_sizes=(32, 64),
                          widths=(25, 50), epochs_for_memory=(1, 2)),
-    "full": BenchConfig(n_simple=1920, n_resnet=128, repeats=3, group_counts=(1, 10, 100, 1000),
+    "full": BenchConfig(n_simple=1920, n_resnet=320, repeats=3, group_counts=(1, 10, 100, 1000),
                         batch_sizes=(32, 64, 128), widths=(25, 50, 100, 200), epochs_for_memory=(1, 2, 4, 8)),
+}
+
+# the seed's scale, for the retraining time the unlearning latency is compared with
+SEED_EPOCHS, SEED_BATCH = 4, 64
+SEED_TRAIN_SIZE = {"simple": 60_000, "resnet18": 50_000}  # MNIST, CIFAR
+
+TARGETS = {  # issue 5: name -> (figure, comparison, bound)
+    "class-group log, SimpleModel (x plain)": ("overhead_class_simple", "<=", 1.3),
+    "1% samples tracked, SimpleModel (x plain)": ("overhead_1pct_simple", "<=", 1.5),
+    "unlearn one class of ResNet-18 (ms, in place)": ("resnet_class_ms", "<=", 50.0),
+    "faster than retraining, ResNet-18 (x)": ("resnet_speedup", ">=", 10_000.0),
+    "class request memory below per-batch store (x)": ("memory_ratio", ">=", 100.0),
 }
 
 
@@ -55,7 +68,7 @@ def _data(n: int, shape: tuple[int, ...], classes: int, seed: int = 0) -> ArrayD
 
 
 def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable | None, device,
-                 repeats: int) -> tuple[float, list]:
+                 repeats: int, group_grads: str = "auto") -> tuple[float, list]:
     """Median seconds of one epoch (from the same seed each time) and the logs of the last repeat."""
     times, logs = [], []
     for _ in range(repeats):
@@ -64,7 +77,7 @@ def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: 
         logs = make_logs(model) if make_logs else []
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         h = train(model, data.loader(batch, seed=0), opt, epochs=1, delta_log=logs or None, device=device,
-                  progress=False)
+                  progress=False, group_grads=group_grads)
         times.append(h.wall_seconds)
     return statistics.median(times), logs
 
@@ -84,22 +97,27 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
     model_fn = lambda: build_model(model_name, in_ch, classes)  # noqa: E731
     ids1 = random_ids(data, 0.01, seed=0)
     ids10 = random_ids(data, 0.10, seed=0)
-    configs = {
-        "class groups": lambda m: [DeltaLog(m, groups_by_class(data))],
-        "1% samples": lambda m: [DeltaLog(m, groups_per_sample(ids1))],
-        "10% samples": lambda m: [DeltaLog(m, groups_per_sample(ids10))],
-        "1% samples, p=0.1 gradient (seed)": lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient",
-                                                                 p=0.1)],
-        "per-batch store, 1% samples": lambda m: [BatchLog(m, groups_per_sample(ids1))],
+    configs = {  # name -> (logs, how group shares are formed)
+        "class groups": (lambda m: [DeltaLog(m, groups_by_class(data))], "auto"),
+        "class groups, torch.func per-sample (before)": (lambda m: [DeltaLog(m, groups_by_class(data))], "vmap"),
+        "1% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids1))], "auto"),
+        "10% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids10))], "auto"),
+        "10% samples, moments every step (before)": (
+            lambda m: [DeltaLog(m, groups_per_sample(ids10), lazy_momentum=False)], "auto"),
+        "1% samples, p=0.1 gradient (seed)": (
+            lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient", p=0.1)], "auto"),
+        "per-batch store, 1% samples": (lambda m: [BatchLog(m, groups_per_sample(ids1))], "auto"),
     }
     plain, _ = _timed_train(model_fn, data, batch, None, device, cfg.repeats)
-    rows = {"plain": {"seconds": plain, "ratio": 1.0, "bytes": 0}}
-    for name, make in configs.items():
-        secs, logs = _timed_train(model_fn, data, batch, make, device, cfg.repeats)
+    rows = {"plain": {"seconds": plain, "ratio": 1.0, "bytes": 0, "peak_bytes": 0}}
+    for name, (make, how) in configs.items():
+        secs, logs = _timed_train(model_fn, data, batch, make, device, cfg.repeats, group_grads=how)
+        peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)
         for log in logs:
             if isinstance(log, DeltaLog):
                 log.finalize()
-        rows[name] = {"seconds": secs, "ratio": secs / plain, "bytes": sum(log.nbytes for log in logs)}
+        rows[name] = {"seconds": secs, "ratio": secs / plain, "bytes": sum(log.nbytes for log in logs),
+                      "peak_bytes": peak}
     return {"model": model_name, "n_params": sum(q.numel() for q in model_fn().parameters()), "n": len(data),
             "batch": batch, "rows": rows}
 
@@ -143,6 +161,20 @@ def latency(model_name: str, data: ArrayDataset, classes: int, device, repeats: 
             "n": len(data), "delta_bytes": delta.numel() * delta.element_size()}
 
 
+def retrain_estimate(overhead_block: dict, latency_block: dict) -> None:
+    """Add the seed-scale retraining time, from the measured plain training step, to a latency block."""
+    steps = math.ceil(overhead_block["n"] / overhead_block["batch"])
+    step_seconds = overhead_block["rows"]["plain"]["seconds"] / steps
+    model = latency_block["model"]
+    latency_block["retrain_seconds_estimate"] = (
+        step_seconds * SEED_EPOCHS * math.ceil(SEED_TRAIN_SIZE[model] / SEED_BATCH)
+    )
+    latency_block["retrain_note"] = (
+        f"measured seconds per plain training step x {SEED_EPOCHS} epochs of {SEED_TRAIN_SIZE[model]:,} samples "
+        f"at batch {SEED_BATCH} (the seed's scale)"
+    )
+
+
 def scaling(data: ArrayDataset, cfg: BenchConfig, device) -> dict:
     """Overhead and bytes against tracked groups, batch size and parameter count; bytes against epochs."""
     out = {"groups": [], "batch": [], "params": [], "epochs": []}
@@ -184,17 +216,41 @@ def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None =
     dev = pick_device(device)
     start = time.perf_counter()
     mnist_like = _data(cfg.n_simple, (1, 28, 28), 10)
-    cifar_like = _data(cfg.n_resnet, (3, 32, 32), 100)
+    cifar_like = _data(cfg.n_resnet, (3, 32, 32), 10)  # 10 class groups: 100 would hold 4.5 GB of deltas
     result = {
         "profile": profile, "config": asdict(cfg), "provenance": provenance(dev),
-        "overhead": [overhead("simple", mnist_like, 10, cfg, dev), overhead("resnet18", cifar_like, 100, cfg, dev)],
+        "overhead": [overhead("simple", mnist_like, 10, cfg, dev), overhead("resnet18", cifar_like, 10, cfg, dev)],
         "latency": [latency("simple", mnist_like, 10, dev, cfg.repeats),
-                    latency("resnet18", cifar_like, 100, dev, cfg.repeats)],
+                    latency("resnet18", cifar_like, 10, dev, cfg.repeats)],
         "scaling": scaling(mnist_like, cfg, dev),
     }
+    for o, lat in zip(result["overhead"], result["latency"]):
+        retrain_estimate(o, lat)
+    result["targets"] = targets(result)
     result["wall_seconds"] = time.perf_counter() - start
     _atomic_write_json(out or RESULTS_ROOT / "bench" / f"{profile}.json", result)
     return result
+
+
+def targets(result: dict) -> dict:
+    """The measured figure for each target of :data:`TARGETS`, and whether it is met."""
+    simple = result["overhead"][0]["rows"]
+    res = result["latency"][1]
+    epochs = {row["epochs"]: row for row in result["scaling"]["epochs"]}
+    seed_row = epochs.get(SEED_EPOCHS) or epochs[max(epochs)]
+    figures = {
+        "overhead_class_simple": simple["class groups"]["ratio"],
+        "overhead_1pct_simple": simple["1% samples"]["ratio"],
+        "resnet_class_ms": res["seconds"]["one class (in-place subtraction only)"] * 1e3,
+        "resnet_speedup": res["retrain_seconds_estimate"] / res["seconds"]["one class (in-place subtraction only)"],
+        "memory_ratio": seed_row["per_batch_bytes"] / seed_row["ledger_bytes"],
+    }
+    out = {}
+    for name, (key, op, bound) in TARGETS.items():
+        value = figures[key]
+        met = value <= bound if op == "<=" else value >= bound
+        out[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
+    return out
 
 
 def format_bench(result: dict) -> str:
@@ -204,13 +260,22 @@ def format_bench(result: dict) -> str:
         lines.append(f"training overhead, {block['model']} ({block['n_params']:,} parameters, {block['n']} samples, "
                      f"batch {block['batch']}):")
         for name, row in block["rows"].items():
-            lines.append(f"  {name:38s} {row['seconds']:8.2f} s  {row['ratio']:6.2f}x  {row['bytes'] / 2**20:9.2f} MiB")
+            lines.append(f"  {name:46s} {row['seconds']:8.2f} s  {row['ratio']:6.2f}x  {row['bytes'] / 2**20:9.2f} MiB"
+                         f"  peak {row.get('peak_bytes', 0) / 2**20:9.2f} MiB")
     for block in result["latency"]:
         lines.append(f"unlearning latency, {block['model']}:")
         for name, s in block["seconds"].items():
-            lines.append(f"  {name:38s} {s * 1e3:8.2f} ms")
+            lines.append(f"  {name:46s} {s * 1e3:8.2f} ms")
+        if "retrain_seconds_estimate" in block:
+            lines.append(f"  {'retraining (estimate)':46s} {block['retrain_seconds_estimate']:8.0f} s  "
+                         f"({block['retrain_note']})")
     lines.append("scaling with tracked per-sample groups (SimpleModel):")
     for row in result["scaling"]["groups"]:
         lines.append(f"  {row['groups']:6d} groups  {row['ratio']:6.2f}x  ledger {row['ledger_bytes'] / 2**20:8.2f} "
                      f"MiB  per-batch {row['per_batch_bytes'] / 2**20:8.2f} MiB")
+    if "targets" in result:
+        lines.append("targets:")
+        for name, t in result["targets"].items():
+            lines.append(f"  {name:50s} {t['value']:12.2f}  target {t['target']:>10s}  "
+                         f"{'met' if t['met'] else 'NOT met'}")
     return "\n".join(lines)
