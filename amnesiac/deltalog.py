@@ -239,7 +239,7 @@ class DeltaLog:
             present=present,
             local=local,
             batch_grad=batch_grad,
-            sums=torch.zeros(len(present), self.width, dtype=self.compute_dtype, device=self.device),
+            sums=None,  # [n_present, K], allocated by the first accumulate / add_shares
             masks=self.mask(present) if self.p is not None else None,
             scaled=False,
         )
@@ -259,6 +259,8 @@ class DeltaLog:
         g = grads[keep.to(grads.device)].to(self.device, self.compute_dtype)  # [n, P]
         if pend["masks"] is not None:
             g = torch.gather(g, 1, pend["masks"][loc])  # [n, K]
+        if pend["sums"] is None:
+            pend["sums"] = torch.zeros(len(pend["present"]), self.width, dtype=self.compute_dtype, device=self.device)
         pend["sums"].index_add_(0, loc, g)
 
     def group_assignment(self) -> tuple[torch.Tensor, int]:
@@ -280,7 +282,8 @@ class DeltaLog:
         """Add the present groups' shares of the batch gradient, [n_present, P] (rows as :meth:`group_assignment`).
 
         Shares are already divided as the loss was (no ``1/B`` is applied to them); do not mix with
-        :meth:`accumulate` in one step.
+        :meth:`accumulate` in one step. The log takes ``shares`` over and may change it in place: pass a copy
+        if it is needed afterwards.
         """
         pend = self._pending
         if pend is None:
@@ -293,7 +296,10 @@ class DeltaLog:
         s = shares.to(self.device, self.compute_dtype)
         if pend["masks"] is not None:
             s = torch.gather(s, 1, pend["masks"])
-        pend["sums"] += s
+        if pend["sums"] is None:
+            pend["sums"] = s
+        else:
+            pend["sums"] += s
         pend["scaled"] = True
 
     def end_step(self, optimizer: Optimizer | None) -> None:
@@ -304,7 +310,11 @@ class DeltaLog:
         self.steps += 1
         present = pend["present"].to(self.device)
         scale = 1.0 / pend["batch_size"] if self.loss_reduction == "mean" and not pend["scaled"] else 1.0
-        shares = pend["sums"].mul_(scale)  # [n_present, K], each group's share of the batch gradient
+        shares = pend["sums"]  # [n_present, K], each group's share of the batch gradient
+        if shares is None:
+            shares = torch.zeros(len(present), self.width, dtype=self.compute_dtype, device=self.device)
+        if scale != 1.0:
+            shares.mul_(scale)
         self.peak_bytes = max(self.peak_bytes, self.nbytes + shares.numel() * shares.element_size())
         if self.attribution == "gradient":
             if len(present):
@@ -464,17 +474,26 @@ class DeltaLog:
                 return v
             return v[self.mask(rows)]
 
+        scalar = not torch.is_tensor(b1)
+        m_old = self.moments.index_select(0, carried) if len(carried) else None  # m_k(-1), [n_carried, K]
         R = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
         for j in range(L - 1, -1, -1):
             R.mul_(b1).add_(seg["coefs"][j])
-            for rows, sh in events.get(j, ()):
-                self.deltas.index_add_(0, rows, -(1 - at(b1, rows)) * sh * at(R, rows))
-        if len(carried):
-            m = self.moments.index_select(0, carried)
-            self.deltas.index_add_(0, carried, -at(b1, carried) * m * at(R, carried))
-            self.moments.index_copy_(0, carried, m * at(_pow(b1, L), carried))
-        for j, rows, sh in seg["events"]:
-            self.moments.index_add_(0, rows, at(_pow(b1, L - 1 - j), rows) * (1 - at(b1, rows)) * sh)
+            for rows, sh in events.get(j, ()):  # the segment owns sh: reuse its memory
+                if scalar:
+                    self.moments.index_add_(0, rows, sh, alpha=b1 ** (L - 1 - j) * (1 - b1))
+                    self.deltas.index_add_(0, rows, sh.mul_(at(R, rows)), alpha=-(1 - b1))
+                else:
+                    self.moments.index_add_(0, rows, at(_pow(b1, L - 1 - j), rows) * (1 - at(b1, rows)) * sh)
+                    self.deltas.index_add_(0, rows, -(1 - at(b1, rows)) * sh * at(R, rows))
+        if m_old is not None:
+            # moments: b1^L m_k(-1) plus the appearances already added above
+            if scalar:
+                self.moments.index_add_(0, carried, m_old, alpha=b1**L - 1)
+                self.deltas.index_add_(0, carried, m_old.mul_(at(R, carried)), alpha=-b1)
+            else:
+                self.moments.index_add_(0, carried, (at(_pow(b1, L), carried) - 1) * m_old)
+                self.deltas.index_add_(0, carried, -at(b1, carried) * m_old * at(R, carried))
         horizon = self._horizon(b1)
         self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
 

@@ -11,6 +11,7 @@ folds the step in.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -212,18 +213,20 @@ def _hook_shares(model: nn.Module, ids: torch.Tensor, logs: list, capture: Group
     Logs that group this batch's rows identically (e.g. several per-sample logs of one forget set) share
     one computation.
     """
-    done: dict[tuple, torch.Tensor] = {}
+    wanted = []
     for log in logs:
         log.begin_step(model, ids)
-        if not log.needs_per_sample_grads:
-            continue
-        assign, n = log.group_assignment()
-        if n == 0:
-            continue
-        key = (n, tuple(assign.tolist()))
+        if log.needs_per_sample_grads:
+            assign, n = log.group_assignment()
+            if n:
+                wanted.append((log, (n, tuple(assign.tolist())), assign))
+    users = Counter(key for _, key, _ in wanted)
+    done: dict[tuple, torch.Tensor] = {}
+    for log, key, assign in wanted:
         if key not in done:
-            done[key] = capture.group_sums(assign, n)
-        log.add_shares(done[key])
+            done[key] = capture.group_sums(assign, key[0])
+        users[key] -= 1
+        log.add_shares(done[key] if users[key] == 0 else done[key].clone())  # a log may change its copy
     capture.clear()
 
 
