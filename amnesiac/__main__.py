@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="full", choices=["smoke", "full"])
     b.add_argument("--device", default="auto")
     b.add_argument("--threads", type=int, default=None)
+    f = sub.add_parser("fidelity", help="the counterfactual-fidelity study: ledger subtraction against replays")
+    f.add_argument("--profile", default="full", choices=["smoke", "full"])
+    f.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    f.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
+    f.add_argument("--device", default="cpu", help="cpu (default; replays are bit-reproducible there) or cuda")
+    f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list experiments and profiles")
     return parser
 
@@ -44,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         print(format_bench(run_bench(args.profile, device=args.device)))
+        return 0
+    if args.command == "fidelity":
+        from .fidelity import format_summary, run_study
+
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        result = run_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, device=args.device,
+                           progress=not args.quiet)
+        print(format_summary(result))
         return 0
     if args.command == "list":
         for name in EXPERIMENTS:

@@ -105,6 +105,8 @@ def train(
     desc: str = "train",
     grad_chunk: int = 32,
     group_grads: str = "auto",
+    zero_weight_ids: Sequence[int] | torch.Tensor | None = None,
+    drop_ids: Sequence[int] | torch.Tensor | None = None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` passes over ``loader``, feeding every attached log.
 
@@ -124,6 +126,12 @@ def train(
             (:class:`~amnesiac.grads.GroupGradients`; Linear, Conv, GroupNorm and LayerNorm layers);
             ``"vmap"``: per-sample gradients of the tracked rows with ``torch.func``, summed per group (any
             model without BatchNorm); ``"auto"``: hooks when the model allows them.
+        zero_weight_ids: the *zero-weighted replay*: these samples stay in their batches (same order, same
+            RNG stream) but their loss is multiplied by 0, while the batch mean still divides by the full
+            batch size B. Batches that hold none of them take exactly the ordinary step.
+        drop_ids: the *dropped replay* (retraining with the same seed and order): these samples are removed
+            from their batches and the loss is the mean over the rows left; a batch left empty takes no
+            optimizer step. Exclusive with ``zero_weight_ids``. See REFERENCE.md section 8.
 
     Example:
         >>> from amnesiac.data import ArrayDataset
@@ -141,6 +149,10 @@ def train(
     logs = [] if delta_log is None else list(delta_log) if isinstance(delta_log, Sequence) else [delta_log]
     if group_grads not in GROUP_GRAD_METHODS:
         raise ValueError(f"unknown group_grads {group_grads!r}; valid: {', '.join(GROUP_GRAD_METHODS)}")
+    if zero_weight_ids is not None and drop_ids is not None:
+        raise ValueError("give zero_weight_ids (zero-weighted replay) or drop_ids (dropped replay), not both")
+    excluded = _id_table(zero_weight_ids if zero_weight_ids is not None else drop_ids)
+    drop = drop_ids is not None
     layout = ParamLayout.of(model) if logs else None
     capture = None
     if logs and group_grads != "vmap" and any(log.needs_per_sample_grads for log in logs):
@@ -160,10 +172,21 @@ def train(
         for _ in range(epochs):
             start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
             for x, y, ids in loader:
+                keep = _kept_rows(excluded, ids)  # None: every row counts as usual
+                if keep is not None and drop:
+                    x, y, ids = x[keep], y[keep], ids[keep]
+                    if len(y) == 0:  # the whole batch was forgotten: the dropped replay takes no step
+                        bar.update(1)
+                        continue
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 out = model(x)
-                loss = loss_fn(out, y)
+                if keep is not None and not drop:  # zero-weighted: sum over kept rows / B
+                    k = keep.to(dev)
+                    n_kept = int(keep.sum())
+                    loss = loss_fn(out[k], y[k]) * (n_kept / len(y)) if n_kept else (out * 0).sum()
+                else:
+                    loss = loss_fn(out, y)
                 loss.backward()
                 if logs and capture is not None:
                     t0 = time.perf_counter()
@@ -205,6 +228,29 @@ def train(
         bar.close()
         model.train(was_training)
     return history
+
+
+def _id_table(sample_ids) -> torch.Tensor | None:
+    """A boolean lookup table sample id -> excluded, or None when nothing is excluded."""
+    if sample_ids is None:
+        return None
+    ids = torch.as_tensor(sample_ids, dtype=torch.long).reshape(-1)
+    if len(ids) and int(ids.min()) < 0:
+        raise ValueError(f"sample ids must be non-negative, got {int(ids.min())}")
+    table = torch.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=torch.bool)
+    table[ids] = True
+    return table
+
+
+def _kept_rows(table: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor | None:
+    """Mask of the batch rows that are not excluded, or None when no row of this batch is excluded."""
+    if table is None or len(table) == 0:
+        return None
+    ids = ids.reshape(-1).to(torch.long).cpu()
+    hit = torch.zeros(len(ids), dtype=torch.bool)
+    inside = ids < len(table)
+    hit[inside] = table[ids[inside]]
+    return None if not bool(hit.any()) else ~hit
 
 
 def _hook_shares(model: nn.Module, ids: torch.Tensor, logs: list, capture: GroupGradients) -> None:
