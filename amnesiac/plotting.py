@@ -175,3 +175,150 @@ def class_accuracy_bars(per_class_before, per_class_after, *, highlight: int | N
     ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------ counterfactual fidelity
+
+_FID_METHODS = {"amnesiac": ("ledger subtraction", "C0", "o"), "control_group": ("control: another group's delta",
+                                                                                   "C1", "s"),
+                "random_direction": ("control: random direction, same norm", "C2", "^")}
+
+
+def _errorbar(ax, x, stats, **kw):
+    """Plot (mean, half-width, n) triples; no bar where the half-width is undefined (one seed)."""
+    mean = np.array([s[0] for s in stats], dtype=float)
+    half = np.array([s[1] for s in stats], dtype=float)
+    ax.errorbar(x, mean, yerr=np.where(np.isnan(half), 0.0, half), capsize=3, **kw)
+
+
+def fidelity_vs_size(result, *, setting: str = "full", reference: str = "drop"):
+    """Distance to the ``reference`` replay against forget-set size, one panel per optimizer: the original
+    model, the ledger subtraction at alpha = 1, at the rule's alpha and at the oracle alpha, with the retrain
+    floor (two retrains with different seeds and orders) dashed. Sets of the random family and the class."""
+    from .fidelity import summary_rows
+
+    opts = [o for o in result.study.optimizers if result.seeds_of(setting, o)]
+    fig, axes = plt.subplots(1, max(1, len(opts)), figsize=(4.3 * max(1, len(opts)), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, opt in zip(axes[0], opts):
+        rows = [r for r in summary_rows(result, setting, opt, reference) if r["kind"] in ("random", "class")]
+        rows.sort(key=lambda r: r["size"])
+        x = [r["size"] for r in rows]
+        for key, label, style in (("original_dist", "original model", dict(color="0.4", marker="D", ls=":")),
+                                  ("a1_dist", r"subtract, $\alpha=1$", dict(color="C0", marker="o")),
+                                  ("rule_dist", r"subtract, rule $\alpha$", dict(color="C4", marker="v")),
+                                  ("oracle_dist", r"subtract, oracle $\alpha$", dict(color="C3", marker="s"))):
+            _errorbar(ax, x, [r[key] for r in rows], label=label, **style)
+        _errorbar(ax, x, [r["floor_dist"] for r in rows], label="retrain floor", color="k", ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("forget-set size (the largest: a whole class)")
+        ax.set_title(opt)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(f"parameter distance to the {reference} replay")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fidelity_vs_alpha(result, optimizer: str, *, setting: str = "full", reference: str = "drop",
+                      sets: tuple[str, ...] | None = None):
+    """Against alpha, one column per forget set: parameter distance (top) and mean KL of the test softmax
+    (bottom) to the ``reference`` replay, for the ledger subtraction and both controls; the original model
+    (dotted), the retrain floor (dashed) and the rule's alpha (vertical line, first seed's) drawn in."""
+    from .fidelity import alpha_curve, mean_ci
+
+    seeds = result.seeds_of(setting, optimizer)
+    if not seeds:
+        raise ValueError(f"no complete seed for {setting}/{optimizer} in these results")
+    first = result.records[(setting, optimizer, seeds[0])]
+    names = sets or tuple(k[4:] for k in first if k.startswith("set-"))
+    fig, axes = plt.subplots(2, len(names), figsize=(3.1 * len(names), 5.4), squeeze=False)
+    for j, name in enumerate(names):
+        recs = [result.records[(setting, optimizer, s)] for s in seeds]
+        fam = first[f"set-{name}"]["family"]
+        for i, metric in enumerate(("dist", "kl")):
+            ax = axes[i][j]
+            for method, (label, color, marker) in _FID_METHODS.items():
+                alphas, stats = alpha_curve(result, setting, optimizer, name, method, reference, metric)
+                _errorbar(ax, alphas, stats, label=label, color=color, marker=marker, ms=4)
+            ax.axhline(mean_ci([r[f"set-{name}"]["original"][reference][metric] for r in recs])[0], color="0.4",
+                       ls=":", label="original model")
+            ax.axhline(mean_ci([r[f"floor-{fam}"]["floor"][reference][metric] for r in recs])[0], color="k",
+                       ls="--", label="retrain floor")
+            ax.axvline(first[f"set-{name}"]["rule"]["alpha"], color="C4", alpha=0.5, lw=3, label=r"rule $\alpha$")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+            if i == 0:
+                ax.set_title(f"{name} (n={first[f'set-{name}']['size']})", fontsize=9)
+            else:
+                ax.set_xlabel(r"scale $\alpha$")
+        axes[0][j].tick_params(labelbottom=False)
+    axes[0][0].set_ylabel(f"parameter distance to {reference} replay")
+    axes[1][0].set_ylabel("mean KL on test data")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(f"{optimizer}: distance to the {reference} replay against alpha", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fidelity_sequential(result, *, setting: str = "full", reference: str = "drop"):
+    """Sequential requests (A, then B, then C; each request forgets the union so far, from one ledger):
+    distance to the replay without the union after each request, per optimizer, with the floor."""
+    from .fidelity import summary_rows
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for k, opt in enumerate(o for o in result.study.optimizers if result.seeds_of(setting, o)):
+        rows = {r["set"]: r for r in summary_rows(result, setting, opt, reference)}
+        size = result.study.request_size
+        seq = [rows[f"random-{size}"]] + [rows[n] for n in sorted(rows) if n.startswith("requests-")]
+        x = np.arange(1, len(seq) + 1) + 0.04 * k
+        _errorbar(ax, x, [r["a1_dist"] for r in seq], color=f"C{k}", marker="o", label=rf"{opt}: $\alpha=1$")
+        _errorbar(ax, x, [r["rule_dist"] for r in seq], color=f"C{k}", marker="v", ls="-.",
+                  label=rf"{opt}: rule $\alpha$")
+        _errorbar(ax, x, [r["original_dist"] for r in seq], color=f"C{k}", marker="D", ls=":",
+                  label=f"{opt}: original model")
+        _errorbar(ax, x, [r["floor_dist"] for r in seq], color=f"C{k}", ls="--", alpha=0.6,
+                  label=f"{opt}: retrain floor")
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(1, result.study.n_requests + 1))
+    ax.set_xlabel("number of requests served from one ledger")
+    ax.set_ylabel(f"distance to the {reference} replay")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+CLASS_SETS = (("full", "class-3"), ("graves", "graves-class-3"))
+
+
+def fidelity_class_accuracy(result, optimizer: str, *, sets: tuple[tuple[str, str], ...] = CLASS_SETS):
+    """The fragile-class confound: accuracy on the forgotten class's test images and on the rest against alpha,
+    for the ledger subtraction and both controls, beside the dropped replay (dashed) and the original (dotted)."""
+    from .fidelity import alpha_curve, mean_ci
+
+    present = [(st, n) for st, n in sets if result.seeds_of(st, optimizer)]
+    fig, axes = plt.subplots(1, 2 * max(1, len(present)), figsize=(3.2 * 2 * max(1, len(present)), 3.2),
+                             squeeze=False)
+    for j, (setting, name) in enumerate(present):
+        recs = [result.records[(setting, optimizer, s)][f"set-{name}"] for s in result.seeds_of(setting, optimizer)]
+        for i, (metric, title) in enumerate((("acc_test_class", "test images of the class"),
+                                             ("acc_test_rest", "rest of the test set"))):
+            ax = axes[0][2 * j + i]
+            for method, (label, color, marker) in _FID_METHODS.items():
+                alphas, stats = alpha_curve(result, setting, optimizer, name, method, None, metric)
+                _errorbar(ax, alphas, stats, label=label, color=color, marker=marker, ms=4)
+            ax.axhline(mean_ci([r["references"]["drop"][metric] for r in recs])[0], color="k", ls="--",
+                       label="dropped replay (retrained)")
+            ax.axhline(mean_ci([r["original"][metric] for r in recs])[0], color="0.4", ls=":", label="original")
+            ax.set_xscale("log")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel(r"scale $\alpha$")
+            ax.set_title(f"{name}: {title}", fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig

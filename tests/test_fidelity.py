@@ -266,6 +266,7 @@ def test_study_runs_caches_and_resumes(mnist_like, monkeypatch):
     assert one["size"] == 10 and len(one["methods"]["amnesiac"]) == len(study.alphas)
     assert one["original"]["drop"]["recovered"] == 0.0  # the original is the baseline of the fraction
     assert one["references"]["drop"]["drop"]["dist"] == 0.0
+    assert one["finetune"]["epochs"] == 1 and 0 <= one["finetune"]["acc_test"] <= 1  # the repair-only control
     rows = fi.summary_rows(res, "full", "sgd")
     assert {r["set"] for r in rows} >= {"random-1", "class-3"}
     assert "graves-class-3" in res.records[("graves", "sgd", 0)]["set-graves-class-3"]["set"]
