@@ -646,3 +646,179 @@ def bench_results(profile: str = "full", *, recompute: bool = False, device: str
     # the full benchmark takes long on a CPU: without a committed one, run (and label) the small one
     smoke = RESULTS_ROOT / "bench" / "smoke.json"
     return json.loads(smoke.read_text()) if smoke.exists() else run_bench("smoke", device=device)
+
+
+# ------------------------------------------------------------------------------------ counterfactual fidelity
+
+
+def fidelity_results(*, profile: str = "full", seeds: Sequence[int] | None = None,
+                     optimizers: Sequence[str] | None = None, recompute: bool = False, device: str = "cpu",
+                     progress: bool = True):
+    """The fidelity study a chapter renders: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``; restricted to ``seeds`` and ``optimizers`` if given."""
+    from . import fidelity as fi
+
+    validate(profile=profile, seeds=seeds, recompute=recompute, device=device)
+    study = fi.get_study(profile, seeds=seeds, optimizers=optimizers)  # validates the optimizers
+    if recompute or profile == "smoke":
+        res = fi.run_study(profile, seeds=seeds, optimizers=optimizers, device="cpu" if device == "auto" else device,
+                           progress=progress)
+    else:
+        res = fi.load_study(profile)
+    res.records = {k: v for k, v in res.records.items() if k[1] in study.optimizers and k[2] in study.seeds}
+    res.study = study
+    return res
+
+
+def fidelity_provenance(result) -> str:
+    """Where the study's numbers come from, and which (optimizer, seed) pieces are still missing."""
+    recs = [p for pieces in result.records.values() for p in pieces.values()]
+    if not recs:
+        return (f"**Not computed yet.** No piece of the `{result.study.profile}` fidelity study is on disk; run "
+                f"`python -m amnesiac fidelity --profile {result.study.profile}`.")
+    revs = sorted({r["provenance"]["git"] for r in recs})
+    dates = sorted(r["provenance"]["date"][:10] for r in recs)
+    minutes = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
+    prov = recs[0]["provenance"]
+    text = (f"**Provenance.** Fidelity study `{result.study.name}`, profile `{result.study.profile}`, config hash "
+            f"`{result.study.hash}`; {len(recs)} pieces computed with code revision(s) "
+            f"{', '.join(f'`{r}`' for r in revs)} on {prov['device']} ({prov['threads']} threads), torch "
+            f"{prov['torch']}, {dates[0]} to {dates[-1]}; {minutes:.0f} min of compute in all.")
+    missing = []
+    for setting, opt, seed in result.study.combos():
+        if seed not in result.seeds_of(setting, opt):
+            missing.append(f"{setting}/{opt}/seed {seed}")
+    if missing:
+        text += (f" **Not computed yet:** {', '.join(missing)} (the study resumes where it stopped: "
+                 f"`python -m amnesiac fidelity --profile {result.study.profile}`). Means and intervals below use the "
+                 "seeds that are complete; with one seed no interval is shown.")
+    return text
+
+
+def _ci(stat) -> str:
+    """``mean ± half-width`` (3 significant digits) of a :func:`amnesiac.fidelity.mean_ci` triple."""
+    mean, half, n = stat
+    if n == 0 or np.isnan(mean):
+        return "–"
+    return f"{mean:.3g}" if n < 2 or np.isnan(half) else f"{mean:.3g} ± {half:.2g}"
+
+
+FIDELITY_COLUMNS = {
+    "recovered": [("α = 1", "a1_recovered"), ("rule α", "rule_alpha"), ("at rule α", "rule_recovered"),
+                  ("oracle α", "oracle_alpha"), ("at oracle α", "oracle_recovered"),
+                  ("best control", "best_control_recovered"), ("fine-tune 1 epoch", "ft_recovered")],
+    "distance": [("floor", "floor_dist"), ("original", "original_dist"), ("zero vs drop replay", "zero_to_drop_dist"),
+                 ("α = 1", "a1_dist"), ("rule α", "rule_dist"), ("oracle α", "oracle_dist"),
+                 ("fine-tune", "ft_dist")],
+    "kl": [("floor", "floor_kl"), ("original", "original_kl"), ("α = 1", "a1_kl"), ("rule α", "rule_kl"),
+           ("oracle α", "oracle_kl"), ("fine-tune", "ft_kl")],
+}
+
+
+def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: str = "drop",
+                   columns: str = "recovered") -> str:
+    """A Markdown table, one row per forget set, of ``columns`` (a key of :data:`FIDELITY_COLUMNS`): mean ± 95%
+    interval over the complete seeds (a single value with one seed)."""
+    from .fidelity import summary_rows
+
+    if columns not in FIDELITY_COLUMNS:
+        raise ValueError(f"unknown columns {columns!r}; valid: {', '.join(FIDELITY_COLUMNS)}")
+    rows = summary_rows(result, setting, optimizer, reference)
+    if not rows:
+        return f"*No complete seed for {setting}/{optimizer} yet.*"
+    body = []
+    for r in rows:
+        cells = [r["set"], str(r["size"]), str(len(r["seeds"]))]
+        for _, key in FIDELITY_COLUMNS[columns]:
+            cells.append(_ci(r[key]) if key in r else "–")
+        body.append(cells)
+    return markdown_table(["forget set", "n", "seeds"] + [h for h, _ in FIDELITY_COLUMNS[columns]], body)
+
+
+def fidelity_rule_table(result, *, setting: str = "full", reference: str = "drop") -> str:
+    """Per optimizer and forget set, per seed: the rule's alpha (and whether parity was reached) beside the
+    oracle's, and the test accuracy and distance / floor at each."""
+    from .fidelity import summary_rows
+
+    body = []
+    for opt in result.study.optimizers:
+        for r in summary_rows(result, setting, opt, reference):
+            for s, p in zip(r["seeds"], r["per_seed"]):
+                rule = f"{p['rule_alpha']:g}" + ("" if p["rule_reached"] else " (not reached)")
+                body.append([opt, r["set"], str(s), rule, f"{p['oracle_alpha']:g}",
+                             f"{p['rule_acc_test']:.3f} / {p['oracle_acc_test']:.3f}",
+                             f"{p['rule_floor_ratio']:.2f} / {p['oracle_floor_ratio']:.2f}"])
+    if not body:
+        return "*No complete seed yet.*"
+    return markdown_table(["optimizer", "forget set", "seed", "rule α", "oracle α", "test acc. (rule / oracle)",
+                           "distance / floor (rule / oracle)"], body)
+
+
+def _by_set(rows, key) -> str:
+    return ", ".join(f"{r['set']} {_ci(r[key])}" for r in rows)
+
+
+def fidelity_findings(result, *, setting: str = "full", reference: str = "drop") -> str:
+    """The study's findings as Markdown bullets, one per optimizer with a complete seed, worded from the numbers
+    (fractions of the way from the original to the ``reference`` replay; 1 = reached it, 0 = no closer than the
+    original, negative = farther than the original)."""
+    from .fidelity import summary_rows
+
+    lines = []
+    for opt in result.study.optimizers:
+        rows = summary_rows(result, setting, opt, reference)
+        if not rows:
+            continue
+        n = len(rows[0]["seeds"])
+        worse = [r["set"] for r in rows if r["a1_recovered"][0] < 0]
+        beats = [r["set"] for r in rows if r["oracle_recovered"][0] > r["best_control_recovered"][0]]
+        reached = sum(sum(r["rule_reached"]) for r in rows)
+        cases = sum(len(r["rule_reached"]) for r in rows)
+        ft_better = [r["set"] for r in rows if "ft_recovered" in r and r["ft_recovered"][0] > r["oracle_recovered"][0]]
+        text = (f"* **{opt}** ({n} seed{'s' if n > 1 else ''}). Fraction of the way from the original model to the "
+                f"{reference} replay covered by subtracting the exact delta at α = 1: "
+                f"{_by_set(rows, 'a1_recovered')}. ")
+        text += (f"At α = 1 the subtraction ends *farther* from the replay than the original model for "
+                 f"{', '.join(worse)}. " if worse else "At α = 1 every forget set ends closer to the replay than the "
+                 "original model. ")
+        text += (f"With the best α of the grid (the oracle, which uses the answer): {_by_set(rows, 'oracle_recovered')}"
+                 f" (oracle α: {_by_set(rows, 'oracle_alpha')}). Distance to the replay over the retrain floor at "
+                 f"α = 1: {_by_set(rows, 'a1_floor_ratio')}. ")
+        text += (f"The oracle subtraction beats both controls (another group's delta, a random direction of the same "
+                 f"norm, each at its best α) for {len(beats)} of {len(rows)} sets"
+                 + (f" ({', '.join(beats)})" if beats and len(beats) < len(rows) else "") + ". ")
+        text += (f"The loss-parity rule reached parity in {reached} of {cases} (set, seed) cases and chose "
+                 f"{_by_set(rows, 'rule_alpha')}, recovering {_by_set(rows, 'rule_recovered')}. ")
+        if any("ft_recovered" in r for r in rows):
+            text += (f"One epoch of fine-tuning on the retain set (the repair-only control) recovers "
+                     f"{_by_set(rows, 'ft_recovered')}"
+                     + (f"; it beats the oracle subtraction for {', '.join(ft_better)}." if ft_better else
+                        "; the oracle subtraction beats it for every set."))
+        lines.append(text)
+    return "\n".join(lines) if lines else "*No complete seed of the fidelity study yet.*"
+
+
+def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") -> str:
+    """One Markdown bullet for the introduction: per optimizer, the fraction of the way to the dropped replay
+    recovered at alpha = 1 for the smallest and largest random set and the whole class, beside the repair-only
+    control and the distance over the retrain floor."""
+    from .fidelity import summary_rows
+
+    parts = []
+    for opt in result.study.optimizers:
+        rows = {r["set"]: r for r in summary_rows(result, setting, opt, reference)}
+        if not rows:
+            continue
+        random = sorted((r for r in rows.values() if r["kind"] == "random"), key=lambda r: r["size"])
+        pick = [random[0], random[-1]] + [r for r in rows.values() if r["kind"] == "class"]
+        parts.append(f"{opt} ({len(pick[0]['seeds'])} seed{'s' if len(pick[0]['seeds']) > 1 else ''}): "
+                     + "; ".join(f"{r['set']} {_ci(r['a1_recovered'])} (oracle α {_ci(r['oracle_recovered'])}, "
+                                 f"fine-tune {_ci(r['ft_recovered'])}, α = 1 at {_ci(r['a1_floor_ratio'])} × the floor)"
+                                 for r in pick))
+    if not parts:
+        return "* *The fidelity study has no complete seed yet.*"
+    return ("* **Against the model that never saw the data** (the dropped replay: same initialisation and batch "
+            "order, forget set removed), the fraction of the way from the original model to it that subtracting "
+            "the exact delta covers at α = 1 (1 = reached it, 0 = no closer than the original, negative = farther), "
+            "beside the best α of the grid (which uses the answer) and one epoch of fine-tuning on the retain set "
+            "(the repair-only control): " + " — ".join(parts) + ".")

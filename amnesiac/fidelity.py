@@ -729,7 +729,9 @@ def summary_rows(result: FidelityResult, setting: str, optimizer: str, reference
     if not seeds:
         return rows
     first = result.records[(setting, optimizer, seeds[0])]
-    names = [k[len("set-"):] for k in first if k.startswith("set-")]
+    rank = {"random": 0, "sequential": 1, "class": 2}
+    names = sorted((k[len("set-"):] for k in first if k.startswith("set-")),
+                   key=lambda n: (rank[first[f"set-{n}"]["kind"]], first[f"set-{n}"]["size"]))
     for name in names:
         per_seed = []
         for s in seeds:

@@ -226,13 +226,13 @@ def fidelity_vs_alpha(result, optimizer: str, *, setting: str = "full", referenc
     """Against alpha, one column per forget set: parameter distance (top) and mean KL of the test softmax
     (bottom) to the ``reference`` replay, for the ledger subtraction and both controls; the original model
     (dotted), the retrain floor (dashed) and the rule's alpha (vertical line, first seed's) drawn in."""
-    from .fidelity import alpha_curve, mean_ci
+    from .fidelity import alpha_curve, mean_ci, summary_rows
 
     seeds = result.seeds_of(setting, optimizer)
     if not seeds:
         raise ValueError(f"no complete seed for {setting}/{optimizer} in these results")
     first = result.records[(setting, optimizer, seeds[0])]
-    names = sets or tuple(k[4:] for k in first if k.startswith("set-"))
+    names = sets or tuple(r["set"] for r in summary_rows(result, setting, optimizer, reference))
     fig, axes = plt.subplots(2, len(names), figsize=(3.1 * len(names), 5.4), squeeze=False)
     for j, name in enumerate(names):
         recs = [result.records[(setting, optimizer, s)] for s in seeds]
