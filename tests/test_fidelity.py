@@ -282,3 +282,23 @@ def test_study_runs_caches_and_resumes(mnist_like, monkeypatch):
     assert json.loads(piece.read_text())["methods"] == one["methods"]
     loaded = fi.load_study("smoke", results_root=root)
     assert loaded.seeds_of("full", "sgd") == [0]
+
+
+def test_committed_fidelity_pieces_match_the_study_and_a_clean_revision():
+    """Committed pieces must belong to the current study definition (hash of config + semantics version) and
+    come from committed code (provenance without '+dirty')."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "results" / fi.STUDY_NAME
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        profile, _, digest = folder.name.partition("-")
+        if profile == "smoke":
+            continue
+        study = fi.get_study(profile)
+        assert digest == study.hash, (f"{folder} was computed for an older study (hash {digest}, now {study.hash}); "
+                                      f"rerun: python -m amnesiac fidelity --profile {profile}")
+        pieces = list(folder.glob("*/*/seed*/*.json"))
+        assert pieces, f"{folder} holds no piece"
+        revs = {str(p.relative_to(folder)): json.loads(p.read_text())["provenance"]["git"] for p in pieces}
+        dirty = [name for name, rev in revs.items() if rev.endswith("+dirty")]
+        assert not dirty, f"pieces computed from uncommitted code: {dirty[:5]}"
