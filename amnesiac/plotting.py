@@ -209,6 +209,8 @@ def fidelity_vs_size(result, *, setting: str = "full", reference: str = "drop"):
                                   ("rule_dist", r"subtract, rule $\alpha$", dict(color="C4", marker="v")),
                                   ("oracle_dist", r"subtract, oracle $\alpha$", dict(color="C3", marker="s"))):
             _errorbar(ax, x, [r[key] for r in rows], label=label, **style)
+        _errorbar(ax, x, [r["zero_to_drop_dist"] for r in rows], label="zero-weighted vs dropped replay",
+                  color="C2", marker="x", ls="-.")
         _errorbar(ax, x, [r["floor_dist"] for r in rows], label="retrain floor", color="k", ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
