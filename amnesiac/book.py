@@ -711,7 +711,8 @@ FIDELITY_COLUMNS = {
                  ("α = 1", "a1_dist"), ("rule α", "rule_dist"), ("oracle α", "oracle_dist"),
                  ("fine-tune", "ft_dist")],
     "kl": [("floor", "floor_kl"), ("original", "original_kl"), ("α = 1", "a1_kl"), ("rule α", "rule_kl"),
-           ("oracle α", "oracle_kl"), ("fine-tune", "ft_kl")],
+           ("oracle α", "oracle_kl"), ("smallest on the grid", "best_kl"), ("at α", "best_kl_alpha"),
+           ("fine-tune", "ft_kl")],
 }
 
 
@@ -794,6 +795,12 @@ def fidelity_findings(result, *, setting: str = "full", reference: str = "drop")
                  "dominated by how training amplifies any small change, not by what the forget set taught. Mean KL "
                  f"of the test softmax from the replay's: original {_by_set(rows, 'original_kl')}; subtraction at "
                  f"α = 1 {_by_set(rows, 'a1_kl')}; retrain floor {_by_set(rows, 'floor_kl')}. ")
+        kl_better = [r["set"] for r in rows if r["best_kl"][0] < r["original_kl"][0]]
+        text += ("In output space, the α of the grid with the smallest KL brings the subtraction closer to the "
+                 f"replay than the original model for {', '.join(kl_better)} "
+                 f"(smallest KL {_by_set([r for r in rows if r['set'] in kl_better], 'best_kl')}). "
+                 if kl_better else "In output space no α of the grid brings the subtraction closer to the replay "
+                 "than the original model already is. ")
         text += (f"The oracle subtraction beats both controls (another group's delta, a random direction of the same "
                  f"norm, each at its best α) for {len(beats)} of {len(rows)} sets"
                  + (f" ({', '.join(beats)})" if beats and len(beats) < len(rows) else "") + ". ")

@@ -719,6 +719,9 @@ def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
     best = {m: max(r[reference]["recovered"] for r in record["methods"][m]) for m in ("control_group",
                                                                                        "random_direction")}
     out["best_control_recovered"] = max(best.values())
+    kls = [r[reference]["kl"] for r in record["methods"]["amnesiac"]]
+    out["best_kl"] = min(kls)  # the output-space oracle: the grid's smallest KL to the reference
+    out["best_kl_alpha"] = float(record["methods"]["amnesiac"][int(np.argmin(kls))]["alpha"])
     return out
 
 
