@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -564,6 +565,7 @@ def run_combo(study: FidelityStudy, setting_name: str, optimizer: str, seed: int
     """Compute (or load) every piece of one (setting, optimizer, seed); returns piece name -> record."""
     dev = pick_device(device)
     if dev.type == "cuda":  # replays mean nothing unless training is reproducible (REFERENCE.md section 8)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when a handle is made
         torch.use_deterministic_algorithms(True)
     folder = study.folder(results_root) / setting_name / optimizer / f"seed{seed}"
     weights = study.folder(results_root) / "weights" / setting_name / optimizer / f"seed{seed}"
