@@ -724,6 +724,8 @@ def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
     kls = [r[reference]["kl"] for r in record["methods"]["amnesiac"]]
     out["best_kl"] = min(kls)  # the output-space oracle: the grid's smallest KL to the reference
     out["best_kl_alpha"] = float(record["methods"]["amnesiac"][int(np.argmin(kls))]["alpha"])
+    out["best_control_kl"] = min(r[reference]["kl"] for m in ("control_group", "random_direction")
+                                 for r in record["methods"][m])
     return out
 
 
