@@ -367,9 +367,7 @@ class _Evaluator:
         self.ref_probs = {k: self._probs(v)[self.slices["test"]] for k, v in refs.items()}
 
     def _logits(self, theta: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            for q, v in zip(self.layout.params(self.model), self.layout.unflatten(theta).values()):
-                q.copy_(v.to(q.device, q.dtype))
+        _assign(self.model, theta)
         return predict(self.model, self.x)
 
     def _probs(self, theta: torch.Tensor) -> torch.Tensor:
@@ -412,7 +410,6 @@ class _Combo:
     setting: Setting
     optimizer: str
     seed: int
-    folder: Path
     weights: Path
     device: torch.device
     progress: bool
@@ -437,6 +434,15 @@ class _Combo:
         return model, log, time.perf_counter() - t0
 
 
+def _assign(model: torch.nn.Module, theta: torch.Tensor) -> torch.nn.Module:
+    """Write a flat parameter vector (layout: :class:`ParamLayout`) into ``model`` in place; returns it."""
+    layout = ParamLayout.of(model)
+    with torch.no_grad():
+        for q, v in zip(layout.params(model), layout.unflatten(theta).values()):
+            q.copy_(v.to(q.device, q.dtype))
+    return model
+
+
 def _vector(model: torch.nn.Module) -> torch.Tensor:
     return ParamLayout.of(model).vector(model).detach().cpu().clone()
 
@@ -454,15 +460,14 @@ def _cached(path: Path, make):
 
 
 def _original(c: _Combo) -> dict:
-    """Train (or load) the original model with the atoms' delta log; returns theta_T, theta_0, atom deltas."""
+    """Train (or load) the original model with the atoms' delta log; returns theta_T and the atom deltas."""
     cells, members = setting_atoms(c.setting)
 
     def make():
         model, log, t = c.train(init_seed=c.seed, order_seed=c.seed, data=c.setting.pool,
                                 make_log=lambda m: DeltaLog(m, cells), desc=f"{c.optimizer} seed {c.seed}: original")
         log.finalize()
-        theta0 = _vector(model) - log.remainder_vector.cpu() - log.deltas.sum(0).cpu()
-        return {"theta": _vector(model), "theta0": theta0, "deltas": log.deltas.cpu().clone(),
+        return {"theta": _vector(model), "deltas": log.deltas.cpu().clone(),
                 "names": torch.tensor([int(n[4:]) for n in log.group_names]), "seconds": torch.tensor(t),
                 "log_bytes": torch.tensor(log.nbytes)}
 
@@ -512,10 +517,7 @@ def _evaluate_set(c: _Combo, state: dict, fset: ForgetSet) -> dict:
             rows[name].append(dict(alpha=a, **ev.measure(theta - a * vec)))
     # the repair-only control: one epoch of fine-tuning on the retain set, no subtraction at all
     t1 = time.perf_counter()
-    start = c.fresh_model(0)
-    with torch.no_grad():
-        for q, v in zip(ParamLayout.of(start).params(start), ParamLayout.of(start).unflatten(theta).values()):
-            q.copy_(v.to(q.dtype))
+    start = _assign(c.fresh_model(0), theta)
     retain = c.setting.pool.without(fset.ids)
     tuned = unlearn("finetune", start, Request(retain=retain, recipe=c.recipe, seed=c.seed, device=str(c.device)),
                     epochs=1, progress=c.progress)
@@ -570,7 +572,7 @@ def run_combo(study: FidelityStudy, setting_name: str, optimizer: str, seed: int
     folder = study.folder(results_root) / setting_name / optimizer / f"seed{seed}"
     weights = study.folder(results_root) / "weights" / setting_name / optimizer / f"seed{seed}"
     setting = make_setting(study, setting_name, seed)
-    c = _Combo(study, setting, optimizer, seed, folder, weights, dev, progress)
+    c = _Combo(study, setting, optimizer, seed, weights, dev, progress)
     prov = provenance(dev)
     out = {}
 
