@@ -14,6 +14,7 @@ Example:
     >>> forgotten = amnesiac.unlearn("amnesiac", model, amnesiac.Request(forget_groups=("a",)), log=log)
 """
 
+from .attributed import AttributedOptimizer
 from .batchlog import BatchLog
 from .data import (
     ArrayDataset,
@@ -33,6 +34,7 @@ from .data import (
 from .deltalog import DeltaLog
 from .grads import ParamLayout, per_sample_grads
 from .models import SimpleModel, build_model, resnet18_gn
+from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, predict, train
 from .unlearning import METHODS, Request, method_params, repair, unlearn
 
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArrayDataset",
+    "AttributedOptimizer",
     "BatchLoader",
     "BatchLog",
     "DatasetUnavailable",
@@ -49,6 +52,7 @@ __all__ = [
     "ParamLayout",
     "Recipe",
     "Request",
+    "Step",
     "SimpleModel",
     "accuracy",
     "build_model",
@@ -64,9 +68,11 @@ __all__ = [
     "pick_device",
     "predict",
     "random_ids",
+    "register_update_rule",
     "repair",
     "resnet18_gn",
     "set_data_root",
+    "supported_optimizers",
     "test_views",
     "train",
     "unlearn",

@@ -22,7 +22,7 @@ from .unlearning import Request, unlearn
 
 DEVICES = ("auto", "cpu", "cuda")
 
-# The seed report's published MNIST and CIFAR-100 tables (Marincione 2024, section 2 of REFERENCE.md): accuracy
+# The seed report's published MNIST and CIFAR-100 tables (Marincione 2024): accuracy
 # on the forgotten class / on the rest after training, right after unlearning ("no retrain") and after 4 epochs of
 # training on the remaining data ("after retrain"). Quoted for comparison; every other number is computed.
 SEED_REPORT = {
@@ -63,12 +63,12 @@ SEED_REPORT = {
 SEED_REPORT_REPAIR_EPOCHS = 4  # the seed report's "after retrain": 4 further epochs on the remaining data
 
 
-# Graves et al. (AAAI 2021; REFERENCE.md section 1): recall of their Shokri-style membership inference attack on
+# Graves et al. (AAAI 2021): recall of their Shokri-style membership inference attack on
 # CIFAR-100 (forgetting class 11) before and right after amnesiac unlearning. Quoted, not computed here.
 GRAVES_REPORT = {"mia_recall_before": 0.975, "mia_recall_after": 0.0, "mia_dataset": "CIFAR-100", "mia_class": 11}
 
 # Published reference figures of the NeurIPS 2023 Machine Unlearning Challenge starting kit (Triantafillou et al.
-# 2024; REFERENCE.md section 5): CIFAR-10, ResNet-18, a random 10% forget set. Test accuracy and loss-MIA accuracy
+# 2024): CIFAR-10, ResNet-18, a random 10% forget set. Test accuracy and loss-MIA accuracy
 # (forget vs test losses, 10-fold logistic regression; 0.5 = indistinguishable). Quoted, not computed here.
 STARTING_KIT = {
     "Original model": {"acc_test": .883, "mia_loss": .579},
@@ -541,7 +541,7 @@ class ForgetPanel:
 
 # ------------------------------------------------------------------------------- method and discussion chapters
 
-# The seed's two class-forgetting settings (REFERENCE.md section 2) as the memory formulas need them: training-set
+# The seed's two class-forgetting settings as the memory formulas need them: training-set
 # size, forget-set size, epochs and batch size. MNIST uses Graves's split: its 60,000 training images minus all
 # but the first 100 of the 6,131 threes; CIFAR-100 has 50,000 training images, 500 per class (Krizhevsky 2009).
 MEMORY_SETTINGS = {

@@ -283,6 +283,12 @@ def normalise_groups(
     if not names:
         raise ValueError("no groups given: pass a mapping of group name -> sample ids")
     all_ids, all_owner = torch.cat(ids), torch.cat(owner)
+    if bool((all_ids < 0).any()):
+        bad = [n for n, m in zip(names, ids) if bool((m < 0).any())]
+        raise ValueError(
+            f"sample ids must be non-negative dataset indices; group(s) {bad[:5]} hold "
+            f"{all_ids[all_ids < 0][:5].tolist()}"
+        )
     uniq, counts = torch.unique(all_ids, return_counts=True)
     if bool((counts > 1).any()):
         raise ValueError(

@@ -7,12 +7,13 @@ independently, so that
 
     sum over groups of delta_k + remainder == theta_T - theta_0        (exactly, up to rounding)
 
-holds as a checkable invariant, not by construction. See REFERENCE.md section 3 and the book's Method
-chapter for the derivation. Two attributions:
+holds as a checkable invariant, not by construction. The book's Method chapter (book/method.md, "Exact shares of
+an optimizer step") derives every rule. Two attributions:
 
-* ``"update"`` (default): optimizer-consistent shares, exact for SGD (momentum, dampening, Nesterov),
-  Adam and AdamW with coupled or decoupled weight decay. Adam's denominator is taken as given, so group
-  k's influence on the second moment is the one thing ignored.
+* ``"update"`` (default): optimizer-consistent shares, exact for every optimizer with an update rule
+  (:mod:`amnesiac.rules`: SGD with momentum, dampening and Nesterov; Adam, AdamW and AMSGrad; RMSprop;
+  Adagrad; coupled or decoupled weight decay; any learning-rate schedule). Denominators (Adam, RMSprop,
+  Adagrad) are taken as given, so a group's influence on the second moment is the one thing ignored.
 * ``"gradient"``: the seed's record: minus the sum, over training, of each group's share of the batch
   gradient, (1/B) * grad loss_i (no learning rate, no optimizer scaling). Subtracting it with alpha = 1 is
   the seed's gradient ascent. It does not sum to the parameter change; there is no remainder.
@@ -30,10 +31,11 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.optim import SGD, Adam, AdamW, Optimizer
+from torch.optim import Optimizer
 
 from .data import normalise_groups
 from .grads import ParamLayout
+from .rules import NEUTRAL, STEP_FIELDS, rule_for
 
 ATTRIBUTIONS = ("update", "gradient")
 INDEXINGS = ("position", "seed-misindexed")
@@ -43,7 +45,6 @@ STORAGE_DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-SUPPORTED_OPTIMIZERS = (SGD, Adam, AdamW)
 
 
 def group_seed(key: Hashable, mask_seed: int) -> int:
@@ -95,10 +96,11 @@ class DeltaLog:
         retire_tol: an in-flight momentum buffer is handed to the remainder once it has decayed below this
             fraction of its size (exact conservation; the group's delta loses a tail of that relative size).
         loss_reduction: how the training loss reduces over the batch (``"mean"`` or ``"sum"``).
-        lazy_momentum: under Adam without weight decay, settle the groups' in-flight first moments once per
-            segment of steps instead of every step (same arithmetic, reordered; see :meth:`_flush`). This
-            makes a step cost O(P) plus O(K) per present group instead of O(K) per in-flight group.
-        segment_bytes: memory for a lazy segment's buffered per-step Adam coefficients and group shares; a
+        lazy_momentum: for rules with a first moment (momentum, Adam, RMSprop with momentum) and no weight
+            decay, settle the groups' in-flight moments once per segment of steps instead of every step (same
+            arithmetic, reordered; see :meth:`_flush`). This makes a step cost O(P) plus O(K) per present
+            group instead of O(K) per in-flight group.
+        segment_bytes: memory for a lazy segment's buffered per-step coefficients and group shares; a
             segment is settled when it reaches this size (its length adapts to the model and the groups).
 
     Example:
@@ -175,6 +177,7 @@ class DeltaLog:
         self.lazy_momentum = lazy_momentum
         self.segment_bytes = segment_bytes
         self._segment: dict | None = None
+        self.lazy_steps = 0  # steps whose group moments were settled lazily (diagnostics)
         self.peak_bytes = 0  # most bytes held at once during training, step buffers included
 
     # ------------------------------------------------------------------------------------------ masks
@@ -333,33 +336,23 @@ class DeltaLog:
     # ------------------------------------------------------------------------------ optimizer algebra
 
     def _optimizer_step(self, opt: Optimizer, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor):
-        if not isinstance(opt, SUPPORTED_OPTIMIZERS):
-            raise TypeError(
-                f"the delta log cannot attribute {type(opt).__name__} updates; supported optimizers: "
-                f"{', '.join(o.__name__ for o in SUPPORTED_OPTIMIZERS)}. Use one of them, or "
-                "attribution='gradient' (raw gradients, no optimizer algebra)."
-            )
         if self._optimizer_ref != id(opt):  # a new optimizer starts with empty buffers
             self._flush()
             self._drop_moments()
             self._optimizer_ref, self._opt_steps = id(opt), 0
         self._opt_steps += 1
-        hp = self._hyper(opt)
-        if hp["maximize"]:
-            raise ValueError("optimizers with maximize=True are not supported; minimise the negated loss instead")
-        G = len(self.group_names)
-        decay = hp["wd"] is not None
-        adam = isinstance(opt, Adam)  # AdamW subclasses Adam
-        beta = hp["beta1"] if adam else hp["momentum"]
-        stateful = adam or hp["momentum_on"]
-        if adam and not decay and self.lazy_momentum:
-            self._lazy_adam_step(hp, present, shares, rest)
+        hp = self._coefficients(opt)
+        decay = hp["shrink"] is not None or hp["wd"] is not None
+        stateful = hp["beta"] is not None
+        if stateful and not decay and self.lazy_momentum:
+            self._lazy_step(hp, present, shares, rest)
             return
+        G = len(self.group_names)
         # which groups change this step: present ones, in-flight ones, or all when decay acts on deltas
         if decay:
             active = torch.arange(G)
         elif stateful:
-            horizon = self._horizon(beta)
+            horizon = self._horizon(hp["beta"])
             active = torch.nonzero(self._last_seen > self.steps - horizon).flatten()
             self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
         else:
@@ -374,7 +367,7 @@ class DeltaLog:
             s.index_copy_(0, pos, shares)
         masks = None if self.p is None else self.mask(active)  # [A, K]
 
-        def coords(v):  # a per-coordinate hyper-parameter as seen by the rows of d
+        def coords(v):  # a per-coordinate coefficient as seen by the rows of d
             if not torch.is_tensor(v) or masks is None:
                 return v
             return v[masks]
@@ -386,72 +379,61 @@ class DeltaLog:
         m = None
         if stateful:
             m = self.moments if full else self.moments.index_select(0, act)
-        base, bm = self.base, self.base_moment
-        first = self._opt_steps == 1
-        if adam:
-            if decay and hp["decoupled"]:
-                d.mul_(1 - coords(hp["lr"] * hp["wd"]))
-                base.mul_(1 - hp["lr"] * hp["wd"])
-            elif decay:
-                s.add_(coords(hp["wd"]) * d)
-                rest = rest + hp["wd"] * base
-            b1 = hp["beta1"]
-            m.mul_(coords(b1)).add_((1 - coords(b1)) * s)
-            bm.mul_(b1).add_((1 - b1) * rest)
-            c = hp["adam_coef"]  # lr / (1 - beta1^t) / denom_t, [P]
-            d.sub_(coords(c) * m)
-            base.sub_(c * bm)
-        else:
-            if decay:
-                s.add_(coords(hp["wd"]) * d)
-                rest = rest + hp["wd"] * base
-            u, ur = s, rest
-            if hp["momentum_on"]:
-                mu, damp = hp["momentum"], hp["dampening"]
-                if first:
-                    m.copy_(s)
-                    bm.copy_(rest)
-                else:
-                    m.mul_(coords(mu)).add_((1 - coords(damp)) * s)
-                    bm.mul_(mu).add_((1 - damp) * rest)
-                if hp["nesterov"]:
-                    u, ur = s + coords(mu) * m, rest + mu * bm
-                else:
-                    u, ur = m, bm
-            d.sub_(coords(hp["lr"]) * u)
-            base.sub_(hp["lr"] * ur)
+        base, bm = self.base, self.base_moment  # the remainder's track, unmasked
+        # the rule's map (amnesiac.rules), applied to the groups' tracks and to the remainder's
+        if hp["shrink"] is not None:
+            d.mul_(coords(hp["shrink"]))
+            base.mul_(hp["shrink"])
+        if hp["wd"] is not None:
+            s.add_(coords(hp["wd"]) * d)
+            rest = rest + hp["wd"] * base
+        if stateful:
+            m.mul_(coords(hp["beta"])).add_(coords(hp["gamma"]) * s)
+            bm.mul_(hp["beta"]).add_(hp["gamma"] * rest)
+            if hp["c"] is not None:
+                d.sub_(coords(hp["c"]) * m)
+                base.sub_(hp["c"] * bm)
+        if hp["e"] is not None:
+            d.sub_(coords(hp["e"]) * s)
+            base.sub_(hp["e"] * rest)
         if not full:
             self.deltas.index_copy_(0, act, d)
             if m is not None:
                 self.moments.index_copy_(0, act, m)
 
-    # Lazy Adam (no weight decay). Within a segment of L steps, group k's first moment obeys
-    #   m_k(j) = b1 m_k(j-1) + (1-b1) s_k(j),   and its delta moves by  -c_j * m_k(j)  at step j,
-    # with c_j = lr / (1 - b1^t) / denom_t per coordinate. Unrolled, the segment's total movement is
-    #   -b1 m_k(-1) * R_0  -  sum over k's appearances e of (1-b1) s_k(e) * R_e,
-    # where R_j = c_j + b1 R_{j+1} (R_L = 0) is one backward sweep over the buffered c_j, shared by all
-    # groups. The moment at the segment's end is b1^L m_k(-1) + sum_e b1^(L-1-e) (1-b1) s_k(e).
+    # Lazy moments (rules with a first moment and no weight decay). Within a segment of L steps, group k's
+    # first moment obeys
+    #   m_k(j) = beta m_k(j-1) + gamma_j s_k(j),   and its delta moves by  -c_j m_k(j) - e_j s_k(j)  at step j,
+    # with per-coordinate c_j, gamma_j, e_j (e.g. Adam: gamma = 1 - b1, c_j = lr / (1 - b1^t) / denom_t).
+    # Unrolled, the segment's total movement is
+    #   -beta m_k(-1) R_0  -  sum over k's appearances e of s_k(e) (gamma_e R_e + e_e),
+    # where R_j = c_j + beta R_{j+1} (R_L = 0) is one backward sweep over the buffered c_j, shared by all
+    # groups. The moment at the segment's end is beta^L m_k(-1) + sum_e beta^(L-1-e) gamma_e s_k(e).
 
-    def _lazy_adam_step(self, hp: dict, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor) -> None:
-        b1, c = hp["beta1"], hp["adam_coef"]
+    def _lazy_step(self, hp: dict, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor) -> None:
+        beta, gamma, c, e = hp["beta"], hp["gamma"], hp["c"], hp["e"]
+        self.lazy_steps += 1
+        if c is None:
+            c = 0.0
         if self.moments is None:
             kw = dict(dtype=self.compute_dtype, device=self.device)
             self.moments = torch.zeros(len(self.group_names), self.width, **kw)
             self.base_moment = torch.zeros(self.layout.numel, **kw)
-        self.base_moment.mul_(b1).add_((1 - b1) * rest)  # the remainder is tracked eagerly, O(P)
+        self.base_moment.mul_(beta).add_(gamma * rest)  # the remainder is tracked eagerly, O(P)
         self.base.sub_(c * self.base_moment)
+        if e is not None:
+            self.base.sub_(e * rest)
         seg = self._segment
-        if seg is not None and not _same(seg["beta1"], b1):
+        if seg is not None and not _same(seg["beta"], beta):
             self._flush()
             seg = None
         if seg is None:
-            seg = self._segment = dict(
-                beta1=b1, coefs=[], events=[], carried=torch.nonzero(self._in_flight).flatten(), bytes=0
-            )
-        seg["coefs"].append(c)
-        seg["bytes"] += c.numel() * c.element_size()
+            seg = self._segment = dict(beta=beta, steps=[], events=[], carried=torch.nonzero(self._in_flight).flatten(),
+                                       bytes=0)
+        seg["steps"].append((c, gamma, e))
+        seg["bytes"] += sum(v.numel() * v.element_size() for v in (c, gamma, e) if torch.is_tensor(v))
         if len(present):
-            seg["events"].append((len(seg["coefs"]) - 1, present, shares))
+            seg["events"].append((len(seg["steps"]) - 1, present, shares))
             seg["bytes"] += shares.numel() * shares.element_size()
             self._in_flight[present.cpu()] = True
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
@@ -461,9 +443,9 @@ class DeltaLog:
     def _flush(self) -> None:
         """Settle the buffered segment: move every involved group's delta and moment to the present step."""
         seg, self._segment = self._segment, None
-        if seg is None or not seg["coefs"]:
+        if seg is None or not seg["steps"]:
             return
-        b1, L = seg["beta1"], len(seg["coefs"])
+        beta, L = seg["beta"], len(seg["steps"])
         carried = seg["carried"].to(self.device)
         events: dict[int, list] = {}
         for j, rows, sh in seg["events"]:
@@ -474,27 +456,33 @@ class DeltaLog:
                 return v
             return v[self.mask(rows)]
 
-        scalar = not torch.is_tensor(b1)
         m_old = self.moments.index_select(0, carried) if len(carried) else None  # m_k(-1), [n_carried, K]
         R = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
         for j in range(L - 1, -1, -1):
-            R.mul_(b1).add_(seg["coefs"][j])
+            c, gamma, e = seg["steps"][j]
+            R.mul_(beta).add_(c)
             for rows, sh in events.get(j, ()):  # the segment owns sh: reuse its memory
-                if scalar:
-                    self.moments.index_add_(0, rows, sh, alpha=b1 ** (L - 1 - j) * (1 - b1))
-                    self.deltas.index_add_(0, rows, sh.mul_(at(R, rows)), alpha=-(1 - b1))
+                if not any(torch.is_tensor(v) for v in (beta, gamma, e)):  # scalars (Adam, momentum): cheapest
+                    self.moments.index_add_(0, rows, sh, alpha=beta ** (L - 1 - j) * gamma)
+                    if e is not None:  # the direct term first, while sh is intact
+                        self.deltas.index_add_(0, rows, sh, alpha=-e)
+                    self.deltas.index_add_(0, rows, sh.mul_(at(R, rows)), alpha=-gamma)
                 else:
-                    self.moments.index_add_(0, rows, at(_pow(b1, L - 1 - j), rows) * (1 - at(b1, rows)) * sh)
-                    self.deltas.index_add_(0, rows, -(1 - at(b1, rows)) * sh * at(R, rows))
+                    g = at(gamma, rows)
+                    self.moments.index_add_(0, rows, at(_pow(beta, L - 1 - j), rows) * g * sh)
+                    w = g * at(R, rows)
+                    if e is not None:
+                        w = w + at(e, rows)
+                    self.deltas.index_add_(0, rows, -(w * sh))
         if m_old is not None:
-            # moments: b1^L m_k(-1) plus the appearances already added above
-            if scalar:
-                self.moments.index_add_(0, carried, m_old, alpha=b1**L - 1)
-                self.deltas.index_add_(0, carried, m_old.mul_(at(R, carried)), alpha=-b1)
+            # moments: beta^L m_k(-1) plus the appearances already added above
+            if not torch.is_tensor(beta):
+                self.moments.index_add_(0, carried, m_old, alpha=beta**L - 1)
+                self.deltas.index_add_(0, carried, m_old.mul_(at(R, carried)), alpha=-beta)
             else:
-                self.moments.index_add_(0, carried, (at(_pow(b1, L), carried) - 1) * m_old)
-                self.deltas.index_add_(0, carried, -at(b1, carried) * m_old * at(R, carried))
-        horizon = self._horizon(b1)
+                self.moments.index_add_(0, carried, (at(_pow(beta, L), carried) - 1) * m_old)
+                self.deltas.index_add_(0, carried, -at(beta, carried) * m_old * at(R, carried))
+        horizon = self._horizon(beta)
         self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
 
     def _horizon(self, beta) -> int:
@@ -525,77 +513,53 @@ class DeltaLog:
             self.moments.zero_()
             self.base_moment.zero_()
 
-    def _hyper(self, opt: Optimizer) -> dict:
-        """Per-coordinate hyper-parameters of this step (floats when uniform, [P] tensors otherwise)."""
+    def _coefficients(self, opt: Optimizer) -> dict:
+        """This step's map (:class:`amnesiac.rules.Step`) per coordinate: floats when uniform, [P] tensors else."""
+        rule = rule_for(opt)
         where = {pid: i for i, pid in enumerate(self._param_ids)}
         sizes = self.layout.sizes()
-        per_tensor: dict[str, list] = {}
-        adam = isinstance(opt, Adam)
-        coef_parts: list[torch.Tensor | None] = [None] * len(sizes)
+        parts: dict[str, list] = {f: [None] * len(sizes) for f in STEP_FIELDS}
+        seen = [False] * len(sizes)
         for group in opt.param_groups:
+            rule.check(group)
             for q in group["params"]:
                 i = where.get(id(q))
                 if i is None:
                     continue
-                vals = {
-                    "lr": float(group["lr"]),
-                    "wd": float(group["weight_decay"]),
-                    "maximize": bool(group.get("maximize", False)),
-                }
-                if adam:
-                    b1, b2 = (float(b) for b in group["betas"])
-                    vals.update(beta1=b1, decoupled=bool(group.get("decoupled_weight_decay", isinstance(opt, AdamW))))
-                    st = opt.state[q]
-                    t = float(st["step"])
-                    sq = st["max_exp_avg_sq"] if group["amsgrad"] else st["exp_avg_sq"]
-                    denom = (sq.detach().sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
-                    coef_parts[i] = (vals["lr"] / (1 - b1**t) / denom).reshape(-1)
-                    if int(t) != self._opt_steps:
-                        raise ValueError(
-                            f"the optimizer has taken {int(t)} steps but the log saw {self._opt_steps}: attach the "
-                            "log before the optimizer's first step (its buffers must start empty)"
-                        )
-                else:
-                    vals.update(
-                        momentum=float(group["momentum"]),
-                        dampening=float(group["dampening"]),
-                        nesterov=bool(group["nesterov"]),
+                state = opt.state.get(q, {})
+                if "step" in state and int(float(state["step"])) != self._opt_steps:
+                    raise ValueError(
+                        f"the optimizer has taken {int(float(state['step']))} steps but the log saw {self._opt_steps}:"
+                        " attach the log before the optimizer's first step (its buffers must start empty)"
                     )
-                for k, v in vals.items():
-                    per_tensor.setdefault(k, [None] * len(sizes))[i] = v
-        missing = [self.layout.names[i] for i in range(len(sizes)) if per_tensor["lr"][i] is None]
+                step = rule.fn(opt, group, state, self._opt_steps)
+                seen[i] = True
+                for f in STEP_FIELDS:
+                    parts[f][i] = getattr(step, f)
+        missing = [self.layout.names[i] for i in range(len(sizes)) if not seen[i]]
         if missing:
             raise ValueError(
                 f"parameters not in the optimizer: {missing[:5]}; the log needs every trainable "
                 "parameter to be optimised (freeze others with requires_grad=False before logging)"
             )
-
-        def merge(key):
-            vals = per_tensor[key]
-            if all(v == vals[0] for v in vals):
-                return vals[0]
-            return torch.cat(
-                [torch.full((n,), float(v), dtype=self.compute_dtype, device=self.device) for v, n in zip(vals, sizes)]
-            )
-
-        hp = {"lr": merge("lr"), "maximize": any(per_tensor["maximize"])}
-        wd = merge("wd")
-        hp["wd"] = None if (not torch.is_tensor(wd) and wd == 0.0) else wd
-        if adam:
-            hp["beta1"] = merge("beta1")
-            hp["decoupled"] = any(per_tensor["decoupled"])
-            if hp["decoupled"] and not all(per_tensor["decoupled"]):
-                raise ValueError("mixed coupled and decoupled weight decay across parameter groups is not supported")
-            hp["adam_coef"] = torch.cat(coef_parts).to(self.device, self.compute_dtype)
-        else:
-            hp["momentum"], hp["dampening"] = merge("momentum"), merge("dampening")
-            hp["momentum_on"] = any(v != 0 for v in per_tensor["momentum"])
-            if hp["momentum_on"] and not all(v != 0 for v in per_tensor["momentum"]):
-                raise ValueError("mixing momentum and no momentum across parameter groups is not supported")
-            hp["nesterov"] = any(per_tensor["nesterov"])
-            if hp["nesterov"] and not all(per_tensor["nesterov"]):
-                raise ValueError("mixing Nesterov and plain momentum across parameter groups is not supported")
-        return hp
+        out = {}
+        for f in STEP_FIELDS:
+            vals = parts[f]
+            if all(v is None for v in vals):
+                out[f] = None
+                continue
+            vals = [NEUTRAL[f] if v is None else v for v in vals]
+            if not any(torch.is_tensor(v) for v in vals) and all(v == vals[0] for v in vals):
+                out[f] = None if f in ("shrink", "wd", "e") and vals[0] == NEUTRAL[f] else vals[0]
+                continue
+            out[f] = torch.cat([
+                v.detach().reshape(-1).to(self.device, self.compute_dtype) if torch.is_tensor(v)
+                else torch.full((n,), float(v), dtype=self.compute_dtype, device=self.device)
+                for v, n in zip(vals, sizes)
+            ])
+        if out["beta"] is not None and out["gamma"] is None:
+            raise ValueError(f"the {rule.name} update rule gives a moment decay (beta) but no gamma")
+        return out
 
     # -------------------------------------------------------------------------------------- read out
 

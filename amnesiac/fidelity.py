@@ -2,8 +2,8 @@
 
 For each seed and optimizer the study trains the original model once, with one delta log whose groups are
 the *atoms* of every forget set it will ask about (the cells of the partition the sets induce), so the delta of
-any set is an exact sum of atom deltas. Then, for each forget set F, it trains the references of
-REFERENCE.md section 8 with the same initialisation and batch order:
+any set is an exact sum of atom deltas. Then, for each forget set F, it trains the references defined in the
+Method chapter ("Which model does alpha = 1 aim at?") with the same initialisation and batch order:
 
 * the **zero-weighted replay** (F's rows kept in their batches with loss weight 0): what subtracting the exact
   delta with alpha = 1 matches to first order;
@@ -566,7 +566,7 @@ def run_combo(study: FidelityStudy, setting_name: str, optimizer: str, seed: int
               progress: bool = True, results_root: Path | None = None) -> dict[str, dict]:
     """Compute (or load) every piece of one (setting, optimizer, seed); returns piece name -> record."""
     dev = pick_device(device)
-    if dev.type == "cuda":  # replays mean nothing unless training is reproducible (REFERENCE.md section 8)
+    if dev.type == "cuda":  # replays mean nothing unless training is reproducible (see the Method chapter)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when a handle is made
         torch.use_deterministic_algorithms(True)
     folder = study.folder(results_root) / setting_name / optimizer / f"seed{seed}"

@@ -11,7 +11,6 @@ folds the step in.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -20,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
+from .attributed import GROUP_GRAD_METHODS, AttributedOptimizer
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-GROUP_GRAD_METHODS = ("auto", "hooks", "vmap")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -107,6 +105,8 @@ def train(
     group_grads: str = "auto",
     zero_weight_ids: Sequence[int] | torch.Tensor | None = None,
     drop_ids: Sequence[int] | torch.Tensor | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler_every: str = "step",
 ) -> History:
     """Train ``model`` in place for ``epochs`` passes over ``loader``, feeding every attached log.
 
@@ -131,7 +131,11 @@ def train(
             batch size B. Batches that hold none of them take exactly the ordinary step.
         drop_ids: the *dropped replay* (retraining with the same seed and order): these samples are removed
             from their batches and the loss is the mean over the rows left; a batch left empty takes no
-            optimizer step. Exclusive with ``zero_weight_ids``. See REFERENCE.md section 8.
+            optimizer step. Exclusive with ``zero_weight_ids``. See the Method chapter,
+            "Which model does alpha = 1 aim at?".
+        scheduler: a learning-rate scheduler built on ``optimizer``, stepped after every optimizer step
+            (``scheduler_every="step"``) or after every epoch (``"epoch"``). The logs read each step's
+            learning rate from the optimizer, so any schedule is attributed exactly.
 
     Example:
         >>> from amnesiac.data import ArrayDataset
@@ -153,22 +157,20 @@ def train(
         raise ValueError("give zero_weight_ids (zero-weighted replay) or drop_ids (dropped replay), not both")
     excluded = _id_table(zero_weight_ids if zero_weight_ids is not None else drop_ids)
     drop = drop_ids is not None
-    layout = ParamLayout.of(model) if logs else None
-    capture = None
-    if logs and group_grads != "vmap" and any(log.needs_per_sample_grads for log in logs):
-        reason = hooks_unsupported_reason(model)
-        if reason is None:
-            capture = GroupGradients(model, layout)
-        elif group_grads == "hooks":
-            raise TypeError(f"group_grads='hooks' is not available for this model: {reason}; use 'vmap' or 'auto'")
+    if scheduler_every not in ("step", "epoch"):
+        raise ValueError(f"scheduler_every must be 'step' or 'epoch', got {scheduler_every!r}")
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise ValueError("the scheduler was built on another optimizer; build it on the one passed to train()")
+    opt = optimizer
+    if logs:
+        opt = AttributedOptimizer(optimizer, model, logs, group_grads=group_grads, loss_fn=loss_fn,
+                                  grad_chunk=grad_chunk)
     history = History()
     total = epochs * len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     was_training = model.training
     model.train()
     try:
-        if capture is not None:
-            capture.__enter__()
         for _ in range(epochs):
             start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
             for x, y, ids in loader:
@@ -179,7 +181,9 @@ def train(
                         bar.update(1)
                         continue
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=True)
+                if logs:
+                    opt.set_batch(ids, inputs=x, targets=y)
                 out = model(x)
                 if keep is not None and not drop:  # zero-weighted: sum over kept rows / B
                     k = keep.to(dev)
@@ -188,33 +192,17 @@ def train(
                 else:
                     loss = loss_fn(out, y)
                 loss.backward()
-                if logs and capture is not None:
-                    t0 = time.perf_counter()
-                    _hook_shares(model, ids, logs, capture)
-                    history.log_seconds += time.perf_counter() - t0
-                elif logs:
-                    t0 = time.perf_counter()
-                    rows = [log.begin_step(model, ids) for log in logs]
-                    union = torch.unique(torch.cat(rows)) if rows else torch.empty(0, dtype=torch.long)
-                    if union.numel():
-                        for r, g in per_sample_grads(
-                            model, x, y, union.to(dev), layout=layout, loss_fn=loss_fn, chunk_size=grad_chunk
-                        ):
-                            for log in logs:
-                                log.accumulate(r, g)
-                    history.log_seconds += time.perf_counter() - t0
-                optimizer.step()
-                if logs:
-                    t0 = time.perf_counter()
-                    for log in logs:
-                        log.end_step(optimizer)
-                    history.log_seconds += time.perf_counter() - t0
+                opt.step()  # with logs: pre_step (the groups' shares), the real step, the logs' update
+                if scheduler is not None and scheduler_every == "step":
+                    scheduler.step()
                 n = len(y)
                 loss_sum += float(loss.detach()) * n
                 correct += int((out.detach().argmax(1) == y).sum())
                 count += n
                 history.steps += 1
                 bar.update(1)
+            if scheduler is not None and scheduler_every == "epoch":
+                scheduler.step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             history.seconds.append(time.perf_counter() - start)
@@ -223,8 +211,9 @@ def train(
             history.samples += count
             bar.set_postfix(loss=f"{history.loss[-1]:.3f}", acc=f"{history.accuracy[-1]:.3f}")
     finally:
-        if capture is not None:
-            capture.__exit__(None, None, None)
+        if logs:
+            opt.close()
+            history.log_seconds = opt.log_seconds
         bar.close()
         model.train(was_training)
     return history
@@ -251,29 +240,6 @@ def _kept_rows(table: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor | 
     inside = ids < len(table)
     hit[inside] = table[ids[inside]]
     return None if not bool(hit.any()) else ~hit
-
-
-def _hook_shares(model: nn.Module, ids: torch.Tensor, logs: list, capture: GroupGradients) -> None:
-    """Begin the step in every log and hand each delta log its groups' shares, formed from the hooks.
-
-    Logs that group this batch's rows identically (e.g. several per-sample logs of one forget set) share
-    one computation.
-    """
-    wanted = []
-    for log in logs:
-        log.begin_step(model, ids)
-        if log.needs_per_sample_grads:
-            assign, n = log.group_assignment()
-            if n:
-                wanted.append((log, (n, tuple(assign.tolist())), assign))
-    users = Counter(key for _, key, _ in wanted)
-    done: dict[tuple, torch.Tensor] = {}
-    for log, key, assign in wanted:
-        if key not in done:
-            done[key] = capture.group_sums(assign, key[0])
-        users[key] -= 1
-        log.add_shares(done[key] if users[key] == 0 else done[key].clone())  # a log may change its copy
-    capture.clear()
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -147,6 +148,8 @@ def subtract(model: nn.Module, vector: torch.Tensor, alpha: float = 1.0) -> nn.M
     """A copy of ``model`` with ``alpha * vector`` (flat, in the model's parameter layout) subtracted."""
     from .grads import ParamLayout
 
+    if not math.isfinite(float(alpha)):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}; alpha = 1 subtracts the whole delta")
     layout = ParamLayout.of(model)
     if vector.numel() != layout.numel:
         raise ValueError(

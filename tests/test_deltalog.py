@@ -18,6 +18,11 @@ OPTIMIZERS = {
     "adam-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.05),
     "adam-amsgrad": lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+    "rmsprop-momentum-centered-wd": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, centered=True,
+                                                                  weight_decay=0.05),
+    "adagrad-lr-decay-wd": lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.01, weight_decay=0.05,
+                                                         initial_accumulator_value=0.1),
 }
 
 
@@ -182,8 +187,9 @@ def test_mismatched_model_and_log():
 def test_unsupported_optimizer_names_the_supported_ones():
     model = tiny_model()
     log = amnesiac.DeltaLog(model, {"a": [1]})
-    opt = torch.optim.RMSprop(model.parameters())
-    with pytest.raises(TypeError, match="SGD, Adam, AdamW"):
+    opt = torch.optim.NAdam(model.parameters())
+    with pytest.raises(TypeError, match="NAdam updates; optimizers with an update rule: Adagrad, Adam, AdamW, "
+                                        "RMSprop, SGD. Register one"):
         amnesiac.train(model, tiny_dataset().loader(8), opt, epochs=1, delta_log=log, progress=False)
 
 
@@ -234,11 +240,19 @@ def test_groups_must_not_overlap_or_be_empty():
         amnesiac.DeltaLog(tiny_model(), {"a": []})
 
 
-@pytest.mark.parametrize("opt_name", ["adam", "adam-amsgrad"])
+LAZY = ["adam", "adam-amsgrad", "momentum", "nesterov", "momentum-dampening", "rmsprop-momentum"]
+OPTIMIZERS.update({
+    "nesterov": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    "momentum-dampening": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.3),
+    "rmsprop-momentum": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9),
+})
+
+
+@pytest.mark.parametrize("opt_name", LAZY)
 @pytest.mark.parametrize("kind", ["samples", "classes", "users"])
 @pytest.mark.parametrize("p", [None, 0.3])
-def test_lazy_adam_moments_give_the_eager_deltas(opt_name, kind, p):
-    """Settling in-flight Adam moments once per segment is a reordering of the per-step arithmetic."""
+def test_lazy_moments_give_the_eager_deltas(opt_name, kind, p):
+    """Settling in-flight first moments once per segment is a reordering of the per-step arithmetic."""
     ds = tiny_dataset()
     groups = group_kinds(ds)[kind]
     model = tiny_model()
@@ -255,6 +269,19 @@ def test_lazy_adam_moments_give_the_eager_deltas(opt_name, kind, p):
         want = eager.delta_vector(names[:2])
         assert want.abs().max() > 1e-6
         torch.testing.assert_close(lazy.delta_vector(names[:2]), want, rtol=1e-10, atol=1e-14)
+    assert lazy.lazy_steps == lazy.steps and eager.lazy_steps == 0  # the two paths were really taken
     change = flat(model) - theta0
     total = lazy.delta_vector(list(groups)) + lazy.remainder_vector
     assert (total - change).abs().max().item() < 1e-13 * max(1.0, change.abs().max().item())
+
+
+def test_negative_sample_ids_are_rejected_naming_the_group():
+    with pytest.raises(ValueError, match=r"non-negative.*\['b'\].*\[-2\]"):
+        amnesiac.DeltaLog(tiny_model(), {"a": [1], "b": [3, -2]})
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_alpha_is_rejected(alpha):
+    model, log, _ = run("sgd", {"a": [1]}, epochs=1)
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        amnesiac.unlearn("amnesiac", model, amnesiac.Request(forget_groups=("a",)), log=log, alpha=alpha)

@@ -23,21 +23,79 @@ ORACLE_OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=0.01),
     "adam-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.05),
     "adamw-decoupled-wd": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    "amsgrad-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True, weight_decay=0.05),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+    "rmsprop-momentum-wd": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, weight_decay=0.05),
+    "rmsprop-centered-momentum": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1),
+    "adagrad-lr-decay-wd": lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.05, weight_decay=0.05,
+                                                         initial_accumulator_value=0.1),
 }
+SCHEDULED = ("momentum", "adam", "rmsprop-momentum-wd", "adagrad")  # also checked under a learning-rate schedule
 
 
-def oracle_deltas(opt_name, groups, ds, epochs=2, batch=8):
+def _state(opt, params, key):
+    return torch.cat([opt.state[q][key].reshape(-1) for q in params]).double()
+
+
+def _oracle_step(opt, params, step, delta, buf, share):
+    """One step of every group's delta, from the optimizers' published equations (their state read as given)."""
+    hp = opt.param_groups[0]
+    wd, lr = hp["weight_decay"], hp["lr"]
+    if isinstance(opt, torch.optim.Adam):
+        b1, b2 = hp["betas"]
+        v = _state(opt, params, "max_exp_avg_sq" if hp["amsgrad"] else "exp_avg_sq")
+        denom = v.sqrt() / (1 - b2**step) ** 0.5 + hp["eps"]
+        for k in delta:
+            s = share[k]
+            if wd and isinstance(opt, torch.optim.AdamW):
+                delta[k] *= 1 - lr * wd
+            elif wd:
+                s = s + wd * delta[k]
+            buf[k] = b1 * buf[k] + (1 - b1) * s
+            delta[k] -= lr / (1 - b1**step) * buf[k] / denom
+    elif isinstance(opt, torch.optim.RMSprop):
+        sq = _state(opt, params, "square_avg")
+        if hp["centered"]:
+            sq = sq - _state(opt, params, "grad_avg") ** 2
+        avg = sq.sqrt() + hp["eps"]
+        for k in delta:
+            s = share[k] + wd * delta[k]
+            if hp["momentum"] > 0:
+                buf[k] = hp["momentum"] * buf[k] + s / avg
+                delta[k] -= lr * buf[k]
+            else:
+                delta[k] -= lr * s / avg
+    elif isinstance(opt, torch.optim.Adagrad):
+        std = _state(opt, params, "sum").sqrt() + hp["eps"]
+        clr = lr / (1 + (step - 1) * hp["lr_decay"])
+        for k in delta:
+            delta[k] -= clr * (share[k] + wd * delta[k]) / std
+    else:
+        mu, damp, nesterov = hp["momentum"], hp["dampening"], hp["nesterov"]
+        for k in delta:
+            s = share[k] + wd * delta[k]
+            buf[k] = s.clone() if step == 1 else mu * buf[k] + (1 - damp) * s
+            u = s + mu * buf[k] if nesterov else buf[k]
+            delta[k] -= lr * (u if mu else s)
+
+
+def _schedule(opt):
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+
+def oracle_deltas(opt_name, groups, ds, epochs=2, batch=8, scheduled=False):
     """Each group's delta by a Python loop over single samples, one optimizer buffer per group, written from
-    the optimizers' published update equations; Adam's denominator is read from the real optimizer's state."""
+    the optimizers' published update equations; denominators are read from the real optimizer's state. With
+    ``scheduled`` the learning rate halves every 2 steps (StepLR), read from the optimizer at each step."""
     model = tiny_model()
     params = list(model.parameters())
     opt = ORACLE_OPTIMIZERS[opt_name](params)
-    hp = opt.param_groups[0]
+    sched = _schedule(opt) if scheduled else None
     owner = {int(i): k for k, ids in groups.items() for i in torch.as_tensor(ids).tolist()}
     P = sum(q.numel() for q in params)
     delta = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
     buf = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
-    adam = isinstance(opt, torch.optim.Adam)
     step = 0
     loader = ds.loader(batch, seed=1)  # one loader: each pass over it is a new epoch's order
     for _ in range(epochs):
@@ -55,41 +113,52 @@ def oracle_deltas(opt_name, groups, ds, epochs=2, batch=8):
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
-            wd, lr = hp["weight_decay"], hp["lr"]
-            if adam:
-                b1, b2 = hp["betas"]
-                v = torch.cat([opt.state[q]["exp_avg_sq"].reshape(-1) for q in params])
-                bc1, bc2 = 1 - b1**step, 1 - b2**step
-                denom = v.sqrt() / bc2**0.5 + hp["eps"]
-                for k in groups:
-                    s = share[k]
-                    if wd and isinstance(opt, torch.optim.AdamW):
-                        delta[k] *= 1 - lr * wd
-                    elif wd:
-                        s = s + wd * delta[k]
-                    buf[k] = b1 * buf[k] + (1 - b1) * s
-                    delta[k] -= lr / bc1 * buf[k] / denom
-            else:
-                mu, damp, nesterov = hp["momentum"], hp["dampening"], hp["nesterov"]
-                for k in groups:
-                    s = share[k] + wd * delta[k]
-                    buf[k] = s.clone() if step == 1 else mu * buf[k] + (1 - damp) * s
-                    u = s + mu * buf[k] if nesterov else buf[k]
-                    delta[k] -= lr * u
+            _oracle_step(opt, params, step, delta, buf, share)
+            if sched is not None:
+                sched.step()
     return delta
+
+
+def test_every_registered_update_rule_has_an_oracle_case():
+    covered = {type(make([torch.zeros(1, requires_grad=True)])) for make in ORACLE_OPTIMIZERS.values()}
+    assert set(amnesiac.rules.UPDATE_RULES) <= covered, set(amnesiac.rules.UPDATE_RULES) - covered
 
 
 @pytest.mark.parametrize("opt_name", ORACLE_OPTIMIZERS)
 @pytest.mark.parametrize("kind", ["samples", "users"])
 def test_each_groups_delta_matches_the_loop_oracle(opt_name, kind):
+    _compare_with_oracle(opt_name, kind, scheduled=False)
+
+
+@pytest.mark.parametrize("opt_name", SCHEDULED)
+def test_each_groups_delta_matches_the_loop_oracle_under_a_learning_rate_schedule(opt_name):
+    """A hand-written loop with AttributedOptimizer and StepLR (the scheduler drives the wrapper)."""
+    _compare_with_oracle(opt_name, "users", scheduled=True)
+
+
+def _compare_with_oracle(opt_name, kind, scheduled):
     ds = tiny_dataset(n=24)
     groups = (amnesiac.groups_per_sample([0, 5, 9, 17]) if kind == "samples"
               else amnesiac.groups_by_user(torch.arange(0, 24, 2), 3, seed=2))
     model = tiny_model()
     log = amnesiac.DeltaLog(model, groups)
     opt = ORACLE_OPTIMIZERS[opt_name](model.parameters())
-    amnesiac.train(model, ds.loader(8, seed=1), opt, epochs=2, delta_log=log, progress=False)
-    want = oracle_deltas(opt_name, groups, ds)
+    if scheduled:
+        wrapped = amnesiac.AttributedOptimizer(opt, model, log)
+        sched = _schedule(wrapped)
+        loader = ds.loader(8, seed=1)
+        for _ in range(2):
+            for x, y, ids in loader:
+                wrapped.zero_grad()
+                wrapped.set_batch(ids)
+                F.cross_entropy(model(x), y).backward()
+                wrapped.step()
+                sched.step()
+        wrapped.close()
+        assert opt.param_groups[0]["lr"] < ORACLE_OPTIMIZERS[opt_name](tiny_model().parameters()).defaults["lr"]
+    else:
+        amnesiac.train(model, ds.loader(8, seed=1), opt, epochs=2, delta_log=log, progress=False)
+    want = oracle_deltas(opt_name, groups, ds, scheduled=scheduled)
     bad = []
     for k in groups:
         got = log.delta_vector([k])

@@ -1,0 +1,266 @@
+"""The optimizer wrapper: any training loop feeds delta logs by wrapping its optimizer.
+
+:class:`AttributedOptimizer` keeps the wrapped optimizer's interface (``param_groups``, ``state``,
+``zero_grad``, ``step``, ``state_dict``; learning-rate schedulers work unchanged) and makes the logging
+visible as a step of its own, :meth:`~AttributedOptimizer.pre_step`, run by ``step()`` before the real step:
+
+    opt = AttributedOptimizer(torch.optim.Adam(model.parameters()), model, [log])
+    for x, y, sample_ids in loader:
+        opt.zero_grad()
+        opt.set_batch(sample_ids)          # which samples are in this batch, before backward
+        loss_fn(model(x), y).backward()
+        opt.step()                         # pre_step (the groups' shares) + the real step + the logs' update
+    opt.close()                            # removes the hooks
+
+Each group's share of the batch gradient is read off the ordinary backward pass by hooks
+(:class:`~amnesiac.grads.GroupGradients`: one weight-gradient pass over the tracked rows); for models with a
+layer the hooks have no rule, from per-sample gradients of the tracked rows (``torch.func``), which need the
+batch's inputs and targets: ``set_batch(sample_ids, inputs=x, targets=y)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+
+from .grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
+
+GROUP_GRAD_METHODS = ("auto", "hooks", "vmap")
+
+
+class AttributedOptimizer(Optimizer):
+    """Wraps ``optimizer`` so that every step feeds ``logs`` (delta logs and batch logs).
+
+    Args:
+        optimizer: any optimizer over ``model``'s parameters; delta logs with ``attribution="update"`` need
+            one with an update rule (:func:`amnesiac.register_update_rule`).
+        model: the model being trained (no BatchNorm: a sample's gradient must not depend on the others).
+        logs: a log or a list of logs, created on ``model`` before its first step.
+        group_grads: ``"hooks"`` (shares read off the backward pass), ``"vmap"`` (per-sample gradients with
+            ``torch.func``; needs ``inputs`` and ``targets`` in :meth:`set_batch`) or ``"auto"`` (hooks
+            when every layer with parameters has a rule).
+        loss_fn: the per-batch mean loss of (logits, targets), used only by the ``"vmap"`` path.
+        grad_chunk: per-sample gradients are computed this many rows at a time (``"vmap"`` path).
+        check_finite: refuse a step whose batch gradient holds NaN or infinity (raises before the optimizer
+            and the logs change, so the ledger stays as of the last good step).
+
+    Example:
+        >>> from amnesiac import DeltaLog
+        >>> model = nn.Linear(3, 2)
+        >>> log = DeltaLog(model, {"a": [0, 1]})
+        >>> opt = AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log)
+        >>> opt.set_batch(torch.tensor([0, 1, 2, 3]))
+        >>> F.cross_entropy(model(torch.randn(4, 3)), torch.tensor([0, 1, 1, 0])).backward()
+        >>> opt.step()
+        >>> opt.close(); log.steps
+        1
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        model: nn.Module,
+        logs,
+        *,
+        group_grads: str = "auto",
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        grad_chunk: int = 32,
+        check_finite: bool = True,
+    ):
+        if isinstance(optimizer, AttributedOptimizer):
+            raise TypeError("the optimizer is already wrapped; pass its logs to the existing AttributedOptimizer")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if group_grads not in GROUP_GRAD_METHODS:
+            raise ValueError(f"unknown group_grads {group_grads!r}; valid: {', '.join(GROUP_GRAD_METHODS)}")
+        self.original_optimizer = optimizer
+        self.model = model
+        self.logs = [] if logs is None else list(logs) if isinstance(logs, Sequence) else [logs]
+        self.loss_fn, self.grad_chunk, self.check_finite = loss_fn, grad_chunk, check_finite
+        self.layout = ParamLayout.of(model)
+        self.log_seconds = 0.0
+        # what torch.optim.Optimizer's own hooks expect to find (schedulers and hooks read these)
+        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._capture: GroupGradients | None = None
+        wants_shares = any(log.needs_per_sample_grads for log in self.logs)
+        if wants_shares and group_grads != "vmap":
+            reason = hooks_unsupported_reason(model)
+            if reason is None:
+                self._capture = GroupGradients(model, self.layout).__enter__()
+            elif group_grads == "hooks":
+                raise TypeError(f"group_grads='hooks' is not available for this model: {reason}; use 'vmap' or 'auto'")
+        self._batch: tuple | None = None
+        self._prepared = False
+        self.closed = False
+
+    # ------------------------------------------------------------------------- the optimizer's interface
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.original_optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict]) -> None:
+        self.original_optimizer.param_groups = value
+
+    @property
+    def state(self):
+        return self.original_optimizer.state
+
+    @state.setter
+    def state(self, value) -> None:
+        self.original_optimizer.state = value
+
+    @property
+    def defaults(self) -> dict:
+        return self.original_optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict) -> None:
+        self.original_optimizer.defaults = value
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.original_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.original_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.original_optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict) -> None:
+        raise RuntimeError(
+            "parameters cannot be added to an attributed optimizer: the logs' layout is fixed when they are "
+            "created. Build the optimizer with every parameter group first, then wrap it"
+        )
+
+    def __repr__(self) -> str:
+        return f"AttributedOptimizer({self.original_optimizer!r}, logs={self.logs!r})"
+
+    # ------------------------------------------------------------------------------------ the extra work
+
+    def set_batch(self, sample_ids, *, inputs: torch.Tensor | None = None, targets: torch.Tensor | None = None):
+        """Say which samples make up this batch (row i of the loss is sample ``sample_ids[i]``).
+
+        Call before ``loss.backward()``; ``inputs`` and ``targets`` are needed only by the ``"vmap"`` path.
+        """
+        if self.closed:
+            raise RuntimeError("this AttributedOptimizer was closed; wrap the optimizer again to log more steps")
+        ids = torch.as_tensor(sample_ids).reshape(-1)
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise TypeError(f"sample_ids must be integers, got dtype {ids.dtype}")
+        if len(ids) and int(ids.min()) < 0:
+            raise ValueError(f"sample ids must be non-negative dataset indices, got {int(ids.min())}")
+        self._batch = (ids.to(torch.long), inputs, targets)
+        self._prepared = False
+
+    def pre_step(self) -> None:
+        """The logging work of this step: begin it in every log and hand each delta log its groups' shares.
+
+        Runs once per step (``step()`` calls it when it was not called already). Needs :meth:`set_batch` and
+        a finished backward pass.
+        """
+        if self._prepared or not self.logs:
+            self._prepared = True
+            return
+        if self._batch is None:
+            raise RuntimeError(
+                "call set_batch(sample_ids) before each step: the logs must know which samples are in the batch"
+            )
+        if self.check_finite:
+            self._check_finite()
+        ids, x, y = self._batch
+        if self._capture is not None:
+            self._hook_shares(ids)
+        else:
+            if (x is None or y is None) and any(log.needs_per_sample_grads for log in self.logs):
+                self._batch = None
+                raise ValueError(
+                    "this model's shares come from per-sample gradients (torch.func), which need the batch: pass "
+                    "set_batch(sample_ids, inputs=x, targets=y). The step was not taken"
+                )
+            rows = [log.begin_step(self.model, ids) for log in self.logs]
+            union = torch.unique(torch.cat(rows)) if rows else torch.empty(0, dtype=torch.long)
+            if union.numel():
+                for r, g in per_sample_grads(self.model, x, y, union.to(x.device), layout=self.layout,
+                                             loss_fn=self.loss_fn, chunk_size=self.grad_chunk):
+                    for log in self.logs:
+                        log.accumulate(r, g)
+        self._prepared = True
+
+    def step(self, closure=None):
+        """:meth:`pre_step` (if not run yet), the wrapped optimizer's step, then each log folds the step in."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        t0 = time.perf_counter()
+        self.pre_step()
+        self.log_seconds += time.perf_counter() - t0
+        self.original_optimizer.step()
+        t0 = time.perf_counter()
+        for log in self.logs:
+            log.end_step(self.original_optimizer)
+        self.log_seconds += time.perf_counter() - t0
+        self._batch, self._prepared = None, False
+        return loss
+
+    def close(self) -> None:
+        """Remove the hooks from the model (the logs keep what they recorded)."""
+        if self._capture is not None:
+            self._capture.__exit__(None, None, None)
+            self._capture = None
+        self.closed = True
+
+    def __enter__(self) -> AttributedOptimizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _check_finite(self) -> None:
+        bad = [n for n, q in zip(self.layout.names, self.layout.params(self.model))
+               if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
+        if bad:
+            self._batch = None
+            if self._capture is not None:
+                self._capture.clear()
+            raise FloatingPointError(
+                f"the batch gradient holds NaN or infinity (in {', '.join(bad[:3])}); the step was not taken and "
+                "the logs hold training up to the last finite step. Lower the learning rate or check the data"
+            )
+
+    def _hook_shares(self, ids: torch.Tensor) -> None:
+        """Begin the step in every log and hand each delta log its groups' shares, formed from the hooks.
+
+        Logs that group this batch's rows identically (e.g. several per-sample logs of one forget set) share
+        one computation.
+        """
+        wanted = []
+        for log in self.logs:
+            log.begin_step(self.model, ids)
+            if log.needs_per_sample_grads:
+                assign, n = log.group_assignment()
+                if n:
+                    wanted.append((log, (n, tuple(assign.tolist())), assign))
+        users = Counter(key for _, key, _ in wanted)
+        done: dict[tuple, torch.Tensor] = {}
+        for log, key, assign in wanted:
+            if key not in done:
+                done[key] = self._capture.group_sums(assign, key[0])
+            users[key] -= 1
+            log.add_shares(done[key] if users[key] == 0 else done[key].clone())  # a log may change its copy
+        self._capture.clear()  # the captured activations are not needed past this point
