@@ -32,7 +32,7 @@ from .data import (
     test_views,
 )
 from .deltalog import DeltaLog
-from .grads import ParamLayout, per_sample_grads
+from .grads import ParamLayout, per_sample_grads, register_layer_rule
 from .models import SimpleModel, build_model, resnet18_gn
 from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, predict, train
@@ -68,6 +68,7 @@ __all__ = [
     "pick_device",
     "predict",
     "random_ids",
+    "register_layer_rule",
     "register_update_rule",
     "repair",
     "resnet18_gn",

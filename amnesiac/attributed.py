@@ -13,9 +13,9 @@ visible as a step of its own, :meth:`~AttributedOptimizer.pre_step`, run by ``st
     opt.close()                            # removes the hooks
 
 Each group's share of the batch gradient is read off the ordinary backward pass by hooks
-(:class:`~amnesiac.grads.GroupGradients`: one weight-gradient pass over the tracked rows); for models with a
-layer the hooks have no rule, from per-sample gradients of the tracked rows (``torch.func``), which need the
-batch's inputs and targets: ``set_batch(sample_ids, inputs=x, targets=y)``.
+(:class:`~amnesiac.grads.GroupGradients`: one weight-gradient pass over the tracked rows, by a registry of
+layer rules, with a per-layer ``torch.func`` fallback for layers without one). ``group_grads="vmap"`` takes
+whole-model per-sample gradients instead, which need the batch: ``set_batch(ids, inputs=x, targets=y)``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ class AttributedOptimizer(Optimizer):
             one with an update rule (:func:`amnesiac.register_update_rule`).
         model: the model being trained (no BatchNorm: a sample's gradient must not depend on the others).
         logs: a log or a list of logs, created on ``model`` before its first step.
-        group_grads: ``"hooks"`` (shares read off the backward pass), ``"vmap"`` (per-sample gradients with
-            ``torch.func``; needs ``inputs`` and ``targets`` in :meth:`set_batch`) or ``"auto"`` (hooks
-            when every layer with parameters has a rule).
+        group_grads: ``"auto"`` (shares read off the backward pass by the layer rules; a layer without a rule
+            falls back, alone, to ``torch.func`` on its captured input and output gradient), ``"hooks"`` (the
+            same, refusing layers without a rule) or ``"vmap"`` (whole-model per-sample gradients with
+            ``torch.func``; needs ``inputs`` and ``targets`` in :meth:`set_batch`).
         loss_fn: the per-batch mean loss of (logits, targets), used only by the ``"vmap"`` path.
         grad_chunk: per-sample gradients are computed this many rows at a time (``"vmap"`` path).
         check_finite: refuse a step whose batch gradient holds NaN or infinity (raises before the optimizer
@@ -95,11 +96,9 @@ class AttributedOptimizer(Optimizer):
         self._capture: GroupGradients | None = None
         wants_shares = any(log.needs_per_sample_grads for log in self.logs)
         if wants_shares and group_grads != "vmap":
-            reason = hooks_unsupported_reason(model)
-            if reason is None:
-                self._capture = GroupGradients(model, self.layout).__enter__()
-            elif group_grads == "hooks":
+            if group_grads == "hooks" and (reason := hooks_unsupported_reason(model)) is not None:
                 raise TypeError(f"group_grads='hooks' is not available for this model: {reason}; use 'vmap' or 'auto'")
+            self._capture = GroupGradients(model, self.layout).__enter__()
         self._batch: tuple | None = None
         self._prepared = False
         self.closed = False

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, vjp, vmap
 
 from .models import check_per_sample_compatible
 
@@ -134,21 +134,68 @@ def per_sample_grads(
 
 # ------------------------------------------------------------------------ group sums from one backward
 
-_HOOKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.LayerNorm)
+# A layer rule: (layer, its input x [B, ...], the batch loss's gradient g w.r.t. its output [B, ...], the
+# tracked rows sorted by group) -> {own parameter name: per-group sums [n_present, *shape], or a list of
+# n_present tensors}. Samples must not interact inside the layer.
+LayerRule = Callable[[nn.Module, torch.Tensor, torch.Tensor, "_RowLayout"], dict]
+
+
+@dataclass(frozen=True)
+class _LayerEntry:
+    fn: LayerRule
+    unsupported: Callable[[nn.Module], str | None] | None
+
+
+LAYER_RULES: dict[type, _LayerEntry] = {}
+
+
+def register_layer_rule(*layers: type, unsupported: Callable[[nn.Module], str | None] | None = None):
+    """Register the decorated function as the group-sum rule of these layer classes (exact classes).
+
+    The rule gets ``(layer, x, g, rows)``: the layer's input and the gradient of the batch loss with respect to
+    its output, as captured during the ordinary forward and backward passes, and the tracked rows grouped
+    (``rows.padded``, ``rows.summed`` and ``rows.order`` help); it returns each of the layer's own parameters'
+    gradient summed per present group. ``unsupported(layer)`` may return why one instance cannot be served
+    (that layer then falls back to ``torch.func``).
+
+    Example:
+        >>> sorted(t.__name__ for t in LAYER_RULES)[:3]
+        ['Conv1d', 'Conv2d', 'Conv3d']
+    """
+    if not layers or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in layers):
+        raise TypeError(f"register_layer_rule needs nn.Module subclasses, got {layers}")
+
+    def decorate(fn: LayerRule) -> LayerRule:
+        for t in layers:
+            LAYER_RULES[t] = _LayerEntry(fn, unsupported)
+        return fn
+
+    return decorate
+
+
+def layer_rule(module: nn.Module) -> tuple[LayerRule | None, str | None]:
+    """The rule serving ``module`` and, when there is none, why (it then falls back to ``torch.func``)."""
+    entry = LAYER_RULES.get(type(module))
+    if entry is None:
+        names = ", ".join(sorted(t.__name__ for t in LAYER_RULES))
+        return None, f"{type(module).__name__} has no layer rule (rules: {names})"
+    reason = entry.unsupported(module) if entry.unsupported is not None else None
+    return (None, reason) if reason else (entry.fn, None)
+
+
+def _own_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, q) for n, q in module.named_parameters(recurse=False) if q.requires_grad]
 
 
 def hooks_unsupported_reason(model: nn.Module) -> str | None:
-    """Why :class:`GroupGradients` cannot serve ``model`` (``None`` if it can)."""
+    """Why some layer with parameters has no hook rule (``None`` if every one has); such layers are served by
+    the per-layer ``torch.func`` fallback of :class:`GroupGradients`."""
     for name, module in model.named_modules():
-        own = [n for n, q in module.named_parameters(recurse=False) if q.requires_grad]
-        if not own:
+        if not _own_params(module):
             continue
-        if type(module) not in _HOOKABLE:
-            return f"module {name!r} ({type(module).__name__}) holds trainable parameters and has no group-sum rule"
-        if isinstance(module, nn.modules.conv._ConvNd) and isinstance(module.padding, str):
-            return f"module {name!r} uses padding={module.padding!r}"
-        if isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
-            return f"module {name!r} uses padding_mode={module.padding_mode!r}"
+        _, reason = layer_rule(module)
+        if reason is not None:
+            return f"module {name!r} ({type(module).__name__}): {reason}"
     return None
 
 
@@ -164,8 +211,11 @@ class GroupGradients:
     per-sample gradient. The sums are shares of the *batch* gradient (what ``loss.backward()`` produced):
     with a mean-reduced loss, ``1/B`` times the sum of the samples' own gradients.
 
-    Supported layers: Linear, Conv1d/2d/3d (zero padding), GroupNorm, LayerNorm; see
-    :func:`hooks_unsupported_reason`. A layer may be called several times per forward pass.
+    Layers are served by the registry :data:`LAYER_RULES` (:func:`register_layer_rule`; Linear, Conv1d/2d/3d
+    with zero padding, GroupNorm, LayerNorm). A layer without a rule falls back, alone, to per-sample
+    ``torch.func`` vector-Jacobian products of that layer on its captured input and output gradient (exact,
+    slower; ``fallback=False`` refuses instead). A layer may be called several times per forward pass; a
+    fallback layer must take one tensor input.
 
     Example:
         >>> m = nn.Linear(3, 2)
@@ -176,29 +226,32 @@ class GroupGradients:
         torch.Size([2, 8])
     """
 
-    def __init__(self, model: nn.Module, layout: ParamLayout | None = None):
-        reason = hooks_unsupported_reason(model)
-        if reason is not None:
-            raise TypeError(f"group sums from hooks are not available: {reason}; use per_sample_grads instead")
+    def __init__(self, model: nn.Module, layout: ParamLayout | None = None, *, fallback: bool = True):
         check_per_sample_compatible(model)
         self.layout = layout or ParamLayout.of(model)
         where = {n: i for i, n in enumerate(self.layout.names)}
-        self._slots = []  # (module, layout index of weight or None, of bias or None)
+        self._slots = []  # (module, rule, {own parameter name: layout index})
+        self.fallback_layers: list[str] = []  # names of the layers served by torch.func
         covered = set()
         for name, module in model.named_modules():
-            if not isinstance(module, _HOOKABLE):
+            own = {pn: where[f"{name}.{pn}" if name else pn] for pn, _ in _own_params(module)
+                   if (f"{name}.{pn}" if name else pn) in where}
+            if not own:
                 continue
-            w = where.get(f"{name}.weight" if name else "weight")
-            b = where.get(f"{name}.bias" if name else "bias")
-            if w is None and b is None:
-                continue
-            self._slots.append((module, w, b))
-            covered.update(i for i in (w, b) if i is not None)
+            rule, reason = layer_rule(module)
+            if rule is None:
+                if not fallback:
+                    raise TypeError(f"group sums from hooks are not available: module {name!r}: {reason}")
+                rule = _functorch_rule
+                self.fallback_layers.append(name or type(module).__name__)
+            self._slots.append((module, rule, own))
+            covered.update(own.values())
         if len(covered) != len(self.layout.names):
             missing = [n for i, n in enumerate(self.layout.names) if i not in covered]
-            raise TypeError(f"parameters {missing[:5]} belong to no supported layer; use per_sample_grads instead")
+            raise TypeError(f"parameters {missing[:5]} belong to no layer the hooks can see")
         self._records: dict[int, list] = {}
         self._handles: list = []
+        self._paused = False
 
     def __enter__(self) -> GroupGradients:
         self._handles = [m.register_forward_hook(self._forward_hook) for m, _, _ in self._slots]
@@ -215,10 +268,10 @@ class GroupGradients:
         self._records = {}
 
     def _forward_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not (torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad):
+        if self._paused or not (torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad):
             return
         x = inputs[0].detach()
-        rec = [x, x._version, None]
+        rec = [x, x._version, None, len(inputs)]
         self._records.setdefault(id(module), []).append(rec)
 
         def keep(g: torch.Tensor) -> None:
@@ -255,27 +308,37 @@ class GroupGradients:
         every = len(groups) == n_groups  # then the rows of the result are the present groups in order
         groups = groups.to(dev)
         offsets = self.layout.offsets
-        for module, w, b in self._slots:
-            for x, version, g in self._records.get(id(module), ()):
-                if g is None:
-                    continue
-                if x._version != version:
-                    raise RuntimeError(
-                        f"the input of a {type(module).__name__} layer was modified in place after the forward "
-                        "pass; its group gradients cannot be formed. Avoid in-place operations on layer inputs."
-                    )
-                gw, gb = _group_weight_grads(module, x, g, layout)  # [n_present, ...]
-                for i, part in ((w, gw), (b, gb)):
-                    if i is None:
+        self._paused = True  # a fallback layer's functional call must not record itself
+        try:
+            for module, rule, own in self._slots:
+                for x, version, g, n_inputs in self._records.get(id(module), ()):
+                    if g is None:
                         continue
-                    a, z = offsets[i], offsets[i + 1]
-                    if isinstance(part, list):  # one tensor per present group
-                        for k, t in zip(groups.tolist(), part):
-                            out[k, a:z] += t.reshape(-1)
-                    elif every:  # in place on a view
-                        out[:, a:z] += part.reshape(layout.n, -1)
-                    else:
-                        out[groups, a:z] += part.reshape(layout.n, -1)
+                    if x._version != version:
+                        raise RuntimeError(
+                            f"the input of a {type(module).__name__} layer was modified in place after the forward "
+                            "pass; its group gradients cannot be formed. Avoid in-place operations on layer inputs."
+                        )
+                    if rule is _functorch_rule and n_inputs != 1:
+                        raise TypeError(
+                            f"{type(module).__name__} has no layer rule and takes {n_inputs} inputs; the torch.func "
+                            "fallback needs one tensor input. Register a rule with amnesiac.grads.register_layer_rule"
+                        )
+                    sums = rule(module, x, g, layout)
+                    for pn, i in own.items():
+                        part = sums.get(pn)
+                        if part is None:
+                            continue
+                        a, z = offsets[i], offsets[i + 1]
+                        if isinstance(part, list):  # one tensor per present group
+                            for k, t in zip(groups.tolist(), part):
+                                out[k, a:z] += t.reshape(-1)
+                        elif every:  # in place on a view
+                            out[:, a:z] += part.reshape(layout.n, -1)
+                        else:
+                            out[groups, a:z] += part.reshape(layout.n, -1)
+        finally:
+            self._paused = False
         return out
 
 
@@ -302,41 +365,72 @@ class _RowLayout:
         return out.index_add_(0, self.which, per_row)
 
 
-def _group_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout):
-    """(weight, bias) gradients of one layer summed per group: [n_present, *shape] or a list of n_present.
+# ------------------------------------------------------------------------------------------ layer rules
 
-    Linear: groups in the batch of one batched matmul (rows padded with zeros to the largest group).
-    Conv: the layer's own weight-gradient kernel once per group, on that group's rows (a grouped convolution
-    with the groups side by side in the channels computes the same in one call, but measured 2-3x slower on
-    CPU). Norm layers: per-row terms summed per group.
-    """
-    if isinstance(module, nn.Linear):
-        xp, gp = rows.padded(x), rows.padded(g)  # [n, width, ..., features]
-        x2, g2 = xp.reshape(rows.n, -1, x.shape[-1]), gp.reshape(rows.n, -1, g.shape[-1])
-        return torch.bmm(g2.transpose(1, 2), x2), g2.sum(1)
+
+@register_layer_rule(nn.Linear)
+def _linear(module: nn.Linear, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
+    """Groups in the batch of one batched matmul (rows padded with zeros to the largest group)."""
+    xp, gp = rows.padded(x), rows.padded(g)  # [n, width, ..., features]
+    x2, g2 = xp.reshape(rows.n, -1, x.shape[-1]), gp.reshape(rows.n, -1, g.shape[-1])
+    return {"weight": torch.bmm(g2.transpose(1, 2), x2), "bias": g2.sum(1)}
+
+
+def _conv_unsupported(module: nn.modules.conv._ConvNd) -> str | None:
+    if isinstance(module.padding, str):
+        return f"padding={module.padding!r} (the rule needs explicit zero padding)"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r} (the rule needs zero padding)"
+    return None
+
+
+@register_layer_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, unsupported=_conv_unsupported)
+def _conv(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
+    """The layer's own weight-gradient kernel once per group, on that group's rows (a grouped convolution with
+    the groups side by side in the channels computes the same in one call, but measured 2-3x slower on CPU)."""
     xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        weight, has_bias = module.weight.detach(), module.bias is not None
-        gws, gbs = [], []
-        for xk, gk in zip(xr.split(rows.sizes), gr.split(rows.sizes)):
-            _, gw, gb = torch.ops.aten.convolution_backward(
-                gk, xk, weight, [weight.shape[0]] if has_bias else None,
-                list(module.stride), list(module.padding), list(module.dilation), False, [0] * (x.dim() - 2),
-                module.groups, [False, True, has_bias],
-            )
-            gws.append(gw)
-            gbs.append(gb)
-        return gws, gbs if has_bias else None
-    if isinstance(module, nn.GroupNorm):
-        xhat = F.group_norm(xr, module.num_groups, eps=module.eps)
-        space = list(range(2, x.dim()))
-        gw = (xhat * gr).sum(space) if space else xhat * gr
-        return rows.summed(gw), rows.summed(gr.sum(space) if space else gr)
-    if isinstance(module, nn.LayerNorm):
-        xhat = F.layer_norm(xr, module.normalized_shape, eps=module.eps)
-        inner = list(range(1, x.dim() - len(module.normalized_shape)))
-        gw, gb = xhat * gr, gr
-        if inner:
-            gw, gb = gw.sum(inner), gb.sum(inner)
-        return rows.summed(gw), rows.summed(gb)
-    raise TypeError(f"no group-sum rule for {type(module).__name__}")
+    weight, has_bias = module.weight.detach(), module.bias is not None
+    gws, gbs = [], []
+    for xk, gk in zip(xr.split(rows.sizes), gr.split(rows.sizes)):
+        _, gw, gb = torch.ops.aten.convolution_backward(
+            gk, xk, weight, [weight.shape[0]] if has_bias else None,
+            list(module.stride), list(module.padding), list(module.dilation), False, [0] * (x.dim() - 2),
+            module.groups, [False, True, has_bias],
+        )
+        gws.append(gw)
+        gbs.append(gb)
+    return {"weight": gws, "bias": gbs if has_bias else None}
+
+
+@register_layer_rule(nn.GroupNorm)
+def _groupnorm(module: nn.GroupNorm, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
+    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    xhat = F.group_norm(xr, module.num_groups, eps=module.eps)
+    space = list(range(2, x.dim()))
+    gw = (xhat * gr).sum(space) if space else xhat * gr
+    return {"weight": rows.summed(gw), "bias": rows.summed(gr.sum(space) if space else gr)}
+
+
+@register_layer_rule(nn.LayerNorm)
+def _layernorm(module: nn.LayerNorm, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
+    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    xhat = F.layer_norm(xr, module.normalized_shape, eps=module.eps)
+    inner = list(range(1, x.dim() - len(module.normalized_shape)))
+    gw, gb = xhat * gr, gr
+    if inner:
+        gw, gb = gw.sum(inner), gb.sum(inner)
+    return {"weight": rows.summed(gw), "bias": rows.summed(gb)}
+
+
+def _functorch_rule(module: nn.Module, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
+    """The fallback for a layer without a rule: per-row vector-Jacobian products of the layer alone (its own
+    parameters; children fixed) on the captured input and output gradient, with ``torch.func``, summed per group."""
+    params = {n: q.detach() for n, q in _own_params(module)}
+
+    def row_grads(xi, gi):
+        _, pull = vjp(lambda p: functional_call(module, p, (xi.unsqueeze(0),)), params)
+        return pull(gi.unsqueeze(0))[0]
+
+    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    per_row = vmap(row_grads)(xr, gr)  # name -> [n_rows, *shape]
+    return {n: rows.summed(t) for n, t in per_row.items()}

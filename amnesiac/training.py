@@ -3,9 +3,9 @@
 :func:`train` runs a plain supervised loop over ``(x, y, sample_ids)`` batches. Each attached log sees
 every step: after ``loss.backward()`` it says which batch rows belong to which of its groups; each group's
 share of the batch gradient is then read off the backward pass by hooks (one weight-gradient pass over the
-tracked rows, :class:`~amnesiac.grads.GroupGradients`) or, for layers without a hook rule, summed from
-per-sample gradients of the tracked rows (``torch.func``, in chunks); after ``optimizer.step()`` each log
-folds the step in.
+tracked rows, :class:`~amnesiac.grads.GroupGradients`, with a per-layer ``torch.func`` fallback); after
+``optimizer.step()`` each log folds the step in. The loop is a thin one over
+:class:`~amnesiac.AttributedOptimizer`, which a hand-written loop can use directly.
 """
 
 from __future__ import annotations
@@ -121,11 +121,12 @@ def train(
         seed: if given, seeds torch's global generator first (CPU runs are then deterministic).
         progress: show a tqdm progress bar.
         grad_chunk: per-sample gradients are computed this many rows at a time.
-        group_grads: how delta logs get their groups' gradient shares. ``"hooks"``: read off the ordinary
-            backward pass, one weight-gradient pass over the tracked rows per distinct grouping
-            (:class:`~amnesiac.grads.GroupGradients`; Linear, Conv, GroupNorm and LayerNorm layers);
-            ``"vmap"``: per-sample gradients of the tracked rows with ``torch.func``, summed per group (any
-            model without BatchNorm); ``"auto"``: hooks when the model allows them.
+        group_grads: how delta logs get their groups' gradient shares. ``"auto"``: read off the ordinary
+            backward pass, one weight-gradient pass over the tracked rows per distinct grouping, by the layer
+            rules of :class:`~amnesiac.grads.GroupGradients` (Linear, Conv, GroupNorm, LayerNorm; a layer
+            without a rule falls back, alone, to ``torch.func``); ``"hooks"``: the same, refusing layers
+            without a rule; ``"vmap"``: whole-model per-sample gradients of the tracked rows with
+            ``torch.func``, summed per group.
         zero_weight_ids: the *zero-weighted replay*: these samples stay in their batches (same order, same
             RNG stream) but their loss is multiplied by 0, while the batch mean still divides by the full
             batch size B. Batches that hold none of them take exactly the ordinary step.

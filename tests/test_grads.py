@@ -93,13 +93,36 @@ def test_layer_called_twice_and_layernorm_are_summed_over_calls():
     torch.testing.assert_close(got[1], want[0] + want[4], rtol=1e-9, atol=1e-13)
 
 
-def test_unsupported_layers_fall_back_to_vmap_and_hooks_alone_refuse():
+class Scale(torch.nn.Module):
+    """A layer with a parameter and no layer rule, holding a child with a rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.linspace(0.5, 1.5, 16, dtype=torch.float64))
+        self.inner = torch.nn.Linear(16, 16).double()
+
+    def forward(self, x):
+        return self.inner(torch.tanh(x * self.gain))
+
+
+def test_layers_without_a_rule_fall_back_alone_and_hooks_alone_refuse():
     torch.manual_seed(0)
-    # PReLU holds a parameter and has no hook rule
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.PReLU(), torch.nn.Linear(16, 3)).double()
-    assert "PReLU" in hooks_unsupported_reason(model)
+    # PReLU and Scale hold parameters and have no layer rule; the Linear layers keep theirs
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.PReLU(), Scale(), torch.nn.Linear(16, 3)).double()
+    assert "PReLU has no layer rule (rules: Conv1d, Conv2d, Conv3d, GroupNorm, LayerNorm, Linear)" in \
+        hooks_unsupported_reason(model)
     with pytest.raises(TypeError, match="PReLU"):
-        GroupGradients(model)
+        GroupGradients(model, fallback=False)
+    cap = GroupGradients(model)
+    assert cap.fallback_layers == ["1", "2"]  # only the two layers without a rule, not the whole model
+    x, y = torch.randn(6, 1, 4, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    assign = torch.tensor([1, -1, 0, 0, 1, -1])
+    with cap:
+        F.cross_entropy(model(x), y).backward()
+        got = cap.group_sums(assign, 2)
+    want = loop_oracle(model, x, y, torch.arange(6)) / 6
+    torch.testing.assert_close(got[0], want[2] + want[3], rtol=1e-9, atol=1e-13)
+    torch.testing.assert_close(got[1], want[0] + want[4], rtol=1e-9, atol=1e-13)
     ds = tiny_dataset(n=8, classes=3, size=4)
     logs = {}
     for method in ("auto", "vmap"):
@@ -107,6 +130,7 @@ def test_unsupported_layers_fall_back_to_vmap_and_hooks_alone_refuse():
         logs[method] = amnesiac.DeltaLog(m, {"a": [0, 5]})
         amnesiac.train(m, ds.loader(4), torch.optim.SGD(m.parameters(), lr=0.1), epochs=1,
                        delta_log=logs[method], progress=False, group_grads=method)
+    assert logs["auto"].delta_vector(["a"]).abs().max() > 1e-6
     torch.testing.assert_close(logs["auto"].delta_vector(["a"]), logs["vmap"].delta_vector(["a"]))
     m = copy.deepcopy(model)
     with pytest.raises(TypeError, match="PReLU"):
