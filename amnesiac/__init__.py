@@ -33,6 +33,7 @@ from .data import (
 )
 from .deltalog import DeltaLog
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
+from .ledger import GroupTable, Ledger
 from .models import SimpleModel, build_model, resnet18_gn
 from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, predict, train
@@ -47,7 +48,9 @@ __all__ = [
     "BatchLog",
     "DatasetUnavailable",
     "DeltaLog",
+    "GroupTable",
     "History",
+    "Ledger",
     "METHODS",
     "ParamLayout",
     "Recipe",

@@ -17,14 +17,14 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .data import normalise_groups
 from .deltalog import mask_indices, masked_size
 from .grads import ParamLayout
+from .ledger import GroupTable, Ledger
 
 STORES = ("steps", "request")
 
 
-class BatchLog:
+class BatchLog(Ledger):
     """Stores the parameter change of every step whose batch holds a tracked sample.
 
     Args:
@@ -62,11 +62,7 @@ class BatchLog:
         params = self.layout.params(model)
         self.dtype = params[0].dtype
         self.device = torch.device(device) if device is not None else params[0].device
-        names, ids, owner = normalise_groups(groups)
-        self.group_names = names
-        self._index = {n: g for g, n in enumerate(names)}
-        self.group_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
-        self.group_of[ids] = owner
+        self.table = GroupTable(groups)
         self.store, self.p, self.seed = store, p, seed
         self.request: frozenset | None = None
         if store == "request":
@@ -89,21 +85,12 @@ class BatchLog:
         return False
 
     def _rows(self, groups: Iterable[Hashable]) -> torch.Tensor:
-        groups = list(groups)
-        bad = [g for g in groups if g not in self._index]
-        if bad:
-            raise KeyError(
-                f"unknown group(s) {bad[:5]}; this log tracks {len(self.group_names)} groups "
-                f"(e.g. {', '.join(map(repr, self.group_names[:5]))})"
-            )
-        return torch.tensor(sorted(self._index[g] for g in groups), dtype=torch.long)
+        return torch.sort(self.table.rows(groups)).values
 
     def begin_step(self, model: nn.Module, sample_ids: torch.Tensor) -> torch.Tensor:
         """Snapshot the parameters if this batch holds a tracked sample; needs no per-sample gradients."""
         self.layout.check(model)
-        ids = sample_ids.reshape(-1).to(torch.long).cpu()
-        ids = ids[ids < len(self.group_of)]
-        owner = self.group_of[ids]
+        owner = self.table.owners(sample_ids)
         present = torch.unique(owner[owner >= 0])
         if self.store == "request":
             present = present[torch.isin(present, self._request_rows)]
@@ -112,9 +99,6 @@ class BatchLog:
             self._params = self.layout.params(model)
             self._before = self.layout.vector(model)
         return torch.empty(0, dtype=torch.long)
-
-    def accumulate(self, rows: torch.Tensor, grads: torch.Tensor) -> None:  # noqa: ARG002 - uniform hook
-        """Per-batch logs need no per-sample gradients."""
 
     def end_step(self, optimizer: Optimizer | None) -> None:  # noqa: ARG002 - uniform hook
         """Store this step's parameter change if its batch held a tracked sample."""
@@ -167,10 +151,6 @@ class BatchLog:
                 out.index_add_(0, keep, self.changes[i])
         return out
 
-    def delta(self, groups: Iterable[Hashable]) -> dict[str, torch.Tensor]:
-        """:meth:`delta_vector` as name -> tensor."""
-        return self.layout.unflatten(self.delta_vector(groups))
-
     @property
     def vector_width(self) -> int:
         return self.layout.numel if self.p is None else masked_size(self.layout, self.p)
@@ -178,10 +158,10 @@ class BatchLog:
     @property
     def nbytes(self) -> int:
         """Bytes actually held: stored changes (or the summed vector), step bookkeeping and lookup table."""
-        held = list(self.changes) + list(self.step_groups) + [self.group_of]
+        held = list(self.changes) + list(self.step_groups)
         if self.store == "request":
             held.append(self.summed)
-        return sum(t.numel() * t.element_size() for t in held)
+        return self.table.nbytes + sum(t.numel() * t.element_size() for t in held)
 
     def __repr__(self) -> str:
         return (

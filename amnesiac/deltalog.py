@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .data import normalise_groups
 from .grads import ParamLayout
+from .ledger import GroupTable, Ledger
 from .rules import NEUTRAL, STEP_FIELDS, rule_for
 
 ATTRIBUTIONS = ("update", "gradient")
@@ -80,7 +80,7 @@ def masked_size(layout: ParamLayout, p: float) -> int:
     return sum(int(p * n) for n in layout.sizes())
 
 
-class DeltaLog:
+class DeltaLog(Ledger):
     """Accumulates each group's share of every parameter update during :func:`amnesiac.train`.
 
     Args:
@@ -146,12 +146,8 @@ class DeltaLog:
         self.attribution, self.p, self.mask_seed, self.indexing = attribution, p, mask_seed, indexing
         self.retire_tol, self.loss_reduction = retire_tol, loss_reduction
 
-        names, ids, owner = normalise_groups(groups)
-        self.group_names: list = names
-        self._index = {n: g for g, n in enumerate(names)}
-        self.group_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)  # sample id -> group
-        self.group_of[ids] = owner
-        self.group_sizes = torch.bincount(owner, minlength=len(names))
+        self.table = GroupTable(groups)
+        names = self.table.names
 
         G, P = len(names), self.layout.numel
         self.width = P if p is None else masked_size(self.layout, p)
@@ -212,9 +208,7 @@ class DeltaLog:
         self._param_ids = [id(q) for q in self.layout.params(model)]
         ids = sample_ids.reshape(-1).to(torch.long).cpu()
         B = len(ids)
-        inside = ids < len(self.group_of)
-        owner = torch.full((B,), -1, dtype=torch.long)
-        owner[inside] = self.group_of[ids[inside]]
+        owner = self.table.owners(ids)
         tracked_pos = torch.nonzero(owner >= 0).flatten()
         row_owner = torch.full((B,), -1, dtype=torch.long)  # batch position -> group whose gradient it is
         if self.indexing == "position":
@@ -580,30 +574,6 @@ class DeltaLog:
         self.finalized = True
         return self
 
-    def rows_of(self, groups: Iterable[Hashable]) -> torch.Tensor:
-        groups = list(groups)
-        bad = [g for g in groups if g not in self._index]
-        if bad:
-            some = ", ".join(map(repr, self.group_names[:8]))
-            raise KeyError(
-                f"unknown group(s) {bad[:5]}; this log tracks {len(self.group_names)} groups "
-                f"({some}{', ...' if len(self.group_names) > 8 else ''})"
-            )
-        return torch.tensor([self._index[g] for g in groups], dtype=torch.long)
-
-    def groups_of_samples(self, sample_ids: Sequence[int] | torch.Tensor) -> list:
-        """The groups holding these samples; a sample the log did not track raises KeyError."""
-        ids = torch.as_tensor(sample_ids, dtype=torch.long).reshape(-1)
-        inside = ids < len(self.group_of)
-        owner = torch.full_like(ids, -1)
-        owner[inside] = self.group_of[ids[inside]]
-        if bool((owner < 0).any()):
-            raise KeyError(
-                f"samples {ids[owner < 0][:10].tolist()} were not tracked by this log; "
-                "record a log whose groups include them (they are in its remainder)"
-            )
-        return [self.group_names[g] for g in torch.unique(owner).tolist()]
-
     def delta_vector(self, groups: Iterable[Hashable]) -> torch.Tensor:
         """Summed delta of these groups as one flat [P] vector (layout: :attr:`layout`), in compute dtype."""
         self._flush()
@@ -618,10 +588,6 @@ class DeltaLog:
             else:
                 out.index_add_(0, self.mask(chunk).flatten(), vals.flatten())
         return out
-
-    def delta(self, groups: Iterable[Hashable]) -> dict[str, torch.Tensor]:
-        """Summed delta of these groups, name -> tensor shaped like the parameter."""
-        return self.layout.unflatten(self.delta_vector(groups))
 
     @property
     def remainder_vector(self) -> torch.Tensor:
@@ -647,8 +613,6 @@ class DeltaLog:
             self.deltas,
             self.moments,
             self._mask_cache,
-            self.group_of,
-            self.group_sizes,
             self._last_seen,
             self._in_flight,
             getattr(self, "base", None),
@@ -657,7 +621,7 @@ class DeltaLog:
             getattr(self, "_remainder", None),
         ]
         segment = self._segment["bytes"] if self._segment else 0
-        return segment + sum(t.numel() * t.element_size() for t in held if t is not None)
+        return segment + self.table.nbytes + sum(t.numel() * t.element_size() for t in held if t is not None)
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,7 @@ optional repair (``repair_epochs``) trains the result on the retain set afterwar
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 from collections.abc import Callable, Hashable
@@ -29,6 +30,7 @@ from torch import nn
 from .batchlog import BatchLog
 from .data import ArrayDataset
 from .deltalog import DeltaLog
+from .ledger import Ledger
 from .training import Recipe, train
 
 
@@ -78,10 +80,11 @@ def register(name: str):
 def method_params(name: str) -> dict[str, object]:
     """A method's own keyword parameters and their defaults."""
     fn = _method(name)
+    bound = getattr(fn, "keywords", {})  # fixed by functools.partial (the ledger methods' kind)
     return {
         k: p.default
         for k, p in inspect.signature(fn).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "progress"
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "progress" and k not in bound
     }
 
 
@@ -163,47 +166,35 @@ def subtract(model: nn.Module, vector: torch.Tensor, alpha: float = 1.0) -> nn.M
     return new
 
 
-def _check_log(log, cls, method: str, model: nn.Module):
+# The four ledger methods are one subtraction; they differ only in which kind of log each one accepts.
+# method -> (log class, what the log must be, the error when it is not)
+LEDGER_METHODS: dict[str, tuple[type, Callable[[Ledger], bool], str]] = {
+    "amnesiac": (DeltaLog, lambda log: log.indexing == "position",
+                 "this log was recorded with the seed's mis-indexing; use method='misindexed' for that ablation, "
+                 "or record a log with indexing='position'"),
+    "misindexed": (DeltaLog, lambda log: log.indexing == "seed-misindexed",
+                   "method 'misindexed' reproduces the seed's bug and needs a log recorded with "
+                   "indexing='seed-misindexed'"),
+    "batch": (BatchLog, lambda log: log.p is None,
+              "this per-batch log keeps a p-subset of coordinates; use method='layer' for it"),
+    "layer": (BatchLog, lambda log: log.p is not None,
+              "method 'layer' needs a BatchLog recorded with a mask p; use method='batch' for full changes"),
+}
+
+
+def _subtract_ledger(model, request: Request, *, log: Ledger | None = None, alpha: float = 1.0, progress=False,
+                     method: str):
+    cls, ok, why = LEDGER_METHODS[method]
     if not isinstance(log, cls):
         raise TypeError(f"method {method!r} needs log=<a {cls.__name__}>, got {type(log).__name__}")
     log.layout.check(model)
-
-
-@register("amnesiac")
-def _amnesiac(model, request: Request, *, log: DeltaLog | None = None, alpha: float = 1.0, progress=False):
-    _check_log(log, DeltaLog, "amnesiac", model)
-    if log.indexing != "position":
-        raise ValueError(
-            "this log was recorded with the seed's mis-indexing; use method='misindexed' for that "
-            "ablation, or record a log with indexing='position'"
-        )
+    if not ok(log):
+        raise ValueError(why)
     return subtract(model, log.delta_vector(request.forget_groups), alpha)
 
 
-@register("misindexed")
-def _misindexed(model, request: Request, *, log: DeltaLog | None = None, alpha: float = 1.0, progress=False):
-    _check_log(log, DeltaLog, "misindexed", model)
-    if log.indexing != "seed-misindexed":
-        raise ValueError(
-            "method 'misindexed' reproduces the seed's bug and needs a log recorded with indexing='seed-misindexed'"
-        )
-    return subtract(model, log.delta_vector(request.forget_groups), alpha)
-
-
-@register("batch")
-def _batch(model, request: Request, *, log: BatchLog | None = None, alpha: float = 1.0, progress=False):
-    _check_log(log, BatchLog, "batch", model)
-    if log.p is not None:
-        raise ValueError(f"this per-batch log keeps a p={log.p} subset; use method='layer' for it")
-    return subtract(model, log.delta_vector(request.forget_groups), alpha)
-
-
-@register("layer")
-def _layer(model, request: Request, *, log: BatchLog | None = None, alpha: float = 1.0, progress=False):
-    _check_log(log, BatchLog, "layer", model)
-    if log.p is None:
-        raise ValueError("method 'layer' needs a BatchLog recorded with a mask p; use method='batch' for full changes")
-    return subtract(model, log.delta_vector(request.forget_groups), alpha)
+for _name in LEDGER_METHODS:
+    register(_name)(functools.partial(_subtract_ledger, method=_name))
 
 
 @register("relabel")

@@ -285,3 +285,24 @@ def test_a_non_finite_alpha_is_rejected(alpha):
     model, log, _ = run("sgd", {"a": [1]}, epochs=1)
     with pytest.raises(ValueError, match="alpha must be a finite number"):
         amnesiac.unlearn("amnesiac", model, amnesiac.Request(forget_groups=("a",)), log=log, alpha=alpha)
+
+
+def test_both_log_kinds_share_the_ledger_protocol_and_its_group_table():
+    model = tiny_model()
+    logs = [amnesiac.DeltaLog(model, {"a": [1, 2], "b": [7]}), amnesiac.BatchLog(model, {"a": [1, 2], "b": [7]})]
+    for log in logs:
+        assert isinstance(log, amnesiac.Ledger)
+        assert log.group_names == ["a", "b"] and log.groups_of_samples([2, 7]) == ["a", "b"]
+        with pytest.raises(KeyError, match=r"unknown group\(s\) \['c'\]; this log tracks 2 groups \('a', 'b'\)"):
+            log.delta_vector(["c"])
+    ds = tiny_dataset()
+    amnesiac.train(model, ds.loader(8, seed=1), torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+                   delta_log=logs, progress=False)
+    for log in logs:  # read out through the protocol, shaped like the parameters
+        d = log.delta(["a"])
+        assert tuple(d) == amnesiac.ParamLayout.of(model).names and any(t.abs().max() > 0 for t in d.values())
+    # the four ledger methods are one subtraction, each accepting only its own kind of log
+    with pytest.raises(TypeError, match="method 'batch' needs log=<a BatchLog>, got DeltaLog"):
+        amnesiac.unlearn("batch", model, amnesiac.Request(forget_groups=("a",)), log=logs[0])
+    new = amnesiac.unlearn("batch", model, amnesiac.Request(forget_groups=("a",)), log=logs[1], alpha=0.5)
+    torch.testing.assert_close(flat(new), flat(model) - 0.5 * logs[1].delta_vector(["a"]))
