@@ -17,13 +17,13 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(PY) -m ruff check amnesiac tests
+	$(PY) -m ruff check amnesiac tests tools
 
 test: install lint
 	$(PY) -m pytest
 
 book: install
-	$(PY) -m amnesiac.bookbuild
+	$(PY) tools/bookbuild.py
 
 clean:
 	rm -rf _build book/_executed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .experiments import EXPERIMENTS, PROFILES, format_table, get_experiment, run, summarize
+from .experiments import EXPERIMENTS, OVERRIDES, PROFILES, format_table, get_experiment, parse_overrides, run, summarize
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--recompute", action="store_true", help="ignore cached results")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="change a setting (repeatable), e.g. --set forget_class=5 --set alphas=0.3,0.1; keys: "
+                        + ", ".join(OVERRIDES))
     b = sub.add_parser("bench", help="benchmark logging overhead, unlearning latency and memory")
     b.add_argument("--profile", default="full", choices=["smoke", "full"])
     b.add_argument("--device", default="auto")
@@ -73,9 +76,16 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     names = [n for n in EXPERIMENTS if n.startswith("mnist")] if args.experiment == "all-mnist" else [args.experiment]
+    try:
+        overrides = parse_overrides(args.overrides)
+        for name in names:  # check every setting before anything runs
+            get_experiment(name, args.profile, overrides=overrides)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for name in names:
         result = run(name, args.profile, seeds=tuple(args.seeds) if args.seeds else None, device=args.device,
-                     progress=not args.quiet, recompute=args.recompute)
+                     progress=not args.quiet, recompute=args.recompute, overrides=overrides)
         print(f"\n== {name} ({args.profile}, seeds {sorted(result.seeds)}) -> {result.folder}")
         if not result.available:
             print(f"data not available: {result.reason}")

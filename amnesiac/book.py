@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -103,25 +103,35 @@ def validate(*, profile: str = "full", seeds: Sequence[int] | None = None, recom
 
 
 def results(name: str, *, profile: str = "full", seeds: Sequence[int] | None = None, recompute: bool = False,
-            device: str = "auto", progress: bool = True) -> Result:
+            device: str = "auto", progress: bool = True, overrides: Mapping[str, object] | None = None) -> Result:
     """The results a chapter renders: committed ones by default, computed when asked or when missing.
 
     With ``recompute=False`` committed results are loaded (restricted to ``seeds``, if given); seeds that are
     missing are computed only for the smoke profile (full runs are long: ask for them with recompute=True).
+    ``overrides`` are the experiment settings a chapter's parameters map onto (e.g. ``forget_class``; see
+    :data:`amnesiac.experiments.OVERRIDES`); a changed setting is a different config, cached apart.
     """
     validate(profile=profile, seeds=seeds, recompute=recompute, device=device)
     seeds = tuple(seeds) if seeds is not None else None
     if recompute:
-        return run(name, profile, seeds=seeds, device=device, progress=progress, recompute=True)
-    res = load(name, profile)
+        return run(name, profile, seeds=seeds, device=device, progress=progress, recompute=True, overrides=overrides)
+    res = load(name, profile, overrides=overrides)
     wanted = seeds if seeds is not None else res.experiment.seeds
     if not res.available or all(s in res.seeds for s in wanted):
         res.seeds = {s: res.seeds[s] for s in wanted if s in res.seeds}
         return res
     if profile == "smoke":
-        return run(name, profile, seeds=seeds, device=device, progress=progress)
+        return run(name, profile, seeds=seeds, device=device, progress=progress, overrides=overrides)
     res.seeds = {s: res.seeds[s] for s in wanted if s in res.seeds}
     return res
+
+
+def other_class_note(chosen: int, written_for: int) -> str:
+    """The note a chapter shows when executed for another class than its prose was written for."""
+    return (f"**This execution forgets class {chosen}** (the chapter parameter `forget_class`). The prose was written "
+            f"for class {written_for}: where it names {written_for}, read {chosen}; every number, table and figure "
+            f"below is computed for class {chosen}. The seed's published table exists for class {written_for} only "
+            "and is left out.")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

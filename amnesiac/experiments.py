@@ -18,7 +18,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -169,11 +169,132 @@ EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
 }
 
 
-def get_experiment(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = None) -> Experiment:
-    """The named experiment at a profile; ``seeds`` overrides the profile's seeds.
+# --------------------------------------------------------------------------------- what a reader can change
+
+_RECIPE_KEYS = ("optimizer", "lr", "batch_size", "epochs")
+
+
+def _int(v) -> int:
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError("must be an integer")
+    return int(v)
+
+
+def _optional_int(v) -> int | None:
+    return None if v is None or (isinstance(v, str) and v.lower() == "none") else _int(v)
+
+
+def _positive_float(v) -> float:
+    x = float(v)
+    if not (x > 0 and x == x and x != float("inf")):
+        raise ValueError("must be a positive finite number")
+    return x
+
+
+def _alphas(v) -> tuple[float, ...]:
+    items = v.split(",") if isinstance(v, str) else list(v)
+    out = tuple(_positive_float(a) for a in items if str(a).strip() != "")
+    if not out:
+        raise ValueError("must list at least one alpha, e.g. 1,0.3,0.1")
+    return out
+
+
+# key -> (parser, what it means); every key is validated and changes the config hash (results are cached apart)
+OVERRIDES: dict[str, tuple[Callable, str]] = {
+    "forget_class": (_int, "class forgotten (class experiments)"),
+    "graves_keep": (_optional_int, "keep only the first N training images of the forget class; none keeps all"),
+    "forget_fraction": (_positive_float, "fraction of the training set forgotten at random (sample experiments)"),
+    "alphas": (_alphas, "the alphas of the update-attribution rows, e.g. 1,0.3,0.1"),
+    "optimizer": (str, "adam, adamw or sgd"),
+    "lr": (_positive_float, "learning rate"),
+    "batch_size": (_int, "batch size"),
+    "epochs": (_int, "training epochs"),
+    "repair_epochs": (_int, "epochs of the repair fine-tune"),
+    "train_subset": (_optional_int, "a seeded random subset of the training set (none: all)"),
+    "test_subset": (_optional_int, "a seeded random subset of the test set (none: all)"),
+    "eval_retain": (_int, "retain samples used for accuracy"),
+    "inversion_steps": (_int, "model-inversion steps (class experiments)"),
+}
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
+    """``["forget_class=5", "alphas=0.3,0.1"]`` -> typed values (checked by :func:`apply_overrides`)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}; keys: {', '.join(OVERRIDES)}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(exp: Experiment, overrides: Mapping[str, object] | None) -> Experiment:
+    """The experiment with these settings changed, every value parsed and checked.
 
     Raises:
-        ValueError: unknown experiment or profile (the message lists the valid ones).
+        ValueError: an unknown key (the message lists the valid ones), a value of the wrong type or range, or a
+            key that does not apply to this kind of experiment.
+    """
+    if not overrides:
+        return exp
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        listing = "; ".join(f"{k}: {doc}" for k, (_, doc) in OVERRIDES.items())
+        raise ValueError(f"unknown setting(s) {unknown}; valid settings: {listing}")
+    values = {}
+    for key, raw in overrides.items():
+        parse, doc = OVERRIDES[key]
+        try:
+            values[key] = parse(raw)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{key}={raw!r} is not valid ({doc}): {err}") from None
+    wrong_kind = {"class": ("forget_fraction",), "samples": ("forget_class", "graves_keep", "inversion_steps")}
+    bad = [k for k in wrong_kind[exp.kind] if k in values]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} does not apply to {exp.name!r}, a {exp.kind} experiment")
+    n_classes = NUM_CLASSES[exp.dataset]
+    checks = {
+        "forget_class": (lambda v: 0 <= v < n_classes, f"a class 0..{n_classes - 1}"),
+        "graves_keep": (lambda v: v is None or v >= 1, "at least 1, or none"),
+        "forget_fraction": (lambda v: v < 1, "in (0, 1)"),
+        "optimizer": (lambda v: v in ("adam", "adamw", "sgd"), "adam, adamw or sgd"),
+        "batch_size": (lambda v: v >= 1, "at least 1"),
+        "epochs": (lambda v: v >= 1, "at least 1"),
+        "repair_epochs": (lambda v: v >= 0, "0 or more"),
+        "train_subset": (lambda v: v is None or v >= 10, "at least 10, or none"),
+        "test_subset": (lambda v: v is None or v >= 10, "at least 10, or none"),
+        "eval_retain": (lambda v: v >= 1, "at least 1"),
+        "inversion_steps": (lambda v: v >= 0, "0 or more"),
+    }
+    for key, value in values.items():
+        ok, want = checks.get(key, (lambda v: True, ""))
+        if not ok(value):
+            raise ValueError(f"{key}={value!r} is out of range for {exp.name!r}: must be {want}")
+    recipe = dataclasses.replace(exp.recipe, **{k: values.pop(k) for k in _RECIPE_KEYS if k in values})
+    alphas = values.pop("alphas", None)
+    exp = dataclasses.replace(exp, recipe=recipe, **values)
+    if alphas is not None:
+        exp = dataclasses.replace(exp, methods=_with_alphas(exp, alphas))
+    return exp
+
+
+def _with_alphas(exp: Experiment, alphas: tuple[float, ...]) -> tuple[MethodSpec, ...]:
+    """The experiment's method rows with the update-attribution rows at these alphas (the others unchanged;
+    alpha = 1 and 0.1 are repaired, as in the catalogue)."""
+    first = next(i for i, m in enumerate(exp.methods) if m.log == "update")
+    kept = [m for m in exp.methods if m.log != "update"]
+    new = [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", "update", (("alpha", a),),
+                      repair=a in (1.0, 0.1)) for a in alphas]
+    return tuple(kept[:first] + new + kept[first:])
+
+
+def get_experiment(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = None,
+                   overrides: Mapping[str, object] | None = None) -> Experiment:
+    """The named experiment at a profile; ``seeds`` overrides the profile's seeds, ``overrides`` its settings
+    (:data:`OVERRIDES`, e.g. ``{"forget_class": 5, "alphas": "0.3,0.1"}``).
+
+    Raises:
+        ValueError: unknown experiment, profile or setting, or a bad value (the message lists the valid ones).
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
@@ -185,7 +306,7 @@ def get_experiment(name: str, profile: str = "full", *, seeds: tuple[int, ...] |
         if not seeds or any(s < 0 for s in seeds):
             raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
         exp = dataclasses.replace(exp, seeds=seeds)
-    return exp
+    return apply_overrides(exp, overrides)
 
 
 # --------------------------------------------------------------------------------------------- data setup
@@ -429,13 +550,14 @@ class Result:
 
 
 def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = None, device: str = "auto",
-        progress: bool = True, recompute: bool = False, results_root: Path | None = None) -> Result:
+        progress: bool = True, recompute: bool = False, results_root: Path | None = None,
+        overrides: Mapping[str, object] | None = None) -> Result:
     """Run (or load from the cache) a named experiment for each of its seeds.
 
     Example:
-        >>> # python -m amnesiac run mnist-class3-simple --profile smoke
+        >>> # python -m amnesiac run mnist-class3-simple --profile smoke --set forget_class=5
     """
-    exp = get_experiment(name, profile, seeds=seeds)
+    exp = get_experiment(name, profile, seeds=seeds, overrides=overrides)
     folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
     dev = pick_device(device)
     prov = provenance(dev)
@@ -465,9 +587,10 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
     return Result(exp, records, prov, folder)
 
 
-def load(name: str, profile: str = "full", *, results_root: Path | None = None) -> Result:
+def load(name: str, profile: str = "full", *, results_root: Path | None = None,
+         overrides: Mapping[str, object] | None = None) -> Result:
     """Load committed results without computing; missing seeds are simply absent (see ``Result.seeds``)."""
-    exp = get_experiment(name, profile)
+    exp = get_experiment(name, profile, overrides=overrides)
     folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
     records = {s: json.loads((folder / f"seed{s}.json").read_text()) for s in exp.seeds
                if (folder / f"seed{s}.json").exists()}

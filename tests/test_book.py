@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import http.server
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,8 @@ from urllib.parse import urlparse
 import nbformat
 import pytest
 
-from amnesiac import bookbuild
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import bookbuild  # noqa: E402 - the build tooling lives outside the package
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = bookbuild.chapter_names(ROOT)
@@ -81,6 +83,20 @@ def test_chapter_executes_on_smoke_profile(smoke_book: SmokeBook, name: str) -> 
     assert result.status == "ok", f"chapter {name} failed: {result.error}\n  executed notebook: {result.output}"
     errors = bookbuild.error_outputs(nbformat.read(result.output, as_version=4))
     assert not errors, f"chapter {name} has error outputs: {errors}"
+
+
+@pytest.mark.book
+def test_a_chapter_parameter_maps_onto_the_experiment(smoke_book: SmokeBook, tmp_path: Path) -> None:
+    """papermill -p forget_class 5 re-executes the class chapter for class 5 (its own cached smoke results)."""
+    out = tmp_path / "mnist_class-5.ipynb"
+    result = bookbuild.execute_chapter(smoke_book.root, "mnist_class", {**SMOKE, "forget_class": 5}, output=out,
+                                       timeout=CELL_TIMEOUT_S)
+    assert result.status == "ok", f"failed: {result.error}"
+    nb = nbformat.read(out, as_version=4)
+    assert not bookbuild.error_outputs(nb)
+    text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells for o in c.get("outputs", []))
+    assert "This execution forgets class 5" in text and "forgotten (test 5s)" in text
+    assert "forgotten (test 3s)" not in text
 
 
 # ----------------------------------------------------------------------------------------- the built HTML

@@ -123,3 +123,58 @@ def test_committed_results_match_current_experiment_definitions():
             assert not seed_file.name.endswith(".partial.json"), f"unfinished result committed: {seed_file}"
         if config is not None:
             assert config["hash"] == exp.hash
+
+
+# ------------------------------------------------------------------------------ settings a reader can change
+
+
+def test_overrides_are_parsed_checked_and_hashed():
+    base = E.get_experiment("mnist-class3-simple", "full")
+    same = E.get_experiment("mnist-class3-simple", "full",
+                            overrides={"forget_class": 3, "alphas": "1,0.3,0.1,0.03,0.01,0.003"})
+    assert same == base and same.hash == base.hash  # restating the defaults changes nothing
+    five = E.get_experiment("mnist-class3-simple", "full",
+                            overrides=E.parse_overrides(["forget_class=5", "alphas=0.5,0.1", "epochs=2", "lr=3e-4"]))
+    assert (five.forget_class, five.recipe.epochs, five.recipe.lr) == (5, 2, 3e-4) and five.hash != base.hash
+    update_rows = [m for m in five.methods if m.log == "update"]
+    assert [m.label for m in update_rows] == ["Update attribution, alpha=0.5", "Update attribution, alpha=0.1"]
+    assert [m.repair for m in update_rows] == [False, True]
+    assert [m.label for m in five.methods if m.log != "update"] == [m.label for m in base.methods if m.log != "update"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"alpha": 1}, r"unknown setting\(s\) \['alpha'\]; valid settings: forget_class"),
+    ({"forget_class": 10}, "out of range.*a class 0..9"),
+    ({"forget_class": "three"}, "forget_class='three' is not valid"),
+    ({"forget_fraction": 0.1}, "does not apply to 'mnist-class3-simple', a class experiment"),
+    ({"alphas": "0.1,inf"}, "positive finite"),
+    ({"optimizer": "lbfgs"}, "adam, adamw or sgd"),
+    ({"epochs": 0}, "at least 1"),
+])
+def test_bad_overrides_say_what_is_wrong(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        E.get_experiment("mnist-class3-simple", "smoke", overrides=overrides)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        E.parse_overrides(["forget_class"])
+
+
+def test_cli_refuses_a_bad_setting_before_running(capsys, tmp_path):
+    from amnesiac.__main__ import main
+
+    assert main(["run", "mnist-class3-simple", "--profile", "smoke", "--set", "forget_clas=5"]) == 2
+    assert "unknown setting(s) ['forget_clas']" in capsys.readouterr().err
+
+
+def test_an_overridden_smoke_run_forgets_the_chosen_class(fake_mnist, tmp_path):
+    result = E.run("mnist-class3-simple", "smoke", progress=False, results_root=tmp_path,
+                   overrides={"forget_class": 5, "alphas": "0.5"})
+    assert result.experiment.forget_class == 5 and result.folder.name.endswith(result.experiment.hash)
+    record = result.seeds[0]
+    assert "Update attribution, alpha=0.5" in record["methods"]
+    config = json.loads((result.folder / "config.json").read_text())["config"]
+    assert config["forget_class"] == 5
+    # the forget set is class 5's training images (the fake data's labels are known)
+    from amnesiac.experiments import make_split
+
+    split = make_split(result.experiment, 0)
+    assert record["n_forget"] == len(split.forget) > 0 and set(split.forget.y.tolist()) == {5}

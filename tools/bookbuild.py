@@ -14,10 +14,10 @@ are reported and left out (papermill itself would only warn).
 
 Usage::
 
-    python -m amnesiac.bookbuild                      # every chapter, then the HTML
-    python -m amnesiac.bookbuild --only mnist_class -p profile smoke -p recompute True
-    python -m amnesiac.bookbuild --no-html --timeout 600
-    AMNESIAC_BOOK_PARAMS='{"profile": "smoke"}' python -m amnesiac.bookbuild
+    python tools/bookbuild.py                      # every chapter, then the HTML
+    python tools/bookbuild.py --only mnist_class -p profile smoke -p recompute True
+    python tools/bookbuild.py --no-html --timeout 600
+    AMNESIAC_BOOK_PARAMS='{"profile": "smoke"}' python tools/bookbuild.py
 
 Example:
     >>> parse_value("[0, 1]"), parse_value("True"), parse_value("smoke")
@@ -67,7 +67,7 @@ VENDOR_PACKAGES: dict[str, tuple[str, str]] = {
 }
 # Loaded before require.js: sets its baseUrl to the npm/ folder beside this script, wherever the page is.
 REQUIREJS_CONFIG = (
-    "// Written by amnesiac.bookbuild: require.js reads this object as its configuration.\n"
+    "// Written by tools/bookbuild.py: require.js reads this object as its configuration.\n"
     'var require = { baseUrl: new URL("../npm/", document.currentScript.src).href };\n'
 )
 # Files whose presence means the vendor folder is complete (relative to book/vendor/).
@@ -484,7 +484,7 @@ def external_scripts(html_dir: Path) -> dict[str, list[str]]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m amnesiac.bookbuild",
+        prog="python tools/bookbuild.py",
         description="Execute the book's chapters with papermill, then build the HTML with Jupyter Book.",
     )
     parser.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="execute only these chapters")
