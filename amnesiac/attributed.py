@@ -102,6 +102,14 @@ class AttributedOptimizer(Optimizer):
         self._batch: tuple | None = None
         self._prepared = False
         self.closed = False
+        # what backward left in each .grad, to detect clipping (a uniform rescale: attributed) and gradient
+        # accumulation over several backward passes (refused) between set_batch and step
+        self._grad_hooks = []
+        self._raw: dict[int, torch.Tensor] = {}
+        self._backwards: dict[int, int] = {}
+        if wants_shares:
+            self._grad_hooks = [q.register_post_accumulate_grad_hook(self._on_grad)
+                                for q in self.layout.params(model)]
 
     # ------------------------------------------------------------------------- the optimizer's interface
 
@@ -163,6 +171,9 @@ class AttributedOptimizer(Optimizer):
             raise ValueError(f"sample ids must be non-negative dataset indices, got {int(ids.min())}")
         self._batch = (ids.to(torch.long), inputs, targets)
         self._prepared = False
+        self._raw, self._backwards = {}, {}
+        if self._capture is not None:
+            self._capture.clear()  # e.g. a step skipped by a GradScaler left its activations behind
 
     def pre_step(self) -> None:
         """The logging work of this step: begin it in every log and hand each delta log its groups' shares.
@@ -179,6 +190,7 @@ class AttributedOptimizer(Optimizer):
             )
         if self.check_finite:
             self._check_finite()
+        scale = self._grad_scale()
         ids, x, y = self._batch
         if self._capture is not None:
             self._hook_shares(ids)
@@ -196,6 +208,9 @@ class AttributedOptimizer(Optimizer):
                                              loss_fn=self.loss_fn, chunk_size=self.grad_chunk):
                     for log in self.logs:
                         log.accumulate(r, g)
+        if scale != 1.0:
+            for log in self.logs:
+                log.set_grad_scale(scale)
         self._prepared = True
 
     def step(self, closure=None):
@@ -220,6 +235,9 @@ class AttributedOptimizer(Optimizer):
         if self._capture is not None:
             self._capture.__exit__(None, None, None)
             self._capture = None
+        for h in self._grad_hooks:
+            h.remove()
+        self._grad_hooks, self._raw = [], {}
         self.closed = True
 
     def __enter__(self) -> AttributedOptimizer:
@@ -229,6 +247,50 @@ class AttributedOptimizer(Optimizer):
         self.close()
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    def _on_grad(self, q: torch.Tensor) -> None:
+        k = id(q)
+        self._backwards[k] = self._backwards.get(k, 0) + 1
+        if self._backwards[k] == 1:
+            self._raw[k] = q.grad.detach().clone()
+
+    def _grad_scale(self) -> float:
+        """The factor by which the gradients were rescaled between backward and step (1: untouched).
+
+        Global-norm clipping (``clip_grad_norm_``) and a ``GradScaler``'s unscaling multiply every gradient
+        by one number; the groups' shares are multiplied by the same number, taken as given (like Adam's
+        denominator). Anything else is refused, as is accumulating several backward passes into one step.
+        """
+        if any(n > 1 for n in self._backwards.values()):
+            self._batch = None
+            raise RuntimeError(
+                "the gradients were accumulated over several backward passes before this step; a log attributes "
+                "one backward pass per step. Call set_batch with every sample of the accumulated batch and run one "
+                "backward on their (mean) loss, or step after each backward"
+            )
+        num = den = 0.0
+        changed = False
+        pairs = []
+        for q in self.layout.params(self.model):
+            raw = self._raw.get(id(q))
+            if raw is None or q.grad is None or torch.equal(raw, q.grad):
+                continue
+            changed = True
+            pairs.append((raw, q.grad))
+            num += float((q.grad.double() * raw.double()).sum())
+            den += float((raw.double() ** 2).sum())
+        if not changed:
+            return 1.0
+        c = num / den if den > 0 else 0.0
+        for raw, g in pairs:
+            if float((g.double() - c * raw.double()).norm()) > 1e-5 * max(float(g.double().norm()), 1e-30):
+                self._batch = None
+                raise RuntimeError(
+                    "the gradients were changed between backward and step by more than one common factor (e.g. "
+                    "clip_grad_value_ or a per-parameter rescale); the groups' shares cannot follow. Global-norm "
+                    "clipping (clip_grad_norm_) and GradScaler are supported"
+                )
+        return c
 
     def _check_finite(self) -> None:
         bad = [n for n, q in zip(self.layout.names, self.layout.params(self.model))

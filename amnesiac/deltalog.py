@@ -239,6 +239,7 @@ class DeltaLog(Ledger):
             sums=None,  # [n_present, K], allocated by the first accumulate / add_shares
             masks=self.mask(present) if self.p is not None else None,
             scaled=False,
+            grad_scale=1.0,
         )
         self.samples_seen += B
         return rows
@@ -299,6 +300,13 @@ class DeltaLog(Ledger):
             pend["sums"] += s
         pend["scaled"] = True
 
+    def set_grad_scale(self, scale: float) -> None:
+        """This step's batch gradient was multiplied by ``scale`` after backward (global-norm clipping): the
+        groups' shares are multiplied alike, so the step stays attributed exactly."""
+        if self._pending is None:
+            raise RuntimeError("set_grad_scale called outside a step: call begin_step first")
+        self._pending["grad_scale"] = float(scale)
+
     def end_step(self, optimizer: Optimizer | None) -> None:
         """Call right after ``optimizer.step()``: fold this step's shares into the groups' deltas."""
         pend, self._pending = self._pending, None
@@ -307,6 +315,7 @@ class DeltaLog(Ledger):
         self.steps += 1
         present = pend["present"].to(self.device)
         scale = 1.0 / pend["batch_size"] if self.loss_reduction == "mean" and not pend["scaled"] else 1.0
+        scale *= pend["grad_scale"]  # clipping between backward and step
         shares = pend["sums"]  # [n_present, K], each group's share of the batch gradient
         if shares is None:
             shares = torch.zeros(len(present), self.width, dtype=self.compute_dtype, device=self.device)

@@ -100,6 +100,10 @@ class Ledger(ABC):
     def accumulate(self, rows: torch.Tensor, grads: torch.Tensor) -> None:  # noqa: B027 - optional hook
         """Per-sample gradients of batch positions ``rows`` (only logs that need them override this)."""
 
+    def set_grad_scale(self, scale: float) -> None:  # noqa: B027 - optional hook
+        """This step's gradients were multiplied by ``scale`` after backward (clipping); logs of gradient
+        shares scale them alike, logs of parameter changes need nothing."""
+
     @abstractmethod
     def end_step(self, optimizer: Optimizer | None) -> None:
         """After the optimizer's step: fold this step in."""

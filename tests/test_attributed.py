@@ -184,3 +184,77 @@ def test_train_checks_its_scheduler():
     with pytest.raises(ValueError, match="another optimizer"):
         amnesiac.train(model, tiny_dataset().loader(8), torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
                        progress=False, scheduler=_schedule(other))
+
+
+def _clipped_oracle(groups, ds, max_norm, lr=0.1, mu=0.9):
+    """SGD with momentum and global-norm clipping, each group's delta by a loop over single samples: the shares
+    are multiplied by the step's realised clip coefficient, min(1, max_norm / (||g|| + 1e-6))."""
+    model = tiny_model()
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=mu)
+    owner = {int(i): k for k, ids in groups.items() for i in torch.as_tensor(ids).tolist()}
+    P = sum(q.numel() for q in params)
+    delta = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
+    buf = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
+    clipped = 0
+    for step, (x, y, ids) in enumerate(ds.loader(8, seed=1), start=1):
+        share = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
+        for i in range(len(y)):
+            k = owner.get(int(ids[i]))
+            if k is not None:
+                g = torch.autograd.grad(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params)
+                share[k] += torch.cat([t.reshape(-1) for t in g]) / len(y)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        norm = float(torch.cat([q.grad.reshape(-1) for q in params]).norm())
+        coef = min(1.0, max_norm / (norm + 1e-6))
+        clipped += coef < 1
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        for k in groups:
+            s = coef * share[k]
+            buf[k] = s.clone() if step == 1 else mu * buf[k] + s
+            delta[k] -= lr * buf[k]
+    return delta, clipped
+
+
+def test_global_norm_clipping_is_attributed_exactly():
+    ds = tiny_dataset()
+    groups = _groups()
+    want, clipped = _clipped_oracle(groups, ds, max_norm=0.3)
+    assert clipped >= 3  # the clipping was really active on several steps
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, groups)
+    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, log)
+    for x, y, ids in ds.loader(8, seed=1):
+        opt.zero_grad()
+        opt.set_batch(ids)
+        F.cross_entropy(model(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.3)
+        opt.step()
+    opt.close()
+    for k in groups:
+        torch.testing.assert_close(log.delta_vector([k]), want[k], rtol=1e-9, atol=1e-12)
+
+
+def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_step():
+    ds = tiny_dataset()
+    batches = list(ds.loader(8, seed=1))
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, _groups())
+    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log)
+    x, y, ids = batches[0]
+    opt.set_batch(ids)
+    F.cross_entropy(model(x), y).backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), 1e-3)
+    with pytest.raises(RuntimeError, match="more than one common factor.*clip_grad_norm_"):
+        opt.step()
+    opt.zero_grad()
+    opt.set_batch(ids)
+    for x, y, _ in batches[:2]:  # two backward passes into one step
+        F.cross_entropy(model(x), y).backward()
+    with pytest.raises(RuntimeError, match="accumulated over several backward passes"):
+        opt.step()
+    assert log.steps == 0 and float(log.delta_vector(list(_groups())).abs().max()) == 0.0
+    opt.close()
+    assert all(len(q._post_accumulate_grad_hooks or {}) == 0 for q in model.parameters())
