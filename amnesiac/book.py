@@ -16,7 +16,7 @@ from torch import nn
 
 from .data import ArrayDataset, data_root, dataset_available
 from .deltalog import DeltaLog
-from .experiments import PROFILES, Result, get_experiment, load, run, summarize
+from .experiments import PROFILES, UPDATE_LOG, LogSpec, Result, get_experiment, load, run, summarize
 from .training import predict
 from .unlearning import Request, unlearn
 
@@ -201,17 +201,18 @@ def results_table(result: Result, columns: Sequence[tuple[str, str, str]], *, di
     return markdown_table(["method"] + [h for h, _, _ in columns], rows)
 
 
-def best_row(rows: Sequence[dict], metric: str, *, prefix: str = "", lowest: bool = True) -> dict:
-    """The :func:`amnesiac.experiments.summarize` row with the lowest (or highest) mean ``metric`` among
-    methods whose label starts with ``prefix`` (NaN rows ignored).
+def best_row(rows: Sequence[dict], metric: str, *, family: LogSpec | None = None, lowest: bool = True) -> dict:
+    """The :func:`amnesiac.experiments.summarize` row with the lowest (or highest) mean ``metric`` among the
+    methods reading the log ``family`` (every row when ``None``; NaN rows ignored).
 
     Example:
         >>> best_row([{"method": "a", "x": 0.3}, {"method": "b", "x": 0.1}], "x")["method"]
         'b'
     """
-    pool = [r for r in rows if r["method"].startswith(prefix) and not np.isnan(r.get(metric, float("nan")))]
+    pool = [r for r in rows if (family is None or (r.get("spec") is not None and r["spec"].log == family))
+            and not np.isnan(r.get(metric, float("nan")))]
     if not pool:
-        raise ValueError(f"no row starting with {prefix!r} has a value for {metric!r}")
+        raise ValueError(f"no row of log {family} has a value for {metric!r}")
     values = [r[metric] for r in pool]
     return pool[int(np.argmin(values) if lowest else np.argmax(values))]
 
@@ -578,7 +579,7 @@ def format_bytes(n: float) -> str:
 
 
 def smallest_alpha_matching(result: Result, *, forget_tol: float = 0.05, rest_drop: float = 0.02,
-                            family: str = "Update attribution", stage: str = "no_repair") -> dict | None:
+                            family: LogSpec = UPDATE_LOG, stage: str = "no_repair") -> dict | None:
     """The smallest ``alpha`` of a family of methods that forgets like the retrained model and keeps the rest.
 
     The rule (means over the result's seeds, test-set accuracies): the method's accuracy on the forgotten class
@@ -597,9 +598,9 @@ def smallest_alpha_matching(result: Result, *, forget_tol: float = 0.05, rest_dr
     original, retrain = rows["After training (original)"], rows["Retrain from scratch (reference)"]
     candidates = []
     for spec in result.experiment.methods:
-        alpha = dict(spec.params).get("alpha")
+        alpha = spec.alpha
         row = rows.get(spec.label)
-        if alpha is None or not spec.label.startswith(family) or row is None or np.isnan(row["acc_test_forgotten"]):
+        if alpha is None or spec.log != family or row is None or np.isnan(row["acc_test_forgotten"]):
             continue
         forgets = abs(row["acc_test_forgotten"] - retrain["acc_test_forgotten"]) <= forget_tol
         keeps = original["acc_test_rest"] - row["acc_test_rest"] < rest_drop

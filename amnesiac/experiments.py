@@ -40,6 +40,7 @@ from .data import (
     test_views,
 )
 from .deltalog import DeltaLog
+from .ledger import Ledger
 from .models import build_model
 from .training import Recipe, accuracy, pick_device, train
 from .unlearning import Request, repair, unlearn
@@ -50,15 +51,102 @@ PROFILES = ("smoke", "full")
 KINDS = ("class", "samples")
 
 
+LOG_KINDS = ("delta", "batch")
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """Which log a method reads, built by :meth:`build` before training; :attr:`key` names it in results.
+
+    Attributes:
+        kind: ``"delta"`` (:class:`~amnesiac.DeltaLog`) or ``"batch"`` (:class:`~amnesiac.BatchLog`).
+        attribution: a delta log's ``"update"`` (exact shares) or ``"gradient"`` (the seed's raw record).
+        p: keep a random fraction ``p`` of each tensor's coordinates (``None``: all).
+        per_sample: one group per forget sample (masked records differ per sample) instead of one group
+            holding the whole request (shares add up linearly, so its delta is their sum, at the memory of one).
+        indexing: ``"position"``, or ``"seed-misindexed"`` (the seed's bug, an ablation).
+
+    Example:
+        >>> LogSpec("delta", "gradient", p=0.1, per_sample=True).key
+        'gradient-p0.1'
+    """
+
+    kind: str
+    attribution: str = "update"
+    p: float | None = None
+    per_sample: bool = False
+    indexing: str = "position"
+
+    def __post_init__(self):
+        if self.kind not in LOG_KINDS:
+            raise ValueError(f"unknown log kind {self.kind!r}; valid: {', '.join(LOG_KINDS)}")
+
+    @property
+    def key(self) -> str:
+        """The log's name in results files and in the config hash."""
+        if self.kind == "batch":
+            return "batch" if self.p is None else "layer"
+        if self.indexing == "seed-misindexed":
+            return "misindexed"
+        if self.attribution == "update":
+            return "update"
+        return "gradient" if self.p is None else f"gradient-p{self.p:g}"
+
+    def build(self, model: torch.nn.Module, split: Split) -> Ledger:
+        """The log, attached to ``model`` before training, tracking ``split``'s forget set."""
+        groups = split.groups_sample if self.per_sample else split.groups_class
+        if self.kind == "batch":
+            return BatchLog(model, groups, store="request", request=list(groups), p=self.p)
+        return DeltaLog(model, groups, attribution=self.attribution, p=self.p, indexing=self.indexing)
+
+
+UPDATE_LOG = LogSpec("delta")
+GRADIENT_LOG = LogSpec("delta", "gradient")
+BATCH_LOG = LogSpec("batch")
+
+
+def seed_log(p: float) -> LogSpec:
+    """The seed's record: one masked raw-gradient record per forget sample."""
+    return LogSpec("delta", "gradient", p=p, per_sample=True)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One row of a results table: a registered method applied with one log and parameters."""
 
     label: str
     method: str
-    log: str | None = None
+    log: LogSpec | None = None
     params: tuple[tuple[str, float], ...] = ()
     repair: bool = True  # also evaluate after repair
+
+    @property
+    def alpha(self) -> float | None:
+        return dict(self.params).get("alpha")
+
+    def to_dict(self) -> dict:
+        """As stored in configs and hashed: the log by its key."""
+        return {"label": self.label, "method": self.method, "log": None if self.log is None else self.log.key,
+                "params": [list(p) for p in self.params], "repair": self.repair}
+
+
+@dataclass(frozen=True)
+class MethodRecord:
+    """One method's evaluation in one seed, as read from a results file."""
+
+    label: str
+    method: str
+    log: str | None
+    params: dict
+    seconds: float
+    no_repair: dict
+    after_repair: dict | None = None
+    repair_seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, label: str, row: dict) -> MethodRecord:
+        return cls(label, row["method"], row.get("log"), dict(row.get("params", {})), float(row["seconds"]),
+                   row["no_repair"], row.get("after_repair"), row.get("repair_seconds"))
 
 
 @dataclass(frozen=True)
@@ -86,7 +174,57 @@ class Experiment:
     profile: str = "full"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["methods"] = [m.to_dict() for m in self.methods]
+        return out
+
+    def find(self, method: str, log: LogSpec | None = None, **params) -> MethodSpec:
+        """The method row applying ``method`` with ``log`` and these parameters (typed, instead of its label).
+
+        Example:
+            >>> get_experiment("mnist-class3-simple").find("amnesiac", UPDATE_LOG, alpha=0.1).label
+            'Update attribution, alpha=0.1'
+        """
+        hits = [m for m in self.methods if m.method == method and (log is None or m.log == log)
+                and all(dict(m.params).get(k) == v for k, v in params.items())]
+        if len(hits) != 1:
+            have = "; ".join(f"{m.method} {m.log.key if m.log else '-'} {dict(m.params)}" for m in self.methods)
+            raise KeyError(f"{len(hits)} rows of {self.name!r} match method={method!r}, log={log}, {params}; "
+                           f"rows: {have}")
+        return hits[0]
+
+    # the rows the chapters name, typed (each raises KeyError listing the rows when the experiment lacks it)
+    def update(self, alpha: float) -> MethodSpec:
+        """The exact update attribution subtracted at ``alpha``."""
+        return self.find("amnesiac", UPDATE_LOG, alpha=alpha)
+
+    def gradient_record(self, alpha: float) -> MethodSpec:
+        """The seed's full (unmasked) gradient record subtracted at ``alpha``."""
+        return self.find("amnesiac", GRADIENT_LOG, alpha=alpha)
+
+    def seed_record(self, p: float) -> MethodSpec:
+        """The seed's per-sample record with a p-mask (indexing fixed)."""
+        return self.find("amnesiac", seed_log(p))
+
+    def misindexed(self) -> MethodSpec:
+        """The seed's record with its indexing bug (an ablation)."""
+        return self.find("misindexed")
+
+    def per_batch(self) -> MethodSpec:
+        """Graves et al.'s per-batch removal ("Original")."""
+        return self.find("batch")
+
+    def layer(self) -> MethodSpec:
+        """Graves et al.'s "Layer p" variant."""
+        return self.find("layer")
+
+    def finetune(self) -> MethodSpec:
+        """The repair-only control."""
+        return self.find("finetune")
+
+    def relabel(self) -> MethodSpec:
+        """Graves et al.'s relabelling baseline."""
+        return self.find("relabel")
 
     @property
     def hash(self) -> str:
@@ -104,12 +242,13 @@ class Experiment:
 
 
 def _class_methods(alphas, ps, misindexed_p, layer_p, repair_labels) -> tuple[MethodSpec, ...]:
-    specs = [MethodSpec("Original (per-batch)", "batch", "batch"),
-             MethodSpec(f"Layer p={layer_p:g}", "layer", "layer")]
-    specs += [MethodSpec(f"Per-sample p={p:g} (seed)", "amnesiac", f"gradient-p{p:g}") for p in ps]
-    specs += [MethodSpec(f"Full gradient record, alpha={p:g}", "amnesiac", "gradient", (("alpha", p),)) for p in ps]
-    specs.append(MethodSpec(f"Mis-indexed p={misindexed_p:g} (seed bug)", "misindexed", "misindexed"))
-    specs += [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", "update", (("alpha", a),)) for a in alphas]
+    specs = [MethodSpec("Original (per-batch)", "batch", BATCH_LOG),
+             MethodSpec(f"Layer p={layer_p:g}", "layer", LogSpec("batch", p=layer_p))]
+    specs += [MethodSpec(f"Per-sample p={p:g} (seed)", "amnesiac", seed_log(p)) for p in ps]
+    specs += [MethodSpec(f"Full gradient record, alpha={p:g}", "amnesiac", GRADIENT_LOG, (("alpha", p),)) for p in ps]
+    specs.append(MethodSpec(f"Mis-indexed p={misindexed_p:g} (seed bug)", "misindexed",
+                            LogSpec("delta", "gradient", p=misindexed_p, per_sample=True, indexing="seed-misindexed")))
+    specs += [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", UPDATE_LOG, (("alpha", a),)) for a in alphas]
     specs += [MethodSpec("Relabel (1 epoch)", "relabel", None, (("epochs", 1),)),
               MethodSpec("Fine-tune (1 epoch)", "finetune", None, (("epochs", 1),))]
     return tuple(dataclasses.replace(s, repair=s.label in repair_labels or s.method in ("relabel", "finetune"))
@@ -117,9 +256,9 @@ def _class_methods(alphas, ps, misindexed_p, layer_p, repair_labels) -> tuple[Me
 
 
 def _sample_methods(alphas, repaired_alphas) -> tuple[MethodSpec, ...]:
-    specs = [MethodSpec("Original (per-batch)", "batch", "batch"),
-             MethodSpec("Per-sample p=0.1 (seed)", "amnesiac", "gradient-p0.1", repair=False)]
-    specs += [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", "update", (("alpha", a),),
+    specs = [MethodSpec("Original (per-batch)", "batch", BATCH_LOG),
+             MethodSpec("Per-sample p=0.1 (seed)", "amnesiac", seed_log(0.1), repair=False)]
+    specs += [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", UPDATE_LOG, (("alpha", a),),
                          repair=a in repaired_alphas) for a in alphas]
     specs += [MethodSpec("Relabel (1 epoch)", "relabel", None, (("epochs", 1),)),
               MethodSpec("Fine-tune (1 epoch)", "finetune", None, (("epochs", 1),))]
@@ -281,9 +420,9 @@ def apply_overrides(exp: Experiment, overrides: Mapping[str, object] | None) -> 
 def _with_alphas(exp: Experiment, alphas: tuple[float, ...]) -> tuple[MethodSpec, ...]:
     """The experiment's method rows with the update-attribution rows at these alphas (the others unchanged;
     alpha = 1 and 0.1 are repaired, as in the catalogue)."""
-    first = next(i for i, m in enumerate(exp.methods) if m.log == "update")
-    kept = [m for m in exp.methods if m.log != "update"]
-    new = [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", "update", (("alpha", a),),
+    first = next(i for i, m in enumerate(exp.methods) if m.log == UPDATE_LOG)
+    kept = [m for m in exp.methods if m.log != UPDATE_LOG]
+    new = [MethodSpec(f"Update attribution, alpha={a:g}", "amnesiac", UPDATE_LOG, (("alpha", a),),
                       repair=a in (1.0, 0.1)) for a in alphas]
     return tuple(kept[:first] + new + kept[first:])
 
@@ -362,33 +501,14 @@ def make_split(exp: Experiment, seed: int) -> Split:
                  groups_class={"forget": forget_ids}, groups_sample=groups_per_sample(forget_ids))
 
 
-def needed_logs(exp: Experiment) -> set[str]:
-    return {s.log for s in exp.methods if s.log is not None}
+def needed_logs(exp: Experiment) -> dict[str, LogSpec]:
+    """Every log the experiment's methods read, by key (methods sharing a log share one)."""
+    return {s.log.key: s.log for s in exp.methods if s.log is not None}
 
 
-def make_logs(exp: Experiment, model: torch.nn.Module, split: Split) -> dict:
-    """Every log the experiment's methods use, attached to ``model`` before training."""
-    logs = {}
-    for key in sorted(needed_logs(exp)):
-        # Exact and full-record shares add up linearly, so one group holding the whole request gives exactly the
-        # sum of the per-sample deltas at the memory of one vector. Masked records (the seed's) are per sample,
-        # because each sample's mask differs.
-        if key == "update":
-            logs[key] = DeltaLog(model, split.groups_class)
-        elif key == "gradient":
-            logs[key] = DeltaLog(model, split.groups_class, attribution="gradient")
-        elif key.startswith("gradient-p"):  # the seed: one masked record per sample
-            logs[key] = DeltaLog(model, split.groups_sample, attribution="gradient", p=float(key[len("gradient-p"):]))
-        elif key == "misindexed":
-            logs[key] = DeltaLog(model, split.groups_sample, attribution="gradient", p=exp.misindexed_p,
-                                 indexing="seed-misindexed")
-        elif key == "batch":
-            logs[key] = BatchLog(model, split.groups_class, store="request", request=["forget"])
-        elif key == "layer":
-            logs[key] = BatchLog(model, split.groups_class, store="request", request=["forget"], p=exp.layer_p)
-        else:
-            raise ValueError(f"experiment {exp.name!r} names an unknown log {key!r}")
-    return logs
+def make_logs(exp: Experiment, model: torch.nn.Module, split: Split) -> dict[str, Ledger]:
+    """Every log the experiment's methods use, attached to ``model`` before training, by key."""
+    return {key: spec.build(model, split) for key, spec in sorted(needed_logs(exp).items())}
 
 
 def request_groups(log) -> tuple:
@@ -515,20 +635,20 @@ def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool
             continue
         params, req = dict(spec.params), request
         if spec.log is not None:
-            params["log"] = deltas[spec.log]
-            req = dataclasses.replace(request, forget_groups=request_groups(deltas[spec.log]))
+            params["log"] = deltas[spec.log.key]
+            req = dataclasses.replace(request, forget_groups=request_groups(deltas[spec.log.key]))
         t0 = time.perf_counter()
         new = unlearn(spec.method, model, req, progress=progress, **params)
         seconds = time.perf_counter() - t0
-        row = {"method": spec.method, "log": spec.log, "params": dict(spec.params), "seconds": seconds,
-               "no_repair": evaluate(new, split, reference, seed=seed,
-                                     keep_losses=spec.log == "update" and dict(spec.params).get("alpha") == 0.1)}
+        headline = spec.log == UPDATE_LOG and spec.alpha == 0.1  # its losses and inversion are kept for figures
+        row = {"method": spec.method, "log": spec.log.key if spec.log else None, "params": dict(spec.params),
+               "seconds": seconds, "no_repair": evaluate(new, split, reference, seed=seed, keep_losses=headline)}
         if spec.repair and exp.repair_epochs:
             t0 = time.perf_counter()
             fixed = repair(new, request, epochs=exp.repair_epochs, progress=progress)
             row["repair_seconds"] = time.perf_counter() - t0
             row["after_repair"] = evaluate(fixed, split, reference, seed=seed)
-        if "inversion" in record and spec.log == "update" and dict(spec.params).get("alpha") == 0.1:
+        if "inversion" in record and headline:
             record["inversion"]["amnesiac"] = _round(M.invert(new, exp.forget_class, tuple(split.train.x.shape[1:]),
                                                               steps=exp.inversion_steps, seed=seed), 3)
         record["methods"][spec.label] = row
@@ -547,6 +667,11 @@ class Result:
     folder: Path
     available: bool = True
     reason: str = ""
+
+    def method_records(self, spec: MethodSpec) -> list[MethodRecord]:
+        """``spec``'s evaluation in every seed that has it, typed (find ``spec`` with ``experiment.find``)."""
+        return [MethodRecord.from_dict(spec.label, r["methods"][spec.label]) for r in self.seeds.values()
+                if spec.label in r["methods"]]
 
 
 def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = None, device: str = "auto",
@@ -614,6 +739,9 @@ def metric_value(entry: dict, metric: str) -> float:
 def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair") -> list[dict]:
     """Rows (method label first, then original and retrain) with mean and std over seeds for each metric.
 
+    Each row also carries its typed ``spec`` (:class:`MethodSpec`; ``None`` for the original and retrained
+    models) and ``alpha``, so rows are selected by what they are, not by their label's text.
+
     ``stage`` is ``"no_repair"`` or ``"after_repair"``; methods not repaired give NaN at that stage.
     """
     if stage not in ("no_repair", "after_repair"):
@@ -621,8 +749,8 @@ def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair"
     records = list(result.seeds.values())
     rows = []
 
-    def row(label, entries):
-        out = {"method": label, "seeds": len(entries)}
+    def row(label, entries, spec=None):
+        out = {"method": label, "seeds": len(entries), "spec": spec, "alpha": spec.alpha if spec else None}
         for m in metrics:
             vals = np.array([metric_value(e, m) for e in entries], dtype=float)
             ok = vals[~np.isnan(vals)]
@@ -633,7 +761,7 @@ def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair"
     rows.append(row("After training (original)", [r["original"] for r in records]))
     for spec in result.experiment.methods:
         entries = [r["methods"][spec.label].get(stage, {}) for r in records if spec.label in r["methods"]]
-        rows.append(row(spec.label, entries))
+        rows.append(row(spec.label, entries, spec))
     rows.append(row("Retrain from scratch (reference)", [r["retrain"] for r in records]))
     return rows
 

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .experiments import Result, metric_value
+from .experiments import GRADIENT_LOG, UPDATE_LOG, LogSpec, Result, metric_value
 
-_ALPHA = re.compile(r"alpha=([0-9.e-]+)")
+FAMILY_NAMES = {UPDATE_LOG: "Update attribution", GRADIENT_LOG: "Full gradient record"}
 
 
-def _series(result: Result, prefix: str, metric: str, stage: str):
-    """(alphas, means, stds) of the methods whose label starts with ``prefix`` and names an alpha."""
+def _series(result: Result, family: LogSpec, metric: str, stage: str):
+    """(alphas, means, stds) of the subtraction rows reading the log ``family`` at each of their alphas."""
     points = []
     for spec in result.experiment.methods:
-        m = _ALPHA.search(spec.label)
-        if not spec.label.startswith(prefix) or not m:
+        if spec.log != family or spec.alpha is None:
             continue
-        vals = [metric_value(r["methods"][spec.label][stage], metric) for r in result.seeds.values()
-                if spec.label in r["methods"] and stage in r["methods"][spec.label]]
+        vals = [metric_value(getattr(rec, stage), metric) for rec in result.method_records(spec)
+                if getattr(rec, stage)]
         if vals:
-            points.append((float(m.group(1)), float(np.mean(vals)), float(np.std(vals))))
+            points.append((float(spec.alpha), float(np.mean(vals)), float(np.std(vals))))
     points.sort()
     return tuple(np.array(v) for v in zip(*points)) if points else (np.array([]),) * 3
 
@@ -32,7 +29,7 @@ def _reference(result: Result, which: str, metric: str) -> float:
 
 
 def alpha_sweep(result: Result, metrics: tuple[str, ...], *, stage: str = "no_repair",
-                families: tuple[str, ...] = ("Update attribution", "Full gradient record"),
+                families: tuple[LogSpec, ...] = (UPDATE_LOG, GRADIENT_LOG),
                 labels: dict[str, str] | None = None):
     """One panel per metric: the metric against alpha (log scale) for each family of methods, with the
     original model and the retrained reference as horizontal lines; error bars are the spread over seeds."""
@@ -42,7 +39,7 @@ def alpha_sweep(result: Result, metrics: tuple[str, ...], *, stage: str = "no_re
         for fam, marker in zip(families, "os^v"):
             a, mean, std = _series(result, fam, metric, stage)
             if len(a):
-                ax.errorbar(a, mean, yerr=std, marker=marker, capsize=3, label=fam)
+                ax.errorbar(a, mean, yerr=std, marker=marker, capsize=3, label=FAMILY_NAMES.get(fam, fam.key))
         ax.axhline(_reference(result, "original", metric), color="0.4", ls=":", label="original model")
         ax.axhline(_reference(result, "retrain", metric), color="k", ls="--", label="retrained from scratch")
         ax.set_xscale("log")

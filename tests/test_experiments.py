@@ -145,10 +145,11 @@ def test_overrides_are_parsed_checked_and_hashed():
     five = E.get_experiment("mnist-class3-simple", "full",
                             overrides=E.parse_overrides(["forget_class=5", "alphas=0.5,0.1", "epochs=2", "lr=3e-4"]))
     assert (five.forget_class, five.recipe.epochs, five.recipe.lr) == (5, 2, 3e-4) and five.hash != base.hash
-    update_rows = [m for m in five.methods if m.log == "update"]
+    update_rows = [m for m in five.methods if m.log == E.UPDATE_LOG]
     assert [m.label for m in update_rows] == ["Update attribution, alpha=0.5", "Update attribution, alpha=0.1"]
     assert [m.repair for m in update_rows] == [False, True]
-    assert [m.label for m in five.methods if m.log != "update"] == [m.label for m in base.methods if m.log != "update"]
+    assert [m.label for m in five.methods if m.log != E.UPDATE_LOG] == [m.label for m in base.methods
+                                                                      if m.log != E.UPDATE_LOG]
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -187,3 +188,24 @@ def test_an_overridden_smoke_run_forgets_the_chosen_class(fake_mnist, tmp_path):
 
     split = make_split(result.experiment, 0)
     assert record["n_forget"] == len(split.forget) > 0 and set(split.forget.y.tolist()) == {5}
+
+
+def test_logs_and_rows_are_typed():
+    exp = E.get_experiment("mnist-class3-simple", "full")
+    assert {k: v.key for k, v in E.needed_logs(exp).items()} == {k: k for k in E.needed_logs(exp)}
+    assert E.seed_log(0.1).key == "gradient-p0.1" and E.BATCH_LOG.key == "batch"
+    assert E.LogSpec("batch", p=0.1).key == "layer" and E.UPDATE_LOG.key == "update"
+    with pytest.raises(ValueError, match="unknown log kind 'x'; valid: delta, batch"):
+        E.LogSpec("x")
+    row = exp.update(0.1)
+    assert (row.method, row.log, row.alpha, row.label) == ("amnesiac", E.UPDATE_LOG, 0.1,
+                                                          "Update attribution, alpha=0.1")
+    assert exp.seed_record(0.1).log == E.seed_log(0.1) and exp.per_batch().log == E.BATCH_LOG
+    with pytest.raises(KeyError, match="0 rows of 'mnist-class3-simple' match"):
+        exp.update(0.7)
+    with pytest.raises(KeyError, match="6 rows"):
+        exp.find("amnesiac", E.UPDATE_LOG)
+    # the config (and so the hash) stores each log by its key, as results files do
+    assert exp.to_dict()["methods"][0]["log"] == "batch"
+    rows = E.summarize(E.Result(exp, {}, {}, Path(".")), ("acc_test",))
+    assert rows[0]["spec"] is None and any(r["spec"] == row and r["alpha"] == 0.1 for r in rows)
