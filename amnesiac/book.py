@@ -134,6 +134,166 @@ def other_class_note(chosen: int, written_for: int) -> str:
             "and is left out.")
 
 
+def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dict[str, str]:
+    """The Discussion chapter's sentences about the MNIST class experiment, each computed from ``res``:
+    ``overshoot``, ``best_sentence``, ``conclusion``, ``repair_sentence``, ``mia_sentence``, ``memory_sentence``
+    (each says plainly that no number is quoted when ``res`` has no seeds)."""
+    metrics = ("acc_test_forgotten", "acc_test_rest", "mia_loss")
+    rows = {r["method"]: r for r in summarize(res, metrics, "no_repair")} if res.seeds else {}
+    repaired = {r["method"]: r for r in summarize(res, metrics, "after_repair")} if res.seeds else {}
+    best = smallest_alpha_matching(res, forget_tol=forget_tol, rest_drop=rest_drop)
+    unavailable = "The MNIST class-3 results are not available in this build, so no number is quoted here."
+    if rows:
+        original, retrain = rows["After training (original)"], rows["Retrain from scratch (reference)"]
+        full_delta = rows[res.experiment.update(1).label]
+        drop = original["acc_test_rest"] - full_delta["acc_test_rest"]
+        overshoot = (f"In the MNIST class-3 experiment, subtracting the whole class delta (α = 1) leaves "
+                     f"{full_delta['acc_test_rest']:.3f} test accuracy on the other classes, against "
+                     f"{original['acc_test_rest']:.3f} before unlearning and {retrain['acc_test_rest']:.3f} for the "
+                     "retrained model")
+        overshoot += (", consistent with the overshoot that the ignored terms predict." if drop >= rest_drop
+                      else "; in this setting the full subtraction does not overshoot by that measure.")
+        if abs(original["acc_test_forgotten"] - retrain["acc_test_forgotten"]) <= forget_tol:
+            conclusion = (f"In the MNIST class-3 run rendered here the original model already meets the rule stated "
+                          f"above (forgotten class {original['acc_test_forgotten']:.3f}, retrained model "
+                          f"{retrain['acc_test_forgotten']:.3f}), so these results cannot say which α forgets best.")
+            best_sentence = (f"In the run rendered here the original model already meets the forgetting half of the "
+                             f"rule: its accuracy on the forgotten class, {original['acc_test_forgotten']:.3f}, "
+                             f"is within {forget_tol:g} of the retrained model's, "
+                             f"{retrain['acc_test_forgotten']:.3f}, so there is "
+                             "nothing to forget by this measure and the rule cannot rank the values of α.")
+            reference_row, reference_label = rows[res.experiment.update(0.1).label], "α = 0.1"
+        elif best is None:
+            conclusion = ("In the MNIST class-3 experiment no α of the sweep meets the rule stated above, so "
+                          "subtraction alone did not both forget like retraining and keep the other classes there.")
+            best_sentence = (f"No α of the sweep meets the rule: every α either leaves the forgotten class's test "
+                             f"accuracy more than {forget_tol:g} away from the retrained model's "
+                             f"({retrain['acc_test_forgotten']:.3f}) or "
+                             f"costs the other classes {rest_drop:g} or more of accuracy.")
+            reference_row, reference_label = rows[res.experiment.update(0.1).label], "α = 0.1"
+        else:
+            conclusion = (f"In the MNIST class-3 experiment the smallest α meeting the rule stated above is "
+                          f"{best['alpha']:g}: with no repair, {best['acc_test_forgotten']:.3f} accuracy on the "
+                          f"forgotten class (retrained model {best['retrain_forgotten']:.3f}) and "
+                          f"{best['acc_test_rest']:.3f} on the "
+                          f"other classes (original {best['original_rest']:.3f}).")
+            best_sentence = (f"The smallest α that meets the rule is α = {best['alpha']:g}: without any repair, the "
+                             f"forgotten class's test accuracy is {best['acc_test_forgotten']:.3f} "
+                             f"(retrained model {best['retrain_forgotten']:.3f}, "
+                             f"original {best['original_forgotten']:.3f}) and the other classes' is "
+                             f"{best['acc_test_rest']:.3f} (retrained {best['retrain_rest']:.3f}, original "
+                             f"{best['original_rest']:.3f}).")
+            reference_row, reference_label = best, f"α = {best['alpha']:g}"
+        finetune = rows[res.experiment.finetune().label]
+        after = [r["acc_test_forgotten"] for label, r in repaired.items()  # methods evaluated after repair (NaN: not)
+                 if not label.startswith(("After training", "Retrain")) and r["acc_test_forgotten"] >= 0]
+        repair_sentence = (f"One epoch of fine-tuning on the retain set, with no unlearning step at all, takes the "
+                           f"forgotten class's test accuracy from {original['acc_test_forgotten']:.3f} to "
+                           f"{finetune['acc_test_forgotten']:.3f} "
+                           f"(retrained model: {retrain['acc_test_forgotten']:.3f}).")
+        if after:
+            epochs = res.experiment.repair_epochs
+            repair_sentence += (f" After {epochs} epoch{'s' if epochs != 1 else ''} of repair, the {len(after)} "
+                                "repaired "
+                                f"methods lie between {min(after):.3f} and {max(after):.3f} on the forgotten class"
+                                + (", whatever their unlearning step was." if max(after) - min(after) <= forget_tol
+                                   else "; repair does not make the methods indistinguishable here."))
+        mia_sentence = (f"The loss-based attack tells the forgotten training images from test images with accuracy "
+                        f"{original['mia_loss']:.3f} on the original model, {retrain['mia_loss']:.3f} on the retrained "
+                        f"one, and {reference_row['mia_loss']:.3f} after subtracting the class delta with "
+                        f"{reference_label}.")
+        stored = {key: sum(r["memory_bytes"][key] for r in res.seeds.values()) / len(res.seeds)
+                  for key in ("update", "gradient-p0.1", "batch")}
+        memory_sentence = (f"In the MNIST class-3 runs ({res.seeds[min(res.seeds)]['n_params']:,} parameters, "
+                           f"{res.seeds[min(res.seeds)]['n_forget']} forget images) the group log held "
+                           f"{format_bytes(stored['update'])} (the class's delta and the remainder), the seed's "
+                           f"per-sample record at p = 0.1 {format_bytes(stored['gradient-p0.1'])}, and the per-batch "
+                           "changes summed for this one "
+                           f"request {format_bytes(stored['batch'])}.")
+    else:
+        overshoot = best_sentence = repair_sentence = mia_sentence = memory_sentence = unavailable
+        conclusion = "The MNIST class-3 results were not available when this page was built, so no number is quoted."
+    return {"overshoot": overshoot, "best_sentence": best_sentence, "conclusion": conclusion,
+            "repair_sentence": repair_sentence, "mia_sentence": mia_sentence, "memory_sentence": memory_sentence}
+
+
+def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
+    """Every number and phrase the random-sample chapter glues into its prose, computed from the 1% and 10%
+    results (and the starting kit's published numbers), keyed by glue name."""
+    metrics = ("acc_forget", "acc_retain", "acc_test", "mia_loss", "mia_entropy", "dist_param", "js_to_retrain",
+               "agreement_to_retrain")
+    kit = STARTING_KIT
+    values = {
+        "kit_orig_test": kit["Original model"]["acc_test"], "kit_orig_mia": kit["Original model"]["mia_loss"],
+        "kit_ft_test": kit["Fine-tune on the retain set (5 epochs)"]["acc_test"],
+        "kit_ft_mia": kit["Fine-tune on the retain set (5 epochs)"]["mia_loss"],
+        "kit_retrain_test": kit["Retrain from scratch"]["acc_test"],
+        "kit_retrain_mia": kit["Retrain from scratch"]["mia_loss"],
+        "kit_gap": kit["Original model"]["mia_loss"] - kit["Retrain from scratch"]["mia_loss"],
+    }
+    for tag, res in (("1", res1), ("10", res10)):
+        nr = {r["method"]: r for r in summarize(res, metrics, "no_repair")}
+        ar = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
+        orig, ref = nr["After training (original)"], nr["Retrain from scratch (reference)"]
+        ex = res.experiment
+        batch, a1, a01 = nr[ex.per_batch().label], nr[ex.update(1).label], nr[ex.update(0.1).label]
+        ft = nr[ex.finetune().label]
+        seed_row, relabel = nr[ex.seed_record(0.1).label], nr[ex.relabel().label]
+        best = best_row(list(nr.values()), "js_to_retrain", family=UPDATE_LOG)
+        fraction = res.experiment.forget_fraction
+        hit = 1 - (1 - fraction) ** res.experiment.recipe.batch_size
+        fold_std = float(np.mean([r["original"]["mia_loss"]["std"] for r in res.seeds.values()]))
+        # Methods that push the forget set's accuracy clearly below the retrained model's (by more than 0.01).
+        under = [label for label, r in nr.items() if r["acc_forget"] < ref["acc_forget"] - 0.01
+                 and label != "Retrain from scratch (reference)"]
+        # Update-attribution scales whose test accuracy stays within 0.005 of the original model's.
+        harmless = [f"{r['alpha']:g}" for r in nr.values() if r["spec"] is not None and r["spec"].log == UPDATE_LOG
+                    and r["acc_test"] >= orig["acc_test"] - 0.005]
+        repaired_test = [r["acc_test"] for label, r in ar.items() if not np.isnan(r["acc_test"])
+                         and label not in ("After training (original)", "Retrain from scratch (reference)")]
+        close = (abs(orig["acc_forget"] - ref["acc_forget"]) < 0.01
+                 and abs(orig["mia_loss"] - ref["mia_loss"]) < 2 * fold_std)
+        values.update({
+            f"frac_{tag}": fraction, f"hit_{tag}": hit,
+            f"orig_forget_{tag}": orig["acc_forget"], f"orig_test_{tag}": orig["acc_test"],
+            f"orig_mia_{tag}": orig["mia_loss"], f"orig_js_{tag}": orig["js_to_retrain"],
+            f"retrain_forget_{tag}": ref["acc_forget"], f"retrain_test_{tag}": ref["acc_test"],
+            f"retrain_mia_{tag}": ref["mia_loss"],
+            f"orig_gap_{tag}": orig["acc_forget"] - ref["acc_forget"],
+            f"retrain_gap_{tag}": ref["acc_forget"] - ref["acc_test"],
+            f"mia_fold_std_{tag}": fold_std, f"mia_gap_{tag}": orig["mia_loss"] - ref["mia_loss"],
+            f"batch_test_{tag}": batch["acc_test"], f"batch_test_drop_{tag}": orig["acc_test"] - batch["acc_test"],
+            f"batch_test_rep_{tag}": ar[ex.per_batch().label]["acc_test"],
+            f"a1_forget_{tag}": a1["acc_forget"], f"a1_test_{tag}": a1["acc_test"],
+            f"a1_test_rep_{tag}": ar[ex.update(1).label]["acc_test"],
+            f"a01_forget_{tag}": a01["acc_forget"], f"a01_test_{tag}": a01["acc_test"],
+            f"seed_forget_{tag}": seed_row["acc_forget"], f"seed_test_{tag}": seed_row["acc_test"],
+            f"relabel_forget_{tag}": relabel["acc_forget"], f"relabel_test_{tag}": relabel["acc_test"],
+            f"ft_forget_{tag}": ft["acc_forget"], f"ft_test_{tag}": ft["acc_test"], f"ft_mia_{tag}": ft["mia_loss"],
+            f"best_label_{tag}": best["method"], f"best_js_{tag}": best["js_to_retrain"],
+            f"best_forget_{tag}": best["acc_forget"],
+            f"best_vs_orig_{tag}": (
+                ("closer to" if best["js_to_retrain"] < orig["js_to_retrain"] else "no closer to")
+                + " the retrained model than the original model itself is (one seed: no spread to judge the "
+                "difference by)"
+                if orig["seeds"] < 2 else
+                "closer to the retrained model than the original model itself is, by more than the original's spread "
+                "over seeds" if best["js_to_retrain"] < orig["js_to_retrain"] - orig["js_to_retrain_std"] else
+                "not clearly closer to the retrained model than the original model itself is (the difference is within "
+                "the original's spread over seeds)"),
+            f"orig_dist_{tag}": orig["dist_param"],
+            f"under_{tag}": ", ".join(under) if under else "none of the methods",
+            f"a1_vs_retrain_{tag}": "below" if a1["acc_forget"] < ref["acc_forget"] else "at or above",
+            f"harmless_{tag}": "α = " + ", ".join(harmless) if harmless else "none of the swept scales",
+            f"repair_min_{tag}": min(repaired_test), f"repair_max_{tag}": max(repaired_test),
+            f"orig_close_{tag}": ("already close to it (forget accuracy within 0.01, loss-MIA within two fold standard "
+                                  "deviations)" if close else "measurably different from it (forget accuracy off by "
+                                  "0.01 or more, or loss-MIA off by more than two fold standard deviations)"),
+        })
+    values["gap_vs_kit"] = "smaller than" if abs(values["mia_gap_10"]) < values["kit_gap"] else "at least as large as"
+    return values
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     """A Markdown table (cells already formatted as strings)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

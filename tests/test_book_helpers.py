@@ -1,0 +1,30 @@
+"""The chapters' logic lives in amnesiac.book: the computed sentences and values, on committed results."""
+
+import dataclasses
+
+from amnesiac import book
+from amnesiac.experiments import load, summarize
+
+
+def test_class_discussion_sentences_come_from_the_results():
+    res = load("mnist-class3-simple", "full")
+    assert res.seeds  # committed
+    out = book.class_discussion(res, forget_tol=0.05, rest_drop=0.02)
+    assert set(out) == {"overshoot", "best_sentence", "conclusion", "repair_sentence", "mia_sentence",
+                        "memory_sentence"}
+    rows = {r["method"]: r for r in summarize(res, ("acc_test_rest", "mia_loss"))}
+    full = rows[res.experiment.update(1).label]["acc_test_rest"]
+    assert f"{full:.3f}" in out["overshoot"]
+    assert f"{rows['After training (original)']['mia_loss']:.3f}" in out["mia_sentence"]
+    empty = book.class_discussion(dataclasses.replace(res, seeds={}), forget_tol=0.05, rest_drop=0.02)
+    assert all("not available" in s for s in empty.values())
+
+
+def test_sample_forgetting_values_cover_both_requests():
+    res1, res10 = load("mnist-samples1-simple", "full"), load("mnist-samples10-simple", "full")
+    values = book.sample_forgetting_values(res1, res10)
+    for tag in ("1", "10"):
+        for key in ("orig_forget", "retrain_forget", "a1_forget", "a01_forget", "ft_forget", "seed_forget"):
+            assert 0.0 <= values[f"{key}_{tag}"] <= 1.0, key
+        assert values[f"frac_{tag}"] == (0.01 if tag == "1" else 0.1)
+    assert values["gap_vs_kit"] in ("smaller than", "at least as large as")
