@@ -192,6 +192,12 @@ class AttributedOptimizer(Optimizer):
             self._check_finite()
         scale = self._grad_scale()
         ids, x, y = self._batch
+        if (x is None or y is None) and any(getattr(log, "needs_inputs", False) for log in self.logs):
+            self._batch = None
+            raise ValueError(
+                "a propagated delta log needs the batch for its Hessian-vector products: pass "
+                "set_batch(sample_ids, inputs=x, targets=y). The step was not taken"
+            )
         if self._capture is not None:
             self._hook_shares(ids)
         else:
@@ -208,6 +214,9 @@ class AttributedOptimizer(Optimizer):
                                              loss_fn=self.loss_fn, chunk_size=self.grad_chunk):
                     for log in self.logs:
                         log.accumulate(r, g)
+        for log in self.logs:
+            if getattr(log, "needs_inputs", False):
+                log.propagate(self.model, x, y, self.loss_fn)
         if scale != 1.0:
             for log in self.logs:
                 log.set_grad_scale(scale)

@@ -14,6 +14,13 @@ an optimizer step") derives every rule. Two attributions:
   (:mod:`amnesiac.rules`: SGD with momentum, dampening and Nesterov; Adam, AdamW and AMSGrad; RMSprop;
   Adagrad; coupled or decoupled weight decay; any learning-rate schedule). Denominators (Adam, RMSprop,
   Adagrad) are taken as given, so a group's influence on the second moment is the one thing ignored.
+* ``"propagated"``: the update attribution carried forward through the later steps: at every step each
+  group's share is augmented by the change of the batch gradient that its current delta causes, a
+  Hessian-vector product of the batch loss without the group's rows, ``(H_t - H_{k,t}) d_k``. Subtracting it
+  (alpha = 1) is the first-order estimate of the zero-weighted replay, exact for a model whose loss is
+  quadratic in the parameters (linear model, squared loss) under SGD with momentum. Adam's denominators stay
+  taken as given (the group's effect on the second moment is not included). Needs the batch's inputs and
+  targets (:class:`~amnesiac.AttributedOptimizer` passes them) and costs one HVP per group per step.
 * ``"gradient"``: the seed's record: minus the sum, over training, of each group's share of the batch
   gradient, (1/B) * grad loss_i (no learning rate, no optimizer scaling). Subtracting it with alpha = 1 is
   the seed's gradient ascent. It does not sum to the parameter change; there is no remainder.
@@ -26,6 +33,7 @@ instead of stored.
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
@@ -37,7 +45,7 @@ from .grads import ParamLayout
 from .ledger import GroupTable, Ledger
 from .rules import NEUTRAL, STEP_FIELDS, rule_for
 
-ATTRIBUTIONS = ("update", "gradient")
+ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
 STORAGE_DTYPES = {
     "float32": torch.float32,
@@ -100,6 +108,9 @@ class DeltaLog(Ledger):
             decay, settle the groups' in-flight moments once per segment of steps instead of every step (same
             arithmetic, reordered; see :meth:`_flush`). This makes a step cost O(P) plus O(K) per present
             group instead of O(K) per in-flight group.
+        propagate_every: ``"propagated"`` only: compute the Hessian-vector products every k-th step and count
+            each for k steps (a cheaper, approximate propagation; 1 is exact to first order).
+        propagate_after: ``"propagated"`` only: propagate from this step on (e.g. over the last epochs only).
         segment_bytes: memory for a lazy segment's buffered per-step coefficients and group shares; a
             segment is settled when it reaches this size (its length adapts to the model and the groups).
 
@@ -125,6 +136,8 @@ class DeltaLog(Ledger):
         loss_reduction: str = "mean",
         lazy_momentum: bool = True,
         segment_bytes: int = 128 * 2**20,
+        propagate_every: int = 1,
+        propagate_after: int = 0,
     ):
         if attribution not in ATTRIBUTIONS:
             raise ValueError(f"unknown attribution {attribution!r}; valid: {', '.join(ATTRIBUTIONS)}")
@@ -132,6 +145,12 @@ class DeltaLog(Ledger):
             raise ValueError(f"unknown indexing {indexing!r}; valid: {', '.join(INDEXINGS)}")
         if p is not None and not 0.0 < p <= 1.0:
             raise ValueError(f"mask fraction p must be in (0, 1], got {p}")
+        if attribution == "propagated" and p is not None:
+            raise ValueError("the propagated attribution keeps whole deltas (its Hessian-vector products need "
+                             "them); use p=None")
+        if int(propagate_every) < 1 or int(propagate_after) < 0:
+            raise ValueError(f"need propagate_every >= 1 and propagate_after >= 0, got {propagate_every}, "
+                             f"{propagate_after}")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if isinstance(dtype, str):
@@ -157,7 +176,7 @@ class DeltaLog(Ledger):
         if p is not None:
             self._mask_cache = self._masks(range(G))
         self.moments: torch.Tensor | None = None  # [G, K], allocated on the first step that needs it
-        if attribution == "update":
+        if attribution in ("update", "propagated"):
             self.theta0 = self.layout.vector(model).to(**kw)  # [P]
             self.base = self.theta0.clone()  # theta_0 + remainder, [P]
             self.base_moment: torch.Tensor | None = None
@@ -170,7 +189,9 @@ class DeltaLog(Ledger):
         self._param_ids = [id(q) for q in params]
         self._pending: dict | None = None
         self.finalized = False
-        self.lazy_momentum = lazy_momentum
+        self.lazy_momentum = lazy_momentum and attribution != "propagated"  # every group moves every step
+        self.propagate_every, self.propagate_after = int(propagate_every), int(propagate_after)
+        self.hvp_seconds = 0.0
         self.segment_bytes = segment_bytes
         self._segment: dict | None = None
         self.lazy_steps = 0  # steps whose group moments were settled lazily (diagnostics)
@@ -221,7 +242,7 @@ class DeltaLog(Ledger):
         local = torch.full((len(self.group_names),), -1, dtype=torch.long)
         local[present] = torch.arange(len(present))
         batch_grad = None
-        if self.attribution == "update":
+        if self.attribution != "gradient":
             batch_grad = torch.cat(
                 [
                     q.grad.detach().reshape(-1)
@@ -240,6 +261,7 @@ class DeltaLog(Ledger):
             masks=self.mask(present) if self.p is not None else None,
             scaled=False,
             grad_scale=1.0,
+            extra=None,  # propagated: [G, P] gradient changes the groups' deltas cause
         )
         self.samples_seen += B
         return rows
@@ -300,6 +322,36 @@ class DeltaLog(Ledger):
             pend["sums"] += s
         pend["scaled"] = True
 
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether :meth:`propagate` must see each batch's inputs and targets."""
+        return self.attribution == "propagated"
+
+    def propagate(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn) -> None:
+        """``"propagated"``: between ``begin_step`` and ``end_step``, at the parameters the batch gradient was
+        taken at, add to every group's share the gradient change its delta causes: the Hessian-vector product
+        ``(H_t - H_{k,t}) d_k`` of the mean batch loss with group k's rows weighted 0 (the replay's loss)."""
+        pend = self._pending
+        if pend is None:
+            raise RuntimeError("propagate called outside a step: call begin_step first")
+        if self.attribution != "propagated":
+            return
+        step = self.steps + 1
+        if step <= self.propagate_after or (step - self.propagate_after - 1) % self.propagate_every:
+            return
+        t0 = time.perf_counter()
+        from .grads import weighted_hvps
+
+        B = len(pend["row_owner"])
+        weights = torch.ones(len(self.group_names), B, dtype=self.compute_dtype)  # [G, B]
+        own = pend["row_owner"]
+        rows = torch.nonzero(own >= 0).flatten()
+        weights[own[rows], rows] = 0.0
+        extra = weighted_hvps(model, inputs, targets, weights / B, self.deltas, layout=self.layout,
+                              loss_fn=loss_fn)  # [G, P]
+        pend["extra"] = extra.to(self.device, self.compute_dtype).mul_(self.propagate_every)
+        self.hvp_seconds += time.perf_counter() - t0
+
     def set_grad_scale(self, scale: float) -> None:
         """This step's batch gradient was multiplied by ``scale`` after backward (global-norm clipping): the
         groups' shares are multiplied alike, so the step stays attributed exactly."""
@@ -326,6 +378,14 @@ class DeltaLog(Ledger):
             if len(present):
                 self.deltas.index_add_(0, present, -shares)
             return
+        if self.attribution == "propagated":  # every group moves: its share (if present) plus what its delta causes
+            full = torch.zeros(len(self.group_names), self.width, dtype=self.compute_dtype, device=self.device)
+            if len(present):
+                full.index_copy_(0, present, shares)
+            if pend["extra"] is not None:
+                full.add_(pend["extra"], alpha=pend["grad_scale"])
+            present = torch.arange(len(self.group_names), device=self.device)
+            shares = full
         tracked_total = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
         if len(present):
             if pend["masks"] is None:
@@ -573,7 +633,7 @@ class DeltaLog(Ledger):
         if self.moments is not None:
             self._retire(torch.nonzero(self._in_flight).flatten())
         self.moments = None
-        if self.attribution == "update":
+        if self.attribution != "gradient":
             self._remainder = (self.base - self.theta0).to(self.storage_dtype)
             del self.base, self.theta0
             self.base_moment = None
@@ -601,10 +661,10 @@ class DeltaLog(Ledger):
     @property
     def remainder_vector(self) -> torch.Tensor:
         """What no tracked group owns, flat [P]: theta_T - theta_0 minus every group's delta."""
-        if self.attribution != "update":
+        if self.attribution == "gradient":
             raise AttributeError(
                 "the 'gradient' attribution records raw gradients, which do not add up to the "
-                "parameter change; only attribution='update' has a remainder"
+                "parameter change; only attribution='update' (or 'propagated') has a remainder"
             )
         if self.finalized:
             return self._remainder.to(self.compute_dtype)

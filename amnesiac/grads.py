@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from .models import check_per_sample_compatible
 
@@ -130,6 +130,57 @@ def per_sample_grads(
         r = rows[start : start + chunk_size]
         g = per_sample(params, x[r], y[r])  # name -> [n, *shape]
         yield r, layout.flatten(g)  # [n, P]
+
+
+def weighted_hvps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    tangents: torch.Tensor,
+    *,
+    layout: ParamLayout | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    chunk_size: int = 8,
+) -> torch.Tensor:
+    """Hessian-vector products of row-weighted batch losses: row k is ``H(L_k) @ tangents[k]``, flat [K, P].
+
+    ``L_k(theta) = sum_i weights[k, i] * loss_fn(model(x[i:i+1]), y[i:i+1])`` at the model's current
+    parameters; forward-over-reverse (``torch.func.jvp`` of ``grad``), ``chunk_size`` rows of ``weights`` at
+    a time. With ``weights[k] = (1 - [row i in group k]) / B`` this is the batch Hessian without group k's
+    rows applied to group k's delta, what the ``"propagated"`` attribution adds to its share.
+
+    Example:
+        >>> m = nn.Linear(2, 1, bias=False)
+        >>> sq = lambda out, t: ((out - t) ** 2).mean()
+        >>> w, v = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])  # row 0 only; tangent (1, 1)
+        >>> h = weighted_hvps(m, torch.eye(2), torch.zeros(2, 1), w, v, loss_fn=sq)
+        >>> h.tolist()  # the Hessian of (w . e1)^2 is 2 e1 e1^T
+        [[2.0, 0.0]]
+    """
+    check_per_sample_compatible(model)
+    layout = layout or ParamLayout.of(model)
+    named = dict(model.named_parameters())
+    params = {n: named[n].detach() for n in layout.names}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def row_loss(p, xi, yi):
+        out = functional_call(model, ({**p, **frozen}, buffers), (xi.unsqueeze(0),))
+        return loss_fn(out, yi.unsqueeze(0))
+
+    def weighted_loss(p, w):
+        return (vmap(row_loss, in_dims=(None, 0, 0))(p, x, y) * w).sum()
+
+    def hvp(w, v):
+        _, out = jvp(lambda p: grad(weighted_loss)(p, w), (params,), (layout.unflatten(v),))
+        return layout.flatten(out)
+
+    dtype = next(iter(params.values())).dtype
+    w_all = weights.to(x.device, dtype)
+    v_all = tangents.to(x.device, dtype)
+    outs = [vmap(hvp)(w_all[a : a + chunk_size], v_all[a : a + chunk_size]) for a in range(0, len(w_all), chunk_size)]
+    return torch.cat(outs) if outs else torch.zeros(0, layout.numel, dtype=dtype, device=x.device)
 
 
 # ------------------------------------------------------------------------ group sums from one backward
