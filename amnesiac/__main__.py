@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="full", choices=["smoke", "full"])
     b.add_argument("--device", default="auto")
     b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--tables", action="store_true",
+                   help="print the README's tables from the committed results/bench/<profile>.json (no run)")
     f = sub.add_parser("fidelity", help="the counterfactual-fidelity study: ledger subtraction against replays")
     f.add_argument("--profile", default="full", choices=["smoke", "full"])
     f.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
@@ -49,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from .bench import format_bench, run_bench
 
+        if args.tables:
+            import json
+
+            from .bench import readme_tables
+            from .experiments import RESULTS_ROOT
+
+            print(readme_tables(json.loads((RESULTS_ROOT / "bench" / f"{args.profile}.json").read_text())))
+            return 0
         if args.threads:
             import torch
 

@@ -279,3 +279,32 @@ def format_bench(result: dict) -> str:
             lines.append(f"  {name:50s} {t['value']:12.2f}  target {t['target']:>10s}  "
                          f"{'met' if t['met'] else 'NOT met'}")
     return "\n".join(lines)
+
+
+README_ROWS = (  # (overhead row, how the README names it)
+    ("class groups", "class groups (10 groups, every row tracked)"),
+    ("class groups, torch.func per-sample (before)", "the same with `torch.func` per-sample gradients (before)"),
+    ("1% samples", "1% of samples tracked individually"),
+    ("10% samples", "10% of samples tracked individually"),
+    ("10% samples, moments every step (before)", "the same with Adam moments updated every step (before)"),
+    ("per-batch store, 1% samples", "per-batch store (Graves), 1% tracked"),
+)
+
+
+def readme_tables(result: dict) -> str:
+    """The README's performance tables, generated from a bench result (the README holds exactly this text
+    between its ``bench`` markers; a test keeps the two equal)."""
+    prov = result["provenance"]
+    simple, resnet = result["overhead"]
+    lines = [f"Figures of `results/bench/{result['profile']}.json` ({prov['device']}, {prov['threads']} thread(s), "
+             f"revision {prov['git']}, {prov['date'][:10]}):", "",
+             f"| one training epoch, × plain training | SimpleModel ({simple['n_params'] / 1e3:.0f} k parameters) "
+             f"| ResNet-18-GN ({resnet['n_params'] / 1e6:.1f} M, 32×32 inputs) |", "|---|---|---|"]
+    for key, name in README_ROWS:
+        lines.append(f"| {name} | {simple['rows'][key]['ratio']:.2f}× | {resnet['rows'][key]['ratio']:.2f}× |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for name, t in result["targets"].items():
+        v = t["value"]
+        shown = f"{v:,.0f}×" if v >= 100 else f"{v:.1f} ms" if "(ms" in name else f"{v:.2f}×"
+        lines.append(f"| {name}, target {t['target']} | {shown} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines)

@@ -22,3 +22,17 @@ def test_smoke_bench_writes_every_block_and_judges_the_targets(tmp_path):
     assert all(isinstance(t["met"], bool) for t in result["targets"].values())
     text = format_bench(result)
     assert "targets:" in text and "retraining (estimate)" in text
+
+
+def test_readme_performance_tables_are_generated_from_the_committed_bench():
+    import json
+    from pathlib import Path
+
+    from amnesiac.bench import readme_tables
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- bench:begin -->\n", 1)[1].split("\n<!-- bench:end -->", 1)[0]
+    want = readme_tables(json.loads((root / "results" / "bench" / "full.json").read_text()))
+    assert block == want, "README tables differ from results/bench/full.json: regenerate with " \
+                          "python -m amnesiac bench --profile full --tables"
