@@ -172,3 +172,39 @@ def test_propagation_options_and_errors():
     with pytest.raises(ValueError, match="inputs=x, targets=y"):
         opt.step()
     opt.close()
+
+
+# --------------------------------------------------------------------------------------------- the study
+
+
+def test_propagation_study_runs_caches_and_summarises(tmp_path, monkeypatch):
+    from test_data import write_fake_mnist
+
+    from amnesiac import fidelity as fi
+    from amnesiac import propagation as pr
+
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
+    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
+    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("sgd",), (0.3, 1.0),
+                             60, None, None, 100, 1)
+    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    root = tmp_path / "results"
+    res = pr.run_study("smoke", optimizers=["sgd"], results_root=root, progress=False)
+    rec = res.records[("sgd", 0)]
+    assert set(rec) == {"original", "set-random-10", "set-class-3"}
+    assert rec["original"]["overhead"] > 0 and rec["original"]["n_logs"] == 4
+    one = rec["set-random-10"]
+    assert [r["alpha"] for r in one["methods"]["propagated"]] == [0.3, 1.0] and one["hvp_seconds"] > 0
+    assert one["original"]["zero"]["recovered"] == 0.0 and one["references"]["zero"]["zero"]["recovered"] == 1.0
+    assert one["delta_norm"]["propagated"] != one["delta_norm"]["exact"]
+    rows = pr.summary_rows(res, "sgd")
+    assert [r["set"] for r in rows] == ["random-10", "class-3"] and rows[0]["n_seeds"] == 1
+    # cached: a second run loads every piece instead of computing
+    monkeypatch.setattr(pr, "_original", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = pr.run_study("smoke", optimizers=["sgd"], results_root=root, progress=False)
+    assert again.records[("sgd", 0)]["set-class-3"] == rec["set-class-3"]
+    assert pr.load_study("smoke", results_root=root).records[("sgd", 0)] == again.records[("sgd", 0)]
+    with pytest.raises(ValueError, match="valid profiles: smoke, full"):
+        pr.get_propagation_study("huge")
+    with pytest.raises(ValueError, match="propagate_every must be >= 1"):
+        pr.get_propagation_study("smoke", propagate_every=0)
