@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="cpu (default; replays are bit-reproducible there) or cuda")
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    h = sub.add_parser("membership", help="membership attacks that can detect forgetting (class, canaries, U-LiRA)")
+    h.add_argument("--profile", default="full", choices=["smoke", "full"])
+    h.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    h.add_argument("--parts", nargs="+", default=["class", "canary", "lira"], help="a subset of: class canary lira")
+    h.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    h.add_argument("--threads", type=int, default=None)
+    h.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list experiments and profiles")
     return parser
 
@@ -98,6 +105,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{opt:6s} {row['set']:12s} recovered (zero-weighted replay): exact a=1 "
                       f"{row['exact_recovered']:+.3f}, propagated a=1 {row['propagated_recovered']:+.3f}, "
                       f"fine-tune {row['finetune_recovered']:+.3f}; overhead {row['overhead']:.1f}x")
+        return 0
+    if args.command == "membership":
+        from .membership import run_study as run_membership
+
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        result = run_membership(args.profile, seeds=args.seeds, device=args.device, progress=not args.quiet,
+                                parts=args.parts)
+        for name, rec in sorted(result.pieces.items()):
+            if "original" in rec and isinstance(rec["original"], dict) and "auc" in rec["original"]:
+                print(f"{name:16s} attack AUC on the original {rec['original']['auc']:.3f}")
+        print(f"results: {result.folder}")
         return 0
     if args.command == "list":
         for name in EXPERIMENTS:

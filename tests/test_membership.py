@@ -1,0 +1,37 @@
+"""The membership study runs end to end on fake MNIST (every piece cached and resumable)."""
+
+import pytest
+from test_data import write_fake_mnist
+
+from amnesiac import fidelity as fi
+from amnesiac import membership as mb
+
+
+def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
+    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
+    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("adam",), (0.3, 1.0),
+                             60, None, None, 100, 1)
+    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    root = tmp_path / "results"
+    res = mb.run_study("smoke", results_root=root, progress=False)
+    p = res.pieces
+    assert {"class-seed0", "canary-seed0", "shadow0", "shadow3", "lira"} <= set(p)
+    cls = p["class-seed0"]
+    assert cls["n_members"] == 5 and [r["alpha"] for r in cls["amnesiac"]] == [0.3, 1.0]
+    assert 0 <= cls["original"]["auc"] <= 1 and "curve" in cls["retrain"]
+    can = p["canary-seed0"]
+    assert can["n_canaries"] == 10 and 0 <= can["original"]["planted"] <= 1
+    assert set(can["difference"]) == {"alpha=1", "rule", "rule + repair", "batched (alpha=1)"}
+    assert can["difference"]["alpha=1"]["auc"] > 0.5  # subtracting the canaries' delta aligns with their gradients
+    lira = p["lira"]
+    assert {"original", "alpha=0.3", "alpha=1"} <= set(lira)
+    assert lira["check_max_abs_diff"] < 1e-4  # the fast subtraction is what unlearn() gives
+    assert len(p["shadow0"]["forgot"]["1.0"]) == len(p["shadow0"]["inside"])
+    # cached: nothing is recomputed
+    monkeypatch.setattr(mb, "shadow_piece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = mb.run_study("smoke", results_root=root, progress=False)
+    assert again.pieces["lira"] == lira
+    assert mb.load_study("smoke", results_root=root).pieces.keys() == again.pieces.keys()
+    with pytest.raises(ValueError, match="valid: class, canary, lira"):
+        mb.run_study("smoke", results_root=root, parts=["nope"])
