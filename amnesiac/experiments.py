@@ -564,6 +564,18 @@ def _atomic_write_json(path: Path, obj) -> None:
         raise
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (float results on the CPU depend on its instruction set, so replays and originals
+    must come from the same kind of machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
+
+
 def provenance(device: torch.device) -> dict:
     """Versions, device, git revision and date, written beside every result."""
     try:
@@ -576,7 +588,8 @@ def provenance(device: torch.device) -> dict:
         rev = "unknown"
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
-            "device_name": dev_name, "threads": torch.get_num_threads(), "git": rev,
+            "device_name": dev_name, "threads": torch.get_num_threads(), "git": rev, "cpu": _cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": SEMANTICS_VERSION}
 
 

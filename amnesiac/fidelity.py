@@ -447,6 +447,23 @@ def _vector(model: torch.nn.Module) -> torch.Tensor:
     return ParamLayout.of(model).vector(model).detach().cpu().clone()
 
 
+def fingerprint(theta: torch.Tensor) -> str:
+    """A short hash of a parameter vector's exact bytes: the pieces of one (setting, optimizer, seed) must all
+    come from the same original model (a retrained original on another kind of CPU differs in its last bits,
+    and training amplifies that)."""
+    return hashlib.sha256(theta.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def expected_pieces(study: FidelityStudy, setting: str) -> list[str]:
+    """The piece names a finished (setting, optimizer, seed) holds (determinism excepted)."""
+    c = study.forget_class
+    if setting == "graves":
+        return [f"set-graves-class-{c}", "floor-graves"]
+    return ([f"set-random-{n}" for n in sorted(study.sizes)]
+            + [f"set-requests-{j}" for j in range(2, study.n_requests + 1)]
+            + [f"set-class-{c}", "floor-random", "floor-class"])
+
+
 def _cached(path: Path, make):
     """Load a cached tensor dict from ``path`` or make it, save it atomically and return it."""
     if path.exists():
@@ -525,6 +542,7 @@ def _evaluate_set(c: _Combo, state: dict, fset: ForgetSet) -> dict:
     rule = loss_parity_alpha(c.study.alphas, [r["loss_forget"] for r in rows["amnesiac"]],
                              [r["loss_val_matched"] for r in rows["amnesiac"]])
     record = {
+        "original_fingerprint": fingerprint(state["theta"]),
         "set": fset.name, "kind": fset.kind, "family": fset.family, "size": len(fset.ids),
         "requests": fset.requests, "alphas": list(c.study.alphas),
         "delta_norm": float(delta.norm()), "control_norm": float(control.norm()),
@@ -552,7 +570,7 @@ def _floor(c: _Combo, family: str, set_name: str) -> dict:
     refs = {m: _replay(c, fset, m) for m in REFERENCES}
     ev = _evaluator(c, fset, _original(c)["theta"].double(), refs)
     return {"family": family, "set": set_name, "floor_seed": other, "seconds": float(floor["seconds"]),
-            "floor": ev.measure(floor["theta"].double())}
+            "floor": ev.measure(floor["theta"].double()), "original_fingerprint": fingerprint(_original(c)["theta"])}
 
 
 def _determinism(c: _Combo, state: dict) -> dict:
@@ -623,8 +641,10 @@ class FidelityResult:
     folder: Path
 
     def seeds_of(self, setting: str, optimizer: str) -> list[int]:
+        """The seeds whose every piece is on disk for this setting and optimizer."""
+        need = expected_pieces(self.study, setting)
         return sorted(s for (st, o, s), r in self.records.items() if st == setting and o == optimizer
-                      and all(f"floor-{f}" in r for f in (["graves"] if setting == "graves" else ["random", "class"])))
+                      and all(p in r for p in need))
 
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, optimizers: Sequence[str] | None = None,

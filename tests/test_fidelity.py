@@ -371,3 +371,22 @@ def test_committed_fidelity_pieces_match_the_study_and_a_clean_revision():
         revs = {str(p.relative_to(folder)): json.loads(p.read_text())["provenance"]["git"] for p in pieces}
         dirty = [name for name, rev in revs.items() if rev.endswith("+dirty")]
         assert not dirty, f"pieces computed from uncommitted code: {dirty[:5]}"
+        # every piece of one (setting, optimizer, seed) comes from the same original model
+        for combo in sorted({p.parent for p in pieces}):
+            recs = {p.stem: json.loads(p.read_text()) for p in combo.glob("set-*.json")}
+            accs = {r["original"]["acc_test"] for r in recs.values()}
+            prints = {r["original_fingerprint"] for r in recs.values() if "original_fingerprint" in r}
+            prints |= {json.loads(p.read_text())["original_fingerprint"] for p in combo.glob("floor-*.json")
+                       if "original_fingerprint" in json.loads(p.read_text())}
+            assert len(accs) <= 1 and len(prints) <= 1, (
+                f"{combo.relative_to(folder)} mixes pieces of different original models (test accuracy {accs}, "
+                f"fingerprints {prints}): recompute the combo in one session")
+
+
+def test_fingerprint_and_expected_pieces():
+    a = torch.arange(5, dtype=torch.float32)
+    assert fi.fingerprint(a) == fi.fingerprint(a.clone()) != fi.fingerprint(a + 1e-7)
+    study = fi.get_study("full")
+    assert fi.expected_pieces(study, "graves") == ["set-graves-class-3", "floor-graves"]
+    assert fi.expected_pieces(study, "full")[:2] == ["set-random-1", "set-random-10"]
+    assert {"set-requests-3", "set-class-3", "floor-class"} <= set(fi.expected_pieces(study, "full"))
