@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         for opt in result.study.optimizers:
             for row in summary_rows(result, opt):
                 print(f"{opt:6s} {row['set']:12s} recovered (zero-weighted replay): exact a=1 "
-                      f"{row['exact_recovered']:+.3f}, propagated a=1 {row['propagated_recovered']:+.3f}, "
-                      f"fine-tune {row['finetune_recovered']:+.3f}; overhead {row['overhead']:.1f}x")
+                      f"{row['exact_recovered'][0]:+.3f}, propagated a=1 {row['propagated_recovered'][0]:+.3f}, "
+                      f"fine-tune {row['finetune_recovered'][0]:+.3f}; overhead {row['overhead'][0]:.1f}x")
         return 0
     if args.command == "membership":
         from .membership import run_study as run_membership

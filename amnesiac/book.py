@@ -1018,3 +1018,49 @@ def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") ->
             "the exact delta covers at α = 1 (1 = reached it, 0 = no closer than the original, negative = farther), "
             "beside the best α of the grid (which uses the answer) and one epoch of fine-tuning on the retain set "
             "(the repair-only control): " + " — ".join(parts) + ".")
+
+
+# ------------------------------------------------------------------------------------ propagated attribution
+
+
+def propagation_results(*, profile: str = "full", recompute: bool = False, device: str = "cpu",
+                        progress: bool = True):
+    """The propagation study a chapter renders: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``."""
+    from . import propagation as pr
+
+    validate(profile=profile, recompute=recompute, device=device)
+    if recompute or profile == "smoke":
+        return pr.run_study(profile, device="cpu" if device == "auto" else device, progress=progress)
+    return pr.load_study(profile)
+
+
+def propagation_table(result, optimizer: str, reference: str = "zero") -> str:
+    """Per forget set: recovered fraction toward the ``reference`` replay of the exact delta (alpha = 1 and its
+    best grid alpha), the propagated delta (alpha = 1 and best), fine-tuning, and the training overhead."""
+    from .propagation import summary_rows
+
+    rows = summary_rows(result, optimizer, reference)
+    if not rows:
+        return (f"*No complete seed for {optimizer} yet: run `python -m amnesiac propagation --profile "
+                f"{result.study.profile}`.*")
+    body = []
+    for r in rows:
+        body.append([r["set"], str(r["size"]), str(len(r["seeds"])), _ci(r["exact_recovered"]),
+                     _ci(r["exact_best_recovered"]), _ci(r["propagated_recovered"]),
+                     _ci(r["propagated_best_recovered"]),
+                     _ci(r["finetune_recovered"]), _ci(r["overhead"])])
+    return markdown_table(["forget set", "n", "seeds", "exact, α = 1", "exact, best α", "propagated, α = 1",
+                           "propagated, best α", "fine-tune (1 epoch)", "training × plain"], body)
+
+
+def propagation_provenance(result) -> str:
+    """Where the propagation numbers come from, or that they are not computed yet."""
+    recs = [p for pieces in result.records.values() for p in pieces.values()]
+    if not recs:
+        return (f"**Not computed yet.** The `{result.study.profile}` propagation study has no piece on disk; run "
+                f"`python -m amnesiac propagation --profile {result.study.profile}` (about "
+                "20 minutes per optimizer and seed on two CPU cores).")
+    revs = sorted({r["provenance"]["git"] for r in recs})
+    return (f"Propagation study `{result.study.profile}`: {len(result.records)} (optimizer, seed) combination(s) on "
+            f"disk, computed at revision(s) {', '.join(revs)}.")

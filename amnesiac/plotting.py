@@ -321,3 +321,32 @@ def fidelity_class_accuracy(result, optimizer: str, *, sets: tuple[tuple[str, st
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def propagation_vs_size(result, *, reference: str = "zero"):
+    """Recovered fraction toward the ``reference`` replay against forget-set size, one panel per optimizer: the
+    exact delta at alpha = 1 and at its best grid alpha, the propagated delta at alpha = 1, and fine-tuning."""
+    from .propagation import summary_rows
+
+    opts = [o for o in result.study.optimizers if summary_rows(result, o, reference)]
+    fig, axes = plt.subplots(1, max(1, len(opts)), figsize=(4.3 * max(1, len(opts)), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, opt in zip(axes[0], opts):
+        rows = sorted(summary_rows(result, opt, reference), key=lambda r: r["size"])
+        x = [r["size"] for r in rows]
+        for key, label, style in (("exact_recovered", r"exact delta, $\alpha=1$", dict(color="C0", marker="o")),
+                                  ("exact_best_recovered", r"exact delta, best $\alpha$",
+                                   dict(color="C0", marker="s", ls="--")),
+                                  ("propagated_recovered", r"propagated, $\alpha=1$", dict(color="C3", marker="^")),
+                                  ("finetune_recovered", "fine-tune, 1 epoch", dict(color="C2", marker="x", ls=":"))):
+            _errorbar(ax, x, [r[key] for r in rows], label=label, **style)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("forget-set size (the largest: a whole class)")
+        ax.set_title(opt)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"recovered fraction toward the {reference} replay")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

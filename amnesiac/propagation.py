@@ -276,11 +276,11 @@ def summary_rows(result: PropagationResult, optimizer: str, reference: str = "ze
         per_seed = [set_summary(result.records[(optimizer, s)][f"set-{name}"], reference) for s in seeds]
         if not per_seed:
             continue
-        row = {"set": name, "size": per_seed[0]["size"], "kind": per_seed[0]["kind"], "n_seeds": len(seeds)}
-        for key, value in per_seed[0].items():
+        row = {"set": name, "size": per_seed[0]["size"], "kind": per_seed[0]["kind"], "seeds": seeds,
+               "per_seed": per_seed}
+        for key, value in per_seed[0].items():  # (mean, 95% half-width, n), as fidelity.summary_rows
             if isinstance(value, float):
-                row[key], row[key + "_ci"], _ = fi.mean_ci([p[key] for p in per_seed])
-        row["overhead"], row["overhead_ci"], _ = fi.mean_ci(
-            [result.records[(optimizer, s)]["original"]["overhead"] for s in seeds])
+                row[key] = fi.mean_ci([p[key] for p in per_seed])
+        row["overhead"] = fi.mean_ci([result.records[(optimizer, s)]["original"]["overhead"] for s in seeds])
         rows.append(row)
     return rows

@@ -198,7 +198,8 @@ def test_propagation_study_runs_caches_and_summarises(tmp_path, monkeypatch):
     assert one["original"]["zero"]["recovered"] == 0.0 and one["references"]["zero"]["zero"]["recovered"] == 1.0
     assert one["delta_norm"]["propagated"] != one["delta_norm"]["exact"]
     rows = pr.summary_rows(res, "sgd")
-    assert [r["set"] for r in rows] == ["random-10", "class-3"] and rows[0]["n_seeds"] == 1
+    assert [r["set"] for r in rows] == ["random-10", "class-3"] and rows[0]["seeds"] == [0]
+    assert rows[0]["propagated_recovered"][2] == 1  # (mean, half-width, n)
     # cached: a second run loads every piece instead of computing
     monkeypatch.setattr(pr, "_original", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = pr.run_study("smoke", optimizers=["sgd"], results_root=root, progress=False)
