@@ -350,3 +350,28 @@ def propagation_vs_size(result, *, reference: str = "zero"):
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def roc_curves(curves: dict, *, title: str = ""):
+    """ROC curves on log-log axes (the low-FPR region is what matters for membership), chance dashed.
+
+    ``curves`` maps a label to an attack result dict with ``curve`` (``AttackResult.to_dict(with_curve=True)``)."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    grid = np.logspace(-4, 0, 50)
+    ax.plot(grid, grid, color="k", ls="--", lw=0.8, label="chance")
+    for (label, result), color in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3):
+        fpr, tpr = np.array(result["curve"]["fpr"]), np.array(result["curve"]["tpr"])
+        ok = fpr > 0
+        ax.step(fpr[ok], np.maximum(tpr[ok], 1e-4), where="post", color=color,
+                label=f"{label} (AUC {result['auc']:.2f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_ylim(1e-3, 1.05)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
