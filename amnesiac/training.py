@@ -10,6 +10,7 @@ tracked rows, :class:`~amnesiac.grads.GroupGradients`, with a per-layer ``torch.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,10 +26,24 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; other values are checked and returned."""
+    """``"auto"`` picks ``$AMNESIAC_DEVICE`` when set (e.g. ``cpu`` to keep a GPU machine on the CPU), else CUDA
+    when available, else the CPU; other values are checked and returned.
+
+    Example:
+        >>> pick_device("cpu")
+        device(type='cpu')
+    """
     if str(device) == "auto":
+        forced = os.environ.get("AMNESIAC_DEVICE", "").strip()
+        if forced:
+            return pick_device(forced) if forced != "auto" else pick_device("cuda" if torch.cuda.is_available()
+                                                                            else "cpu")
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda' (or set AMNESIAC_DEVICE to "
+                         "one of them)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but CUDA is not available here; use device='auto' or 'cpu'")
     return dev

@@ -1,9 +1,15 @@
 """Shared tiny fixtures: seeded synthetic data and small models, float64 where exactness is claimed."""
 
+import os
+
 import pytest
 import torch
 
-import amnesiac
+# Tests compare tensors with CPU tensors: keep device="auto" on the CPU even on a machine with a GPU (the
+# chapters executed by papermill inherit this too). The CUDA tests in test_cuda.py ask for "cuda" explicitly.
+os.environ.setdefault("AMNESIAC_DEVICE", "cpu")
+
+import amnesiac  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -1,0 +1,43 @@
+"""On a machine with CUDA: the ledger's identity holds there, and CPU and GPU deltas agree (skipped elsewhere)."""
+
+import pytest
+import torch
+from conftest import flat, tiny_dataset, tiny_model
+
+import amnesiac
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_auto_device_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("AMNESIAC_DEVICE", "cpu")
+    assert amnesiac.pick_device("auto") == torch.device("cpu")
+    monkeypatch.setenv("AMNESIAC_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        amnesiac.pick_device("auto")
+
+
+def _run(device, opt_fn):
+    ds = tiny_dataset()
+    model = tiny_model()
+    groups = amnesiac.groups_by_user(torch.arange(0, 40, 2), 4, seed=1)
+    log = amnesiac.DeltaLog(model, groups)
+    theta0 = flat(model).clone()
+    amnesiac.train(model, ds.loader(8, seed=1), opt_fn(model.parameters()), epochs=2, delta_log=log, device=device,
+                   progress=False)
+    return flat(model).cpu(), theta0, log, list(groups)
+
+
+@cuda
+@pytest.mark.parametrize("opt_fn", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+                                    lambda p: torch.optim.Adam(p, lr=0.01)], ids=["momentum", "adam"])
+def test_conservation_and_cpu_gpu_agreement_on_cuda(opt_fn):
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    theta_g, theta0, log_g, names = _run("cuda", opt_fn)
+    change = theta_g - theta0
+    total = (log_g.delta_vector(names) + log_g.remainder_vector).cpu()
+    assert (total - change).abs().max().item() < 1e-12 * max(1.0, change.abs().max().item())
+    theta_c, _, log_c, _ = _run("cpu", opt_fn)
+    for k in names:  # float64 on both: the two devices' arithmetic differ in the last bits only
+        torch.testing.assert_close(log_g.delta_vector([k]).cpu(), log_c.delta_vector([k]).cpu(), rtol=1e-8,
+                                   atol=1e-10)
