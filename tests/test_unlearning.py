@@ -51,6 +51,9 @@ CASES = {
     "relabel": {"epochs": 1},
     "finetune": {"epochs": 1},
     "retrain": {},
+    "neggrad_plus": {"epochs": 1},
+    "ssd": {"selection": 1.0},
+    "scrub": {"epochs": 1},
 }
 
 
