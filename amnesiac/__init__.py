@@ -33,7 +33,7 @@ from .data import (
 )
 from .deltalog import DeltaLog
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
-from .ledger import GroupTable, Ledger
+from .ledger import GroupTable, Ledger, load_ledger, save_ledger
 from .models import SimpleModel, build_model, resnet18_gn
 from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, predict, train
@@ -66,6 +66,7 @@ __all__ = [
     "groups_by_user",
     "groups_per_sample",
     "load_dataset",
+    "load_ledger",
     "method_params",
     "per_sample_grads",
     "pick_device",
@@ -75,6 +76,7 @@ __all__ = [
     "register_update_rule",
     "repair",
     "resnet18_gn",
+    "save_ledger",
     "set_data_root",
     "supported_optimizers",
     "test_views",

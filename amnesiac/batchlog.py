@@ -123,6 +123,35 @@ class BatchLog(Ledger):
             self.step_numbers.append(self.steps)
             self.step_groups.append(self._present)
 
+    def state_dict(self) -> dict:
+        """The stored changes and bookkeeping, to resume a training with this log (see :class:`DeltaLog`)."""
+        if self._before is not None:
+            raise RuntimeError("state_dict between begin_step and end_step: checkpoint after the optimizer's step")
+        return {"kind": "BatchLog", "config": {"store": self.store, "p": self.p, "seed": self.seed,
+                                               "request": sorted(map(str, self.request)) if self.request else None},
+                "groups": {"names": [str(n) for n in self.group_names], "group_of": self.table.group_of},
+                "changes": list(self.changes), "step_numbers": list(self.step_numbers),
+                "step_groups": list(self.step_groups), "steps": self.steps, "stored_steps": self.stored_steps,
+                "summed": getattr(self, "summed", None)}
+
+    def load_state_dict(self, state: dict) -> BatchLog:
+        """Restore :meth:`state_dict` into a log built the same way."""
+        if state.get("kind") != "BatchLog":
+            raise ValueError(f"not a BatchLog state (kind {state.get('kind')!r})")
+        mine = {"store": self.store, "p": self.p, "seed": self.seed,
+                "request": sorted(map(str, self.request)) if self.request else None}
+        if state["config"] != mine:
+            raise ValueError(f"the saved log was built with other settings: {state['config']} vs {mine}")
+        if state["groups"]["names"] != [str(n) for n in self.group_names] or not torch.equal(
+                state["groups"]["group_of"], self.table.group_of):
+            raise ValueError("the saved log tracks other groups; build the log with the same groups before loading")
+        self.changes = [c.to(self.device) for c in state["changes"]]
+        self.step_numbers, self.step_groups = list(state["step_numbers"]), list(state["step_groups"])
+        self.steps, self.stored_steps = state["steps"], state["stored_steps"]
+        if state["summed"] is not None:
+            self.summed = state["summed"].to(self.device)
+        return self
+
     def _step_seed(self, step: int) -> int:
         return self.seed * 1_000_003 + step
 

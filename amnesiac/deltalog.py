@@ -55,6 +55,9 @@ STORAGE_DTYPES = {
 }
 
 
+_RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
+
+
 def group_seed(key: Hashable, mask_seed: int) -> int:
     """The generator seed of a group's mask: the sample id itself for integer keys, a CRC of the name else."""
     base = int(key) if isinstance(key, int) else zlib.crc32(str(key).encode())
@@ -399,7 +402,9 @@ class DeltaLog(Ledger):
     # ------------------------------------------------------------------------------ optimizer algebra
 
     def _optimizer_step(self, opt: Optimizer, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor):
-        if self._optimizer_ref != id(opt):  # a new optimizer starts with empty buffers
+        if self._optimizer_ref is _RESUMED:  # resumed from a checkpoint: the optimizer continues, buffers too
+            self._optimizer_ref = id(opt)
+        elif self._optimizer_ref != id(opt):  # a new optimizer starts with empty buffers
             self._flush()
             self._drop_moments()
             self._optimizer_ref, self._opt_steps = id(opt), 0
@@ -623,6 +628,81 @@ class DeltaLog(Ledger):
         if out["beta"] is not None and out["gamma"] is None:
             raise ValueError(f"the {rule.name} update rule gives a moment decay (beta) but no gamma")
         return out
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    _CONFIG = ("attribution", "p", "mask_seed", "indexing", "retire_tol", "loss_reduction", "lazy_momentum",
+               "segment_bytes", "propagate_every", "propagate_after")
+    _TENSORS = ("deltas", "moments", "theta0", "base", "base_moment", "_remainder", "_last_seen", "_in_flight")
+    _COUNTERS = ("steps", "samples_seen", "_opt_steps", "peak_bytes", "hvp_seconds", "lazy_steps", "finalized")
+
+    def state_dict(self) -> dict:
+        """Everything the log holds between two steps (tensors, counters, a lazy segment's buffers), so a training
+        interrupted here and resumed with :meth:`load_state_dict` gives the same ledger bit for bit.
+
+        Example:
+            >>> log = DeltaLog(nn.Linear(2, 2), {"a": [0]})
+            >>> sorted(log.state_dict())[:3]
+            ['config', 'counters', 'groups']
+        """
+        if self._pending is not None:
+            raise RuntimeError("state_dict between begin_step and end_step: checkpoint after the optimizer's step")
+        seg = None
+        if self._segment is not None:
+            seg = {"beta": self._segment["beta"], "steps": [list(t) for t in self._segment["steps"]],
+                   "events": [[j, rows, sh] for j, rows, sh in self._segment["events"]],
+                   "carried": self._segment["carried"], "bytes": self._segment["bytes"]}
+        return {
+            "kind": "DeltaLog",
+            "config": {k: getattr(self, k) for k in self._CONFIG},
+            "dtypes": {"compute": str(self.compute_dtype), "storage": str(self.storage_dtype)},
+            "layout": {"names": list(self.layout.names), "shapes": [list(x) for x in self.layout.shapes]},
+            "groups": {"names": [str(n) for n in self.group_names], "group_of": self.table.group_of},
+            "tensors": {k: getattr(self, k, None) for k in self._TENSORS},
+            "counters": {k: getattr(self, k) for k in self._COUNTERS},
+            "segment": seg,
+            "optimizer_attached": self._optimizer_ref is not None,
+        }
+
+    def load_state_dict(self, state: dict) -> DeltaLog:
+        """Restore :meth:`state_dict` into a log built the same way (same model layout, groups and settings).
+
+        The next step may come from a new optimizer object (restored from its own ``state_dict``): the log
+        adopts it without emptying its moments, and checks that the optimizer's step count continues its own.
+        """
+        if state.get("kind") != "DeltaLog":
+            raise ValueError(f"not a DeltaLog state (kind {state.get('kind')!r})")
+        mine = {k: getattr(self, k) for k in self._CONFIG}
+        diff = {k: (v, state["config"].get(k)) for k, v in mine.items() if state["config"].get(k) != v}
+        if diff:
+            raise ValueError(f"the saved log was built with other settings: {diff} (this log, saved log)")
+        if state["layout"]["names"] != list(self.layout.names):
+            raise ValueError("the saved log was recorded on another model layout; build the log on the same model")
+        if state["groups"]["names"] != [str(n) for n in self.group_names] or not torch.equal(
+                state["groups"]["group_of"], self.table.group_of):
+            raise ValueError("the saved log tracks other groups; build the log with the same groups before loading")
+        for k in self._TENSORS:
+            v = state["tensors"].get(k)
+            if k in ("_last_seen", "_in_flight"):  # bookkeeping lives on the CPU
+                setattr(self, k, v.clone())
+            elif v is not None:
+                setattr(self, k, v.to(self.device))
+            elif k in ("theta0", "base", "_remainder"):  # absent before/after finalize: absent here too
+                if k in self.__dict__:
+                    delattr(self, k)
+            else:
+                setattr(self, k, None)
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        if self.finalized:
+            self.deltas = self.deltas.to(self.storage_dtype)
+        seg = state["segment"]
+        self._segment = None if seg is None else {
+            "beta": seg["beta"], "steps": [tuple(t) for t in seg["steps"]],
+            "events": [(j, rows, sh) for j, rows, sh in seg["events"]], "carried": seg["carried"],
+            "bytes": seg["bytes"]}
+        self._optimizer_ref = _RESUMED if state["optimizer_attached"] else None
+        return self
 
     # -------------------------------------------------------------------------------------- read out
 

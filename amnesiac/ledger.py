@@ -10,8 +10,13 @@ in the model's :class:`~amnesiac.ParamLayout`, which unlearning subtracts).
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -119,6 +124,14 @@ class Ledger(ABC):
     def nbytes(self) -> int:
         """Bytes held by the log's tensors."""
 
+    @abstractmethod
+    def state_dict(self) -> dict:
+        """Everything needed to resume training with this log (see :func:`save_ledger`)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict) -> Ledger:
+        """Restore :meth:`state_dict` into a log built the same way."""
+
     def delta(self, groups: Iterable[Hashable]) -> dict[str, torch.Tensor]:
         """:meth:`delta_vector` as name -> tensor shaped like the parameter."""
         return self.layout.unflatten(self.delta_vector(groups))
@@ -134,3 +147,50 @@ class Ledger(ABC):
     def groups_of_samples(self, sample_ids: Sequence[int] | torch.Tensor) -> list:
         """The groups holding these samples; a sample the log did not track raises KeyError."""
         return self.table.groups_of_samples(sample_ids)
+
+
+def save_ledger(path: str | Path, log: Ledger) -> Path:
+    """Write ``log.state_dict()`` to ``path`` atomically (temporary file, then rename) with a SHA-256 of its
+    bytes, so :func:`load_ledger` can tell a truncated or corrupted file from a good one.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from amnesiac import DeltaLog
+        >>> log = DeltaLog(nn.Linear(2, 2), {"a": [0]})
+        >>> p = save_ledger(pathlib.Path(tempfile.mkdtemp()) / "log.pt", log)
+        >>> load_ledger(p, DeltaLog(nn.Linear(2, 2), {"a": [0]})).steps
+        0
+    """
+    buf = io.BytesIO()
+    torch.save(log.state_dict(), buf)
+    payload = buf.getvalue()
+    record = {"format": "amnesiac-ledger-1", "sha256": hashlib.sha256(payload).hexdigest(),
+              "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(record, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_ledger(path: str | Path, log: Ledger) -> Ledger:
+    """Restore a file written by :func:`save_ledger` into ``log`` (built the same way); a damaged file raises
+    ``ValueError`` naming it, and ``log`` is left as it was."""
+    path = Path(path)
+    try:
+        record = torch.load(path, weights_only=True)
+    except Exception as err:  # torch raises several types for a truncated archive
+        raise ValueError(f"{path} is not a readable ledger file ({type(err).__name__}: {err}); it may be truncated") \
+            from None
+    if not isinstance(record, dict) or record.get("format") != "amnesiac-ledger-1":
+        raise ValueError(f"{path} is not a ledger written by save_ledger")
+    payload = record["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise ValueError(f"{path} is corrupted: its checksum does not match its contents")
+    return log.load_state_dict(torch.load(io.BytesIO(payload), weights_only=True))

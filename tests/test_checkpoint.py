@@ -1,0 +1,103 @@
+"""Durable ledgers: a training interrupted at any step and resumed from a checkpoint (model, optimizer, logs,
+data order) gives the ledger of the uninterrupted run bit for bit; damaged files are refused."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import flat, tiny_dataset, tiny_model
+from test_deltalog import OPTIMIZERS
+
+import amnesiac
+
+GROUPS = amnesiac.groups_by_user(torch.arange(0, 40, 2), 4, seed=1)
+SINGLES = amnesiac.groups_per_sample([1, 3, 5, 9])
+
+
+def _fresh(opt_name):
+    model = tiny_model()
+    width = amnesiac.ParamLayout.of(model).numel
+    logs = [amnesiac.DeltaLog(model, GROUPS, segment_bytes=3 * 8 * width * 2),  # lazy segments of a few steps
+            amnesiac.DeltaLog(model, SINGLES, p=0.3),
+            amnesiac.BatchLog(model, SINGLES)]
+    inner = OPTIMIZERS[opt_name](model.parameters())
+    return model, logs, inner
+
+
+def _steps(model, opt, loader, batches_per_epoch, start, stop):
+    """Global steps start..stop-1 of a seeded loader (epoch e's order depends only on e)."""
+    step = start
+    loader.epoch = start // batches_per_epoch
+    skip = start % batches_per_epoch
+    while step < stop:
+        for i, (x, y, ids) in enumerate(loader):
+            if i < skip:
+                continue
+            if step >= stop:
+                return
+            opt.zero_grad()
+            opt.set_batch(ids)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            step += 1
+        skip = 0
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "momentum-dampening-wd", "rmsprop-momentum"])
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_ledger_bit_for_bit(tmp_path, opt_name):
+    ds = tiny_dataset()
+    per_epoch = len(ds.loader(8))
+    total, cut = 3 * per_epoch, per_epoch + 2  # interrupted in the middle of the second epoch
+    model, logs, inner = _fresh(opt_name)
+    opt = amnesiac.AttributedOptimizer(inner, model, logs)
+    _steps(model, opt, ds.loader(8, seed=1), per_epoch, 0, total)
+    opt.close()
+    # the same training, interrupted and resumed from files
+    model2, logs2, inner2 = _fresh(opt_name)
+    opt2 = amnesiac.AttributedOptimizer(inner2, model2, logs2)
+    _steps(model2, opt2, ds.loader(8, seed=1), per_epoch, 0, cut)
+    opt2.close()
+    torch.save({"model": model2.state_dict(), "optimizer": inner2.state_dict()}, tmp_path / "train.pt")
+    for i, log in enumerate(logs2):
+        amnesiac.save_ledger(tmp_path / f"log{i}.pt", log)
+    model3, logs3, inner3 = _fresh(opt_name)
+    ckpt = torch.load(tmp_path / "train.pt", weights_only=True)
+    model3.load_state_dict(ckpt["model"])
+    inner3.load_state_dict(ckpt["optimizer"])
+    for i, log in enumerate(logs3):
+        amnesiac.load_ledger(tmp_path / f"log{i}.pt", log)
+    opt3 = amnesiac.AttributedOptimizer(inner3, model3, logs3)
+    _steps(model3, opt3, ds.loader(8, seed=1), per_epoch, cut, total)
+    opt3.close()
+    assert torch.equal(flat(model3), flat(model))
+    names = [list(GROUPS), list(SINGLES), list(SINGLES)]
+    for a, b, n in zip(logs, logs3, names):
+        assert a.delta_vector(n).abs().max() > 0
+        for k in n:
+            assert torch.equal(a.delta_vector([k]), b.delta_vector([k])), k
+    assert torch.equal(logs[0].remainder_vector, logs3[0].remainder_vector)
+
+
+def test_a_damaged_or_mismatched_ledger_file_is_refused_and_the_log_is_untouched(tmp_path):
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, GROUPS)
+    amnesiac.train(model, tiny_dataset().loader(8, seed=1), torch.optim.Adam(model.parameters(), lr=0.01), epochs=1,
+                   delta_log=log, progress=False)
+    path = amnesiac.save_ledger(tmp_path / "log.pt", log)
+    good = path.read_bytes()
+    target = amnesiac.DeltaLog(tiny_model(), GROUPS)
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="not a readable ledger file.*truncated"):
+        amnesiac.load_ledger(path, target)
+    damaged = bytearray(good)
+    i = good.index(b"amnesiac-ledger-1") + 20_000 if len(good) > 40_000 else len(good) - 300
+    damaged[i] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError):
+        amnesiac.load_ledger(path, target)
+    assert target.steps == 0 and float(target.deltas.abs().max()) == 0.0
+    path.write_bytes(good)
+    with pytest.raises(ValueError, match="tracks other groups"):
+        amnesiac.load_ledger(path, amnesiac.DeltaLog(tiny_model(), SINGLES))
+    with pytest.raises(ValueError, match="other settings"):
+        amnesiac.load_ledger(path, amnesiac.DeltaLog(tiny_model(), GROUPS, attribution="gradient"))
+    assert amnesiac.load_ledger(path, target).steps == log.steps
