@@ -643,7 +643,7 @@ class DeltaLog(Ledger):
         Example:
             >>> log = DeltaLog(nn.Linear(2, 2), {"a": [0]})
             >>> sorted(log.state_dict())[:3]
-            ['config', 'counters', 'groups']
+            ['config', 'counters', 'dtypes']
         """
         if self._pending is not None:
             raise RuntimeError("state_dict between begin_step and end_step: checkpoint after the optimizer's step")
