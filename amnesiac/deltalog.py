@@ -36,6 +36,7 @@ import math
 import time
 import zlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -114,6 +115,9 @@ class DeltaLog(Ledger):
         propagate_every: ``"propagated"`` only: compute the Hessian-vector products every k-th step and count
             each for k steps (a cheaper, approximate propagation; 1 is exact to first order).
         propagate_after: ``"propagated"`` only: propagate from this step on (e.g. over the last epochs only).
+        storage: a directory: keep the [groups x parameters] deltas and moments in memory-mapped files there
+            (``deltas.bin``, ``moments.bin``) instead of RAM, so a ledger larger than memory can be trained and
+            read (the operating system pages rows in and out). CPU only.
         segment_bytes: memory for a lazy segment's buffered per-step coefficients and group shares; a
             segment is settled when it reaches this size (its length adapts to the model and the groups).
 
@@ -141,6 +145,7 @@ class DeltaLog(Ledger):
         segment_bytes: int = 128 * 2**20,
         propagate_every: int = 1,
         propagate_after: int = 0,
+        storage: str | Path | None = None,
     ):
         if attribution not in ATTRIBUTIONS:
             raise ValueError(f"unknown attribution {attribution!r}; valid: {', '.join(ATTRIBUTIONS)}")
@@ -165,6 +170,11 @@ class DeltaLog(Ledger):
         self.compute_dtype = params[0].dtype
         self.storage_dtype = dtype or self.compute_dtype
         self.device = torch.device(device) if device is not None else params[0].device
+        self.storage = Path(storage) if storage is not None else None
+        if self.storage is not None:
+            if self.device.type != "cpu":
+                raise ValueError(f"memory-mapped storage is on the CPU; got device {self.device}: use device='cpu'")
+            self.storage.mkdir(parents=True, exist_ok=True)
         self.attribution, self.p, self.mask_seed, self.indexing = attribution, p, mask_seed, indexing
         self.retire_tol, self.loss_reduction = retire_tol, loss_reduction
 
@@ -174,7 +184,7 @@ class DeltaLog(Ledger):
         G, P = len(names), self.layout.numel
         self.width = P if p is None else masked_size(self.layout, p)
         kw = dict(dtype=self.compute_dtype, device=self.device)
-        self.deltas = torch.zeros(G, self.width, **kw)  # [G, K]
+        self.deltas = self._zeros("deltas", (G, self.width), self.compute_dtype)  # [G, K]
         self._mask_cache: torch.Tensor | None = None  # [G, K] flat coordinates per group
         if p is not None:
             self._mask_cache = self._masks(range(G))
@@ -199,6 +209,15 @@ class DeltaLog(Ledger):
         self._segment: dict | None = None
         self.lazy_steps = 0  # steps whose group moments were settled lazily (diagnostics)
         self.peak_bytes = 0  # most bytes held at once during training, step buffers included
+
+    def _zeros(self, name: str, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """A zero [rows, width] buffer: in RAM, or memory-mapped from ``<storage>/<name>.bin``."""
+        if self.storage is None:
+            return torch.zeros(*shape, dtype=dtype, device=self.device)
+        path = self.storage / f"{name}.bin"
+        path.unlink(missing_ok=True)  # a fresh, sparse file: zeros
+        n = shape[0] * shape[1]
+        return torch.from_file(str(path), shared=True, size=max(n, 1), dtype=dtype)[:n].view(*shape)
 
     # ------------------------------------------------------------------------------------------ masks
 
@@ -442,7 +461,7 @@ class DeltaLog(Ledger):
 
         if self.moments is None and stateful:
             kw = dict(dtype=self.compute_dtype, device=self.device)
-            self.moments = torch.zeros(G, self.width, **kw)
+            self.moments = self._zeros("moments", (G, self.width), self.compute_dtype)
             self.base_moment = torch.zeros(self.layout.numel, **kw)
         m = None
         if stateful:
@@ -485,7 +504,7 @@ class DeltaLog(Ledger):
             c = 0.0
         if self.moments is None:
             kw = dict(dtype=self.compute_dtype, device=self.device)
-            self.moments = torch.zeros(len(self.group_names), self.width, **kw)
+            self.moments = self._zeros("moments", (len(self.group_names), self.width), self.compute_dtype)
             self.base_moment = torch.zeros(self.layout.numel, **kw)
         self.base_moment.mul_(beta).add_(gamma * rest)  # the remainder is tracked eagerly, O(P)
         self.base.sub_(c * self.base_moment)
@@ -713,11 +732,21 @@ class DeltaLog(Ledger):
         if self.moments is not None:
             self._retire(torch.nonzero(self._in_flight).flatten())
         self.moments = None
+        if self.storage is not None:
+            (self.storage / "moments.bin").unlink(missing_ok=True)
         if self.attribution != "gradient":
             self._remainder = (self.base - self.theta0).to(self.storage_dtype)
             del self.base, self.theta0
             self.base_moment = None
-        self.deltas = self.deltas.to(self.storage_dtype)
+        if self.storage is None:
+            self.deltas = self.deltas.to(self.storage_dtype)
+        elif self.storage_dtype != self.deltas.dtype:  # cast into a new file, a chunk of rows at a time
+            old, name = self.deltas, f"deltas.{str(self.storage_dtype).removeprefix('torch.')}"
+            self.deltas = self._zeros(name, tuple(old.shape), self.storage_dtype)
+            for a in range(0, len(old), 256):
+                self.deltas[a: a + 256] = old[a: a + 256].to(self.storage_dtype)
+            del old
+            (self.storage / "deltas.bin").unlink(missing_ok=True)
         if not keep_masks:
             self._mask_cache = None
         self.finalized = True

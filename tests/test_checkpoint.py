@@ -101,3 +101,26 @@ def test_a_damaged_or_mismatched_ledger_file_is_refused_and_the_log_is_untouched
     with pytest.raises(ValueError, match="other settings"):
         amnesiac.load_ledger(path, amnesiac.DeltaLog(tiny_model(), GROUPS, attribution="gradient"))
     assert amnesiac.load_ledger(path, target).steps == log.steps
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "momentum-dampening-wd"])
+def test_a_memory_mapped_ledger_equals_the_in_memory_one(tmp_path, opt_name):
+    ds = tiny_dataset()
+    logs = {}
+    for where in ("ram", "disk"):
+        model = tiny_model()
+        kw = {"storage": tmp_path / "ledger"} if where == "disk" else {}
+        logs[where] = amnesiac.DeltaLog(model, SINGLES, dtype="float32", **kw)
+        amnesiac.train(model, ds.loader(8, seed=1), OPTIMIZERS[opt_name](model.parameters()), epochs=2,
+                       delta_log=logs[where], progress=False)
+    disk, ram = logs["disk"], logs["ram"]
+    files = {p.name: p.stat().st_size for p in (tmp_path / "ledger").iterdir()}
+    assert files["deltas.bin"] == 8 * len(SINGLES) * amnesiac.ParamLayout.of(tiny_model()).numel  # float64 rows
+    assert torch.equal(disk.delta_vector(list(SINGLES)), ram.delta_vector(list(SINGLES)))
+    disk.finalize()
+    ram.finalize()
+    assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == ["deltas.float32.bin"]
+    for k in SINGLES:
+        assert torch.equal(disk.delta_vector([k]), ram.delta_vector([k]))
+    with pytest.raises(ValueError, match="memory-mapped storage is on the CPU"):
+        amnesiac.DeltaLog(tiny_model(), SINGLES, storage=tmp_path / "x", device="meta")
