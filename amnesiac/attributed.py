@@ -214,9 +214,15 @@ class AttributedOptimizer(Optimizer):
                                              loss_fn=self.loss_fn, chunk_size=self.grad_chunk):
                     for log in self.logs:
                         log.accumulate(r, g)
-        for log in self.logs:
-            if getattr(log, "needs_inputs", False):
+        propagating = [log for log in self.logs if getattr(log, "needs_inputs", False)]
+        if propagating and self._capture is not None:
+            self._capture._paused = True  # the HVPs' functional forward passes must not be captured
+        try:
+            for log in propagating:
                 log.propagate(self.model, x, y, self.loss_fn)
+        finally:
+            if self._capture is not None:
+                self._capture._paused = False
         if scale != 1.0:
             for log in self.logs:
                 log.set_grad_scale(scale)
