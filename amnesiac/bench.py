@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .batchlog import BatchLog
@@ -308,3 +309,34 @@ def readme_tables(result: dict) -> str:
         shown = f"{v:,.0f}×" if v >= 100 else f"{v:.1f} ms" if "(ms" in name else f"{v:.2f}×"
         lines.append(f"| {name}, target {t['target']} | {shown} | {'yes' if t['met'] else 'no'} |")
     return "\n".join(lines)
+
+
+def ledger_read_times(storage: Path, *, model: str = "resnet18", n_samples: int = 500, dtype: str = "float32",
+                      reads: tuple[int, ...] = (1, 100), repeats: int = 3, seed: int = 0) -> dict:
+    """Read times of a memory-mapped per-sample ledger (``DeltaLog(storage=...)``) of ``n_samples`` groups.
+
+    The ledger is filled with random rows (the read cost does not depend on their values) and finalized to
+    ``dtype``; each read sums the deltas of ``k`` random samples (median of ``repeats``). The first read of
+    each size is reported apart (``cold``), the operating system's page cache makes the others warm.
+    """
+    net = build_model(model, 3 if model == "resnet18" else 1, 10)
+    log = DeltaLog(net, groups_per_sample(list(range(n_samples))), storage=storage, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for a in range(0, n_samples, 16):
+        rows = log.deltas[a: a + 16]
+        rows.copy_(torch.randn(rows.shape, generator=gen, dtype=rows.dtype))
+    fill = time.perf_counter() - t0
+    log.finalize()
+    out = {"model": model, "n_params": log.layout.numel, "n_samples": n_samples, "dtype": dtype,
+           "file_bytes": sum(p.stat().st_size for p in Path(storage).iterdir()), "fill_seconds": fill, "reads": {}}
+    rng = np.random.default_rng(seed)
+    for k in reads:
+        times = []
+        for _ in range(repeats + 1):
+            ids = rng.choice(n_samples, size=k, replace=False).tolist()
+            t0 = time.perf_counter()
+            log.delta_vector(ids)
+            times.append(time.perf_counter() - t0)
+        out["reads"][str(k)] = {"cold_seconds": times[0], "warm_median_seconds": float(np.median(times[1:]))}
+    return out
