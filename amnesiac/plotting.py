@@ -375,3 +375,43 @@ def roc_curves(curves: dict, *, title: str = ""):
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def lira_examples(result, *, alpha: float = 1.0, n: int = 6):
+    """Per-example distributions behind U-LiRA: for ``n`` candidates (those with the most shadows on each side),
+    the logit-scaled confidence under the shadows that saw and kept the example, that saw and forgot it (at
+    ``alpha``), and that never saw it. An ideal unlearner puts "forgot" on top of "never saw"."""
+    shadows = [v for k, v in sorted(result.pieces.items(), key=lambda kv: kv[0]) if k.startswith("shadow")]
+    if not shadows:
+        raise ValueError("no shadow model in these results")
+    n_cand = len(shadows[0]["confidence"])
+    kept = [[] for _ in range(n_cand)]
+    forgot = [[] for _ in range(n_cand)]
+    never = [[] for _ in range(n_cand)]
+    from .membership import _lira_pool
+
+    _, _, candidates = _lira_pool(result.study)
+    col = {int(c): k for k, c in enumerate(candidates.tolist())}
+    for s in shadows:
+        inside = {col[i]: j for j, i in enumerate(s["inside"])}
+        for k in range(n_cand):
+            if k in inside:
+                kept[k].append(s["confidence"][k])
+                forgot[k].append(s["forgot"][str(alpha)][inside[k]])
+            else:
+                never[k].append(s["confidence"][k])
+    order = sorted(range(n_cand), key=lambda k: -min(len(kept[k]), len(never[k])))[:n]
+    fig, axes = plt.subplots(1, len(order), figsize=(2.2 * len(order), 2.8), sharey=True, squeeze=False)
+    for ax, k in zip(axes[0], order):
+        for j, (vals, label, color) in enumerate(((kept[k], "saw, kept", "0.5"),
+                                                  (forgot[k], f"saw, forgot (α = {alpha:g})", "C3"),
+                                                  (never[k], "never saw", "C0"))):
+            ax.scatter(np.full(len(vals), j) + np.linspace(-0.15, 0.15, len(vals)), vals, s=12, color=color,
+                       label=label)
+        ax.set_xticks([0, 1, 2], ["kept", "forgot", "never"], fontsize=7)
+        ax.set_title(f"candidate {int(candidates[k])}", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("logit-scaled confidence")
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
