@@ -35,3 +35,17 @@ def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeyp
     assert mb.load_study("smoke", results_root=root).pieces.keys() == again.pieces.keys()
     with pytest.raises(ValueError, match="valid: class, canary, lira"):
         mb.run_study("smoke", results_root=root, parts=["nope"])
+
+
+def test_committed_membership_results_match_the_study_and_a_clean_revision():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "results" / mb.STUDY_NAME
+    for folder in sorted(p for p in root.glob("full-*") if p.is_dir()):
+        study = mb.get_membership_study("full")
+        assert folder.name == f"full-{study.hash}", f"{folder} was computed for another study definition: rerun"
+        pieces = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem != "config"]
+        assert pieces and all(not p["provenance"]["git"].endswith("+dirty") for p in pieces)
+        names = {p.stem for p in folder.glob("*.json")}
+        assert {f"shadow{j}" for j in range(study.shadows)} | {"lira"} <= names
