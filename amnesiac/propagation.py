@@ -122,7 +122,15 @@ def _original(c: fi._Combo, study: PropagationStudy) -> dict:
             out[f"{method}/{name}/hvp_seconds"] = torch.tensor(getattr(log, "hvp_seconds", 0.0))
         return out
 
-    return fi._cached(c.weights / "original.pt", make)
+    state = fi._cached(c.weights / "propagation-original.pt", make)
+    shared = c.weights / "original.pt"  # the fidelity study's original, when its weights folder is shared
+    if shared.exists():
+        theirs = torch.load(shared, weights_only=True)["theta"]
+        if fi.fingerprint(theirs) != fi.fingerprint(state["theta"]):
+            raise RuntimeError(
+                f"the fidelity study's original in {c.weights} differs from this run's (another machine or thread "
+                "count?): its cached replays cannot serve as references here; use a results root of its own")
+    return state
 
 
 def _evaluate_set(c: fi._Combo, study: PropagationStudy, state: dict, fset: fi.ForgetSet) -> dict:
@@ -160,7 +168,9 @@ def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str
         torch.use_deterministic_algorithms(True)
     base = study.base
     folder = study.folder(results_root) / optimizer / f"seed{seed}"
-    weights = study.folder(results_root) / "weights" / optimizer / f"seed{seed}"
+    # the fidelity study's weights folder for this combo: its replays (same initialisation, order and recipe) are
+    # the references here too, computed once for both studies
+    weights = study.base.folder(results_root) / "weights" / "full" / optimizer / f"seed{seed}"
     setting = fi.make_setting(base, "full", seed)
     missing = [s for s in study.sets if s not in setting.sets]
     if missing:
@@ -189,7 +199,8 @@ def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str
 
     def original_record():
         s = need_state()
-        return {"train_seconds": float(s["seconds"]), "plain_seconds": float(s["plain_seconds"]),
+        return {"original_fingerprint": fi.fingerprint(s["theta"]),
+                "train_seconds": float(s["seconds"]), "plain_seconds": float(s["plain_seconds"]),
                 "overhead": float(s["seconds"]) / float(s["plain_seconds"]), "n_logs": 2 * len(study.sets),
                 "propagate_every": study.propagate_every, "n_params": int(s["theta"].numel()),
                 "recipe": c.recipe.to_dict()}

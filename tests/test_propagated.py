@@ -205,6 +205,16 @@ def test_propagation_study_runs_caches_and_summarises(tmp_path, monkeypatch):
     again = pr.run_study("smoke", optimizers=["sgd"], results_root=root, progress=False)
     assert again.records[("sgd", 0)]["set-class-3"] == rec["set-class-3"]
     assert pr.load_study("smoke", results_root=root).records[("sgd", 0)] == again.records[("sgd", 0)]
+    # the replays live in the fidelity study's weights folder: a fidelity original that differs is refused
+    weights = small.folder(root) / "weights" / "full" / "sgd" / "seed0"
+    assert (weights / "propagation-original.pt").exists() and (weights / "random-10.zero.pt").exists()
+    torch.save({"theta": torch.zeros(3)}, weights / "original.pt")
+    (res.folder / "sgd" / "seed0" / "set-class-3.json").unlink()
+    monkeypatch.undo()
+    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    with pytest.raises(RuntimeError, match="differs from this run's"):
+        pr.run_study("smoke", optimizers=["sgd"], results_root=root, progress=False)
     with pytest.raises(ValueError, match="valid profiles: smoke, full"):
         pr.get_propagation_study("huge")
     with pytest.raises(ValueError, match="propagate_every must be >= 1"):
