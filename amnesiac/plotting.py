@@ -334,12 +334,20 @@ def propagation_vs_size(result, *, reference: str = "zero"):
     for ax, opt in zip(axes[0], opts):
         rows = sorted(summary_rows(result, opt, reference), key=lambda r: r["size"])
         x = [r["size"] for r in rows]
+        floor = -2.0  # a diverged linearisation (far below) is drawn at the bottom edge and labelled
         for key, label, style in (("exact_recovered", r"exact delta, $\alpha=1$", dict(color="C0", marker="o")),
                                   ("exact_best_recovered", r"exact delta, best $\alpha$",
                                    dict(color="C0", marker="s", ls="--")),
                                   ("propagated_recovered", r"propagated, $\alpha=1$", dict(color="C3", marker="^")),
                                   ("finetune_recovered", "fine-tune, 1 epoch", dict(color="C2", marker="x", ls=":"))):
-            _errorbar(ax, x, [r[key] for r in rows], label=label, **style)
+            stats = [r[key] for r in rows]
+            clipped = [(max(m, floor), h if m >= floor else float("nan"), n) for m, h, n in stats]
+            _errorbar(ax, x, clipped, label=label, **style)
+            for xi, (m, _, _) in zip(x, stats):
+                if m < floor:
+                    ax.annotate(f"{m:.1e}", (xi, floor), textcoords="offset points", xytext=(0, 6), fontsize=6,
+                                color=style["color"], ha="center")
+        ax.set_ylim(floor - 0.1, 1.1)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
         ax.set_xscale("log")

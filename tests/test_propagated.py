@@ -219,3 +219,18 @@ def test_propagation_study_runs_caches_and_summarises(tmp_path, monkeypatch):
         pr.get_propagation_study("huge")
     with pytest.raises(ValueError, match="propagate_every must be >= 1"):
         pr.get_propagation_study("smoke", propagate_every=0)
+
+
+def test_committed_propagation_results_match_the_study_and_one_original_per_combo():
+    import json
+    from pathlib import Path
+
+    from amnesiac import propagation as pr
+
+    root = Path(__file__).resolve().parent.parent / "results" / pr.STUDY_NAME
+    for folder in sorted(p for p in root.glob("full-*") if p.is_dir()):
+        assert folder.name == f"full-{pr.get_propagation_study('full').hash}", f"{folder}: stale study definition"
+        for combo in sorted(p for p in folder.glob("*/seed*") if p.is_dir()):
+            pieces = {p.stem: json.loads(p.read_text()) for p in combo.glob("*.json")}
+            assert not any(p["provenance"]["git"].endswith("+dirty") for p in pieces.values())
+            assert len({p["original"]["acc_test"] for k, p in pieces.items() if k.startswith("set-")}) == 1
