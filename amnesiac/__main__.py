@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
                "scale)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run (or load) an experiment and print its summary table")
+    common = argparse.ArgumentParser(add_help=False)  # options every computing command takes
+    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r = sub.add_parser("run", parents=[common], help="run (or load) an experiment and print its summary table")
     r.add_argument("experiment", choices=list(EXPERIMENTS) + ["all-mnist"], metavar="EXPERIMENT",
                    help="one of: " + ", ".join(EXPERIMENTS) + ", or all-mnist")
     r.add_argument("--profile", default="full", choices=PROFILES)
@@ -25,44 +27,39 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     r.add_argument("--recompute", action="store_true", help="ignore cached results")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="change a setting (repeatable), e.g. --set forget_class=5 --set alphas=0.3,0.1; keys: "
                         + ", ".join(OVERRIDES))
-    b = sub.add_parser("bench", help="benchmark logging overhead, unlearning latency and memory")
+    b = sub.add_parser("bench", parents=[common], help="benchmark logging overhead, unlearning latency and memory")
     b.add_argument("--profile", default="full", choices=["smoke", "full"])
     b.add_argument("--device", default="auto")
-    b.add_argument("--threads", type=int, default=None)
     b.add_argument("--tables", action="store_true",
                    help="print the README's tables from the committed results/bench/<profile>.json (no run)")
-    f = sub.add_parser("fidelity", help="the counterfactual-fidelity study: ledger subtraction against replays")
-    f.add_argument("--profile", default="full", choices=["smoke", "full"])
-    f.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    study = argparse.ArgumentParser(add_help=False, parents=[common])  # options every study takes
+    study.add_argument("--profile", default="full", choices=["smoke", "full"])
+    study.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    study.add_argument("--device", default="cpu", help="cpu (default; runs are bit-reproducible there) or cuda")
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
+    f = sub.add_parser("fidelity", parents=[study],
+                       help="the counterfactual-fidelity study: ledger subtraction against replays")
     f.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
-    f.add_argument("--device", default="cpu", help="cpu (default; replays are bit-reproducible there) or cuda")
-    f.add_argument("--threads", type=int, default=None)
-    f.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = sub.add_parser("propagation", help="the propagated attribution against the replays (and the exact delta)")
-    g.add_argument("--profile", default="full", choices=["smoke", "full"])
-    g.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    g = sub.add_parser("propagation", parents=[study],
+                       help="the propagated attribution against the replays (and the exact delta)")
     g.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
     g.add_argument("--every", type=int, default=None, help="Hessian-vector products every k-th step (default 1)")
-    g.add_argument("--device", default="cpu", help="cpu (default; replays are bit-reproducible there) or cuda")
-    g.add_argument("--threads", type=int, default=None)
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    h = sub.add_parser("membership", help="membership attacks that can detect forgetting (class, canaries, U-LiRA)")
-    h.add_argument("--profile", default="full", choices=["smoke", "full"])
-    h.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
+    h = sub.add_parser("membership", parents=[study],
+                       help="membership attacks that can detect forgetting (class, canaries, U-LiRA)")
     h.add_argument("--parts", nargs="+", default=["class", "canary", "lira"], help="a subset of: class canary lira")
-    h.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    h.add_argument("--threads", type=int, default=None)
-    h.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list experiments and profiles")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command == "bench":
         from .bench import format_bench, run_bench
 
@@ -74,19 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(readme_tables(json.loads((RESULTS_ROOT / "bench" / f"{args.profile}.json").read_text())))
             return 0
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         print(format_bench(run_bench(args.profile, device=args.device)))
         return 0
     if args.command == "fidelity":
         from .fidelity import format_summary, run_study
 
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         result = run_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, device=args.device,
                            progress=not args.quiet)
         print(format_summary(result))
@@ -94,10 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "propagation":
         from .propagation import run_study, summary_rows
 
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         result = run_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, propagate_every=args.every,
                            device=args.device, progress=not args.quiet)
         for opt in result.study.optimizers:
@@ -109,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "membership":
         from .membership import run_study as run_membership
 
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         result = run_membership(args.profile, seeds=args.seeds, device=args.device, progress=not args.quiet,
                                 parts=args.parts)
         for name, rec in sorted(result.pieces.items()):
@@ -125,10 +106,6 @@ def main(argv: list[str] | None = None) -> int:
             exp = get_experiment(name)
             print(f"{name:28s} {exp.dataset:9s} {exp.model:9s} {exp.kind:8s} {len(exp.methods)} methods")
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     names = [n for n in EXPERIMENTS if n.startswith("mnist")] if args.experiment == "all-mnist" else [args.experiment]
     try:
         overrides = parse_overrides(args.overrides)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from test_data import write_fake_mnist
 
 from amnesiac import experiments as E
@@ -173,6 +174,27 @@ def test_cli_refuses_a_bad_setting_before_running(capsys, tmp_path):
 
     assert main(["run", "mnist-class3-simple", "--profile", "smoke", "--set", "forget_clas=5"]) == 2
     assert "unknown setting(s) ['forget_clas']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run mnist-class3-simple", "bench", "fidelity", "propagation", "membership"])
+def test_every_computing_command_takes_the_same_study_options(command):
+    from amnesiac.__main__ import _parser
+
+    args = _parser().parse_args(command.split() + ["--threads", "1"])
+    assert args.threads == 1
+    if command in ("fidelity", "propagation", "membership"):
+        assert (args.profile, args.device, args.quiet, args.seeds) == ("full", "cpu", False, None)
+
+
+def test_the_threads_option_sets_torchs_threads_before_the_command_runs(capsys):
+    from amnesiac.__main__ import main
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["run", "mnist-class3-simple", "--threads", "1", "--set", "forget_clas=5"]) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_an_overridden_smoke_run_forgets_the_chosen_class(fake_mnist, tmp_path):
