@@ -36,7 +36,7 @@ from .grads import ParamLayout, per_sample_grads, register_layer_rule
 from .ledger import GroupTable, Ledger, load_ledger, save_ledger
 from .models import SimpleModel, build_model, resnet18_gn
 from .rules import Step, register_update_rule, supported_optimizers
-from .training import History, Recipe, accuracy, pick_device, predict, train
+from .training import History, Recipe, accuracy, pick_device, pick_reproducible_device, predict, train
 from .unlearning import METHODS, Request, method_params, repair, unlearn
 
 __version__ = "0.1.0"
@@ -70,6 +70,7 @@ __all__ = [
     "method_params",
     "per_sample_grads",
     "pick_device",
+    "pick_reproducible_device",
     "predict",
     "random_ids",
     "register_layer_rule",

@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -47,7 +46,7 @@ from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
 from .grads import ParamLayout
 from .models import build_model
-from .training import Recipe, pick_device, predict, train
+from .training import Recipe, pick_reproducible_device, predict, train
 from .unlearning import Request, unlearn
 
 FIDELITY_SEMANTICS = 1
@@ -583,10 +582,7 @@ def _determinism(c: _Combo, state: dict) -> dict:
 def run_combo(study: FidelityStudy, setting_name: str, optimizer: str, seed: int, *, device: str = "cpu",
               progress: bool = True, results_root: Path | None = None) -> dict[str, dict]:
     """Compute (or load) every piece of one (setting, optimizer, seed); returns piece name -> record."""
-    dev = pick_device(device)
-    if dev.type == "cuda":  # replays mean nothing unless training is reproducible (see the Method chapter)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when a handle is made
-        torch.use_deterministic_algorithms(True)
+    dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
     folder = study.folder(results_root) / setting_name / optimizer / f"seed{seed}"
     weights = study.folder(results_root) / "weights" / setting_name / optimizer / f"seed{seed}"
     setting = make_setting(study, setting_name, seed)

@@ -41,7 +41,7 @@ from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
 from .grads import ParamLayout, per_sample_grads
 from .models import build_model
-from .training import Recipe, accuracy, pick_device, predict, train
+from .training import Recipe, accuracy, pick_reproducible_device, predict, train
 from .unlearning import Request, unlearn
 
 MEMBERSHIP_SEMANTICS = 1
@@ -352,12 +352,7 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, devi
     if bad:
         raise ValueError(f"unknown part(s) {bad}; valid: class, canary, lira")
     study = get_membership_study(profile, seeds=seeds)
-    dev = pick_device(device)
-    if dev.type == "cuda":
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
     folder = study.folder(results_root)
     _atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
                                                 "semantics": MEMBERSHIP_SEMANTICS})

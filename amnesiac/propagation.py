@@ -30,7 +30,7 @@ import torch
 from . import fidelity as fi
 from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
-from .training import pick_device
+from .training import pick_reproducible_device
 from .unlearning import Request, unlearn
 
 PROPAGATION_SEMANTICS = 1
@@ -160,12 +160,7 @@ def _evaluate_set(c: fi._Combo, study: PropagationStudy, state: dict, fset: fi.F
 def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str = "cpu", progress: bool = True,
               results_root: Path | None = None) -> dict[str, dict]:
     """Compute (or load) every piece of one (optimizer, seed); returns piece name -> record."""
-    dev = pick_device(device)
-    if dev.type == "cuda":  # replays mean nothing unless training is reproducible
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
     base = study.base
     folder = study.folder(results_root) / optimizer / f"seed{seed}"
     # the fidelity study's weights folder for this combo: its replays (same initialisation, order and recipe) are

@@ -1,5 +1,7 @@
 """On a machine with CUDA: the ledger's identity holds there, and CPU and GPU deltas agree (skipped elsewhere)."""
 
+import os
+
 import pytest
 import torch
 from conftest import flat, tiny_dataset, tiny_model
@@ -15,6 +17,17 @@ def test_auto_device_follows_the_environment(monkeypatch):
     monkeypatch.setenv("AMNESIAC_DEVICE", "tpu")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         amnesiac.pick_device("auto")
+
+
+def test_a_reproducible_device_turns_on_deterministic_algorithms_on_cuda_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda on: calls.append(on))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert amnesiac.pick_reproducible_device("cpu") == torch.device("cpu")
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    monkeypatch.setattr(amnesiac.training, "pick_device", lambda device: torch.device("cuda"))
+    assert amnesiac.pick_reproducible_device("auto") == torch.device("cuda")
+    assert calls == [True] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
 def _run(device, opt_fn):
