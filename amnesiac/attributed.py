@@ -266,15 +266,19 @@ class AttributedOptimizer(Optimizer):
     def _on_grad(self, q: torch.Tensor) -> None:
         k = id(q)
         self._backwards[k] = self._backwards.get(k, 0) + 1
-        if self._backwards[k] == 1:
-            self._raw[k] = q.grad.detach().clone()
+        if self._backwards[k] == 1:  # the norm, not a copy: nearly free when nothing touches the gradients
+            self._raw[k] = torch.linalg.vector_norm(q.grad.detach(), dtype=torch.float64)
 
     def _grad_scale(self) -> float:
         """The factor by which the gradients were rescaled between backward and step (1: untouched).
 
         Global-norm clipping (``clip_grad_norm_``) and a ``GradScaler``'s unscaling multiply every gradient
         by one number; the groups' shares are multiplied by the same number, taken as given (like Adam's
-        denominator). Anything else is refused, as is accumulating several backward passes into one step.
+        denominator). Detected from each parameter's gradient norm, recorded when backward wrote it: all
+        unchanged means untouched; all changed by one ratio is a common rescale; ratios that differ between
+        parameters (``clip_grad_value_``, a per-parameter rescale) are refused, as is accumulating several
+        backward passes into one step. (A change that keeps every parameter's gradient norm, such as permuting
+        entries, would pass unseen; no training recipe does that.)
         """
         if any(n > 1 for n in self._backwards.values()):
             self._batch = None
@@ -283,28 +287,27 @@ class AttributedOptimizer(Optimizer):
                 "one backward pass per step. Call set_batch with every sample of the accumulated batch and run one "
                 "backward on their (mean) loss, or step after each backward"
             )
-        num = den = 0.0
-        changed = False
-        pairs = []
+        raw, now = [], []
         for q in self.layout.params(self.model):
-            raw = self._raw.get(id(q))
-            if raw is None or q.grad is None or torch.equal(raw, q.grad):
-                continue
-            changed = True
-            pairs.append((raw, q.grad))
-            num += float((q.grad.double() * raw.double()).sum())
-            den += float((raw.double() ** 2).sum())
-        if not changed:
+            r = self._raw.get(id(q))
+            if r is not None:
+                raw.append(r)
+                now.append(torch.linalg.vector_norm(q.grad.detach(), dtype=torch.float64) if q.grad is not None
+                           else torch.zeros((), dtype=torch.float64, device=r.device))
+        if not raw:
             return 1.0
-        c = num / den if den > 0 else 0.0
-        for raw, g in pairs:
-            if float((g.double() - c * raw.double()).norm()) > 1e-5 * max(float(g.double().norm()), 1e-30):
-                self._batch = None
-                raise RuntimeError(
-                    "the gradients were changed between backward and step by more than one common factor (e.g. "
-                    "clip_grad_value_ or a per-parameter rescale); the groups' shares cannot follow. Global-norm "
-                    "clipping (clip_grad_norm_) and GradScaler are supported"
-                )
+        raw_t, now_t = torch.stack(raw).cpu(), torch.stack(now).cpu()  # one transfer, not one per parameter
+        if torch.equal(raw_t, now_t):
+            return 1.0
+        total = float(raw_t.square().sum())
+        c = float(now_t.square().sum() / total) ** 0.5 if total > 0 else 0.0
+        if not bool(((now_t - c * raw_t).abs() <= 1e-5 * max(c, 1e-30) * raw_t + 1e-30).all()):
+            self._batch = None
+            raise RuntimeError(
+                "the gradients were changed between backward and step by more than one common factor (e.g. "
+                "clip_grad_value_ or a per-parameter rescale); the groups' shares cannot follow. Global-norm "
+                "clipping (clip_grad_norm_) and GradScaler are supported"
+            )
         return c
 
     def _check_finite(self) -> None:

@@ -251,6 +251,12 @@ def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_ste
         opt.step()
     opt.zero_grad()
     opt.set_batch(ids)
+    F.cross_entropy(model(x), y).backward()
+    next(model.parameters()).grad.mul_(0.5)  # one parameter rescaled: a common factor would be all of them
+    with pytest.raises(RuntimeError, match="more than one common factor"):
+        opt.step()
+    opt.zero_grad()
+    opt.set_batch(ids)
     for x, y, _ in batches[:2]:  # two backward passes into one step
         F.cross_entropy(model(x), y).backward()
     with pytest.raises(RuntimeError, match="accumulated over several backward passes"):
