@@ -26,6 +26,30 @@ def tiny_model(seed=0, classes=4, channels=1, dtype=torch.float64):
     return amnesiac.SimpleModel(channels, classes, width=6).to(dtype)
 
 
+def attributed_loop(model, opt, loader, *, epochs=None, start=0, stop=None, scheduler=None):
+    """The loop a reader writes around AttributedOptimizer (cross-entropy, a scheduler stepped per batch): global
+    steps ``start..stop-1`` (default: ``epochs`` whole epochs) of a seeded loader, whose epoch e's order depends
+    only on e, so a loop interrupted at any step and resumed replays the same batches."""
+    per_epoch = len(loader)
+    stop = epochs * per_epoch if stop is None else stop
+    step, skip = start, start % per_epoch
+    loader.epoch = start // per_epoch
+    while step < stop:
+        for i, (x, y, ids) in enumerate(loader):
+            if i < skip:
+                continue
+            if step >= stop:
+                return
+            opt.zero_grad()
+            opt.set_batch(ids)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+        skip = 0
+
+
 def flat(model):
     return amnesiac.ParamLayout.of(model).vector(model)
 

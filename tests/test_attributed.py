@@ -4,7 +4,7 @@ schedulers drive it, hooks are removed, and bad steps are refused before anythin
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import flat, tiny_dataset, tiny_model
+from conftest import attributed_loop, flat, tiny_dataset, tiny_model
 
 import amnesiac
 
@@ -34,15 +34,7 @@ def test_a_hand_written_loop_with_a_scheduler_gives_the_ledger_of_train(make):
     model = tiny_model()
     log = amnesiac.DeltaLog(model, _groups())
     opt = amnesiac.AttributedOptimizer(make(model.parameters()), model, log)
-    sched = _schedule(opt)
-    loader = ds.loader(8, seed=1)
-    for _ in range(2):
-        for x, y, ids in loader:
-            opt.zero_grad()
-            opt.set_batch(ids)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            sched.step()
+    attributed_loop(model, opt, ds.loader(8, seed=1), epochs=2, scheduler=_schedule(opt))
     opt.close()
     assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"] < ref_opt.defaults["lr"]
     assert torch.equal(flat(model), flat(ref_model))

@@ -3,8 +3,7 @@ data order) gives the ledger of the uninterrupted run bit for bit; damaged files
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import flat, tiny_dataset, tiny_model
+from conftest import attributed_loop, flat, tiny_dataset, tiny_model
 from test_deltalog import OPTIMIZERS
 
 import amnesiac
@@ -23,25 +22,6 @@ def _fresh(opt_name):
     return model, logs, inner
 
 
-def _steps(model, opt, loader, batches_per_epoch, start, stop):
-    """Global steps start..stop-1 of a seeded loader (epoch e's order depends only on e)."""
-    step = start
-    loader.epoch = start // batches_per_epoch
-    skip = start % batches_per_epoch
-    while step < stop:
-        for i, (x, y, ids) in enumerate(loader):
-            if i < skip:
-                continue
-            if step >= stop:
-                return
-            opt.zero_grad()
-            opt.set_batch(ids)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            step += 1
-        skip = 0
-
-
 @pytest.mark.parametrize("opt_name", ["adam", "momentum-dampening-wd", "rmsprop-momentum"])
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_ledger_bit_for_bit(tmp_path, opt_name):
     ds = tiny_dataset()
@@ -49,12 +29,12 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_ledger_bit_for_bit(t
     total, cut = 3 * per_epoch, per_epoch + 2  # interrupted in the middle of the second epoch
     model, logs, inner = _fresh(opt_name)
     opt = amnesiac.AttributedOptimizer(inner, model, logs)
-    _steps(model, opt, ds.loader(8, seed=1), per_epoch, 0, total)
+    attributed_loop(model, opt, ds.loader(8, seed=1), start=0, stop=total)
     opt.close()
     # the same training, interrupted and resumed from files
     model2, logs2, inner2 = _fresh(opt_name)
     opt2 = amnesiac.AttributedOptimizer(inner2, model2, logs2)
-    _steps(model2, opt2, ds.loader(8, seed=1), per_epoch, 0, cut)
+    attributed_loop(model2, opt2, ds.loader(8, seed=1), start=0, stop=cut)
     opt2.close()
     torch.save({"model": model2.state_dict(), "optimizer": inner2.state_dict()}, tmp_path / "train.pt")
     for i, log in enumerate(logs2):
@@ -66,7 +46,7 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_ledger_bit_for_bit(t
     for i, log in enumerate(logs3):
         amnesiac.load_ledger(tmp_path / f"log{i}.pt", log)
     opt3 = amnesiac.AttributedOptimizer(inner3, model3, logs3)
-    _steps(model3, opt3, ds.loader(8, seed=1), per_epoch, cut, total)
+    attributed_loop(model3, opt3, ds.loader(8, seed=1), start=cut, stop=total)
     opt3.close()
     assert torch.equal(flat(model3), flat(model))
     names = [list(GROUPS), list(SINGLES), list(SINGLES)]

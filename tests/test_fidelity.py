@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import flat, tiny_dataset, tiny_model
+from conftest import attributed_loop, flat, tiny_dataset, tiny_model
 
 import amnesiac
 from amnesiac import fidelity as fi
@@ -145,15 +145,7 @@ def _compare_with_oracle(opt_name, kind, scheduled):
     opt = ORACLE_OPTIMIZERS[opt_name](model.parameters())
     if scheduled:
         wrapped = amnesiac.AttributedOptimizer(opt, model, log)
-        sched = _schedule(wrapped)
-        loader = ds.loader(8, seed=1)
-        for _ in range(2):
-            for x, y, ids in loader:
-                wrapped.zero_grad()
-                wrapped.set_batch(ids)
-                F.cross_entropy(model(x), y).backward()
-                wrapped.step()
-                sched.step()
+        attributed_loop(model, wrapped, ds.loader(8, seed=1), epochs=2, scheduler=_schedule(wrapped))
         wrapped.close()
         assert opt.param_groups[0]["lr"] < ORACLE_OPTIMIZERS[opt_name](tiny_model().parameters()).defaults["lr"]
     else:
