@@ -1183,27 +1183,29 @@ def membership_findings(result) -> str:
     def m(values):
         return _ci(mean_ci(list(values)))
 
+    def at(recs, alpha, get):
+        """One measure of the subtraction at ``alpha`` (a number, or "rule": each seed's own rule alpha)."""
+        return [get(r["amnesiac"][r["alphas"].index(r["rule"]["alpha"] if alpha == "rule" else alpha)]) for r in recs]
+
     out = []
     cls = _pieces(result, "class")
     if cls:
-        a = cls[0]["alphas"]
-        one = a.index(1.0)
-        rule = [r["amnesiac"][a.index(r["rule"]["alpha"])]["attack"]["auc"] for r in cls]
+        one = at(cls, 1.0, lambda x: x["attack"]["auc"])
+        rule = at(cls, "rule", lambda x: x["attack"]["auc"])
         out.append(
             f"- **Class-conditional loss attack** ({len(cls)} seed(s), AUC; 0.5 = cannot tell training from test "
             f"images of the class): original {m(r['original']['auc'] for r in cls)}, retrained "
             f"{m(r['retrain']['auc'] for r in cls)}, subtraction at α = 1 "
-            f"{m(r['amnesiac'][one]['attack']['auc'] for r in cls)}, at the rule's α {m(rule)}, fine-tuning "
+            f"{m(one)}, at the rule's α {m(rule)}, fine-tuning "
             f"{m(r['finetune']['auc'] for r in cls)}.")
     can = _pieces(result, "canary")
     if can:
-        a = can[0]["alphas"]
-        one = a.index(1.0)
-        rule = [r["amnesiac"][a.index(r["rule"]["alpha"])]["rates"]["planted"] for r in can]
+        one = at(can, 1.0, lambda x: x["rates"]["planted"])
+        rule = at(can, "rule", lambda x: x["rates"]["planted"])
         out.append(
             f"- **Canaries** ({len(can)} seed(s), fraction predicted as the planted label): original "
             f"{m(r['original']['planted'] for r in can)}, retrained {m(r['retrain']['planted'] for r in can)}, "
-            f"subtraction at α = 1 {m(r['amnesiac'][one]['rates']['planted'] for r in can)}, at the rule's α "
+            f"subtraction at α = 1 {m(one)}, at the rule's α "
             f"{m(rule)}, fine-tuning {m(r['finetune']['planted'] for r in can)}.")
         out.append(
             f"- **Difference attack** (AUC of telling the forgotten canaries from retained samples by the direction "

@@ -49,3 +49,23 @@ def test_committed_membership_results_match_the_study_and_a_clean_revision():
         assert pieces and all(not p["provenance"]["git"].endswith("+dirty") for p in pieces)
         names = {p.stem for p in folder.glob("*.json")}
         assert {f"shadow{j}" for j in range(study.shadows)} | {"lira"} <= names
+
+
+def test_the_findings_are_the_means_of_each_seeds_values_at_alpha_1_and_at_the_rules_alpha():
+    import re
+
+    from amnesiac import book
+
+    res = mb.load_study("full")
+    cls = [v for k, v in sorted(res.pieces.items()) if k.startswith("class-seed")]
+    if not cls:
+        pytest.skip("no committed full-profile class pieces")
+    text = book.membership_findings(res)
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    one = mean([r["amnesiac"][r["alphas"].index(1.0)]["attack"]["auc"] for r in cls])
+    rule = mean([r["amnesiac"][r["alphas"].index(r["rule"]["alpha"])]["attack"]["auc"] for r in cls])
+    got = re.search(r"subtraction at α = 1 ([0-9.]+) .*?at the rule's α ([0-9.]+)", text.splitlines()[0])
+    assert got and float(got[1]) == pytest.approx(one, abs=6e-4) and float(got[2]) == pytest.approx(rule, abs=6e-4)
