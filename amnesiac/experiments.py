@@ -564,6 +564,25 @@ def _atomic_write_json(path: Path, obj) -> None:
         raise
 
 
+def read_pieces(folder: Path) -> dict[str, dict]:
+    """Every finished piece of a study folder (its ``*.json`` files but ``config.json``) by name; ``{}`` when the
+    folder is absent. The studies cache one JSON file per finished piece and load whatever is on disk with this.
+
+    Example:
+        >>> read_pieces(Path("no-such-folder"))
+        {}
+    """
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "config"}
+
+
+def read_combos(folder: Path, combos) -> dict:
+    """:func:`read_pieces` of each combo's subfolder, ``combos`` mapping a key to its path below ``folder``; combos
+    with no piece yet are left out."""
+    return {key: pieces for key, sub in combos.items() if (pieces := read_pieces(folder / sub))}
+
+
 def _cpu_model() -> str:
     """The CPU's model name (float results on the CPU depend on its instruction set, so replays and originals
     must come from the same kind of machine)."""

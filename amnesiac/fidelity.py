@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from .data import ArrayDataset, class_ids, graves_mnist, load_dataset
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos
 from .grads import ParamLayout
 from .models import build_model
 from .training import Recipe, pick_reproducible_device, predict, train
@@ -665,13 +665,7 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Fi
     """Load whatever pieces of the study are on disk, computing nothing."""
     study = get_study(profile)
     folder = study.folder(results_root)
-    records = {}
-    for setting, opt, seed in study.combos():
-        d = folder / setting / opt / f"seed{seed}"
-        if d.is_dir():
-            pieces = {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
-            if pieces:
-                records[(setting, opt, seed)] = pieces
+    records = read_combos(folder, {(st, opt, seed): Path(st, opt, f"seed{seed}") for st, opt, seed in study.combos()})
     return FidelityResult(study, records, folder)
 
 

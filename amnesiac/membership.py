@@ -38,7 +38,7 @@ from . import attacks as A
 from . import fidelity as fi
 from .data import ArrayDataset, class_ids, groups_per_sample, load_dataset
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces
 from .grads import ParamLayout, per_sample_grads
 from .models import build_model
 from .training import Recipe, accuracy, pick_reproducible_device, predict, train
@@ -387,5 +387,4 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Me
     """Whatever pieces are on disk, computing nothing."""
     study = get_membership_study(profile)
     folder = study.folder(results_root)
-    pieces = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "config"}
-    return MembershipResult(study, pieces, folder)
+    return MembershipResult(study, read_pieces(folder), folder)

@@ -29,7 +29,7 @@ import torch
 
 from . import fidelity as fi
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos
 from .training import pick_reproducible_device
 from .unlearning import Request, unlearn
 
@@ -237,13 +237,8 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Pr
     """Whatever pieces are on disk, computing nothing."""
     study = get_propagation_study(profile)
     folder = study.folder(results_root)
-    records = {}
-    for opt in study.optimizers:
-        for seed in study.seeds:
-            d = folder / opt / f"seed{seed}"
-            pieces = {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
-            if pieces:
-                records[(opt, seed)] = pieces
+    records = read_combos(folder, {(opt, seed): Path(opt, f"seed{seed}") for opt in study.optimizers
+                                   for seed in study.seeds})
     return PropagationResult(study, records, folder)
 
 
