@@ -710,6 +710,31 @@ class ForgetPanel:
         return self.last
 
 
+def panel_choices_table(rows: Sequence[dict], digits: int = 3) -> str:
+    """Markdown table of :func:`amnesiac.webpanel.panel_reference` results, one row per choice: the class, the
+    images and alpha, the forgotten and rest accuracies before -> after, and each selected image's predicted
+    label before -> after.
+
+    Example:
+        >>> print(panel_choices_table([{"forget_class": None, "selected": [], "alpha": 1.0, "acc_forgotten_before":
+        ...     float("nan"), "acc_forgotten_after": float("nan"), "acc_rest_before": 0.9, "acc_rest_after": 0.8,
+        ...     "samples": []}]).splitlines()[2])
+        | none | none | 1 | n/a | 0.900 → 0.800 | n/a |
+    """
+    def acc(a, b):
+        return "n/a" if math.isnan(a) else f"{a:.{digits}f} → {b:.{digits}f}"
+
+    lines = ["| class | images | α | forgotten class | rest | tracked images: predicted before → after |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        imgs = ", ".join(str(i) for i in r["selected"]) or "none"
+        preds = "; ".join(f"id {s['id']} ({s['label']}): {s['pred_before']} → {s['pred_after']}" for s in r["samples"])
+        lines.append(f"| {'none' if r['forget_class'] is None else r['forget_class']} | {imgs} | {r['alpha']:g} | "
+                     f"{acc(r['acc_forgotten_before'], r['acc_forgotten_after'])} | "
+                     f"{acc(r['acc_rest_before'], r['acc_rest_after'])} | {preds or 'n/a'} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- method and discussion chapters
 
 # The seed's two class-forgetting settings as the memory formulas need them: training-set

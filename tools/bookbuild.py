@@ -50,6 +50,8 @@ SOURCE_DIR = "book"
 EXECUTED_DIR = "book/_executed"
 VENDOR_DIR = "book/vendor"
 HTML_DIR = "_build/html"
+# Where the interactive chapter exports the browser panel's data (served as _static/forget-panel/).
+PANEL_DATA_DIR = "book/_panel_data"
 PARAMS_ENV = "AMNESIAC_BOOK_PARAMS"
 KERNEL_NAME = "python3"
 
@@ -59,11 +61,16 @@ KERNEL_NAME = "python3"
 WIDGET_ASSETS = "npm/@jupyter-widgets/html-manager/dist"
 WIDGET_ASSET_COPY = "npm/@jupyter-widgets"
 _ASSET_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")
+# The browser panel's model runtime (ONNX Runtime Web, WebAssembly with SIMD, one thread: no server headers
+# needed): the loader script, its module and the WebAssembly binary, served from _static/onnxruntime-web/.
+ORT_DIR = "onnxruntime-web"
+ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 # npm package -> what to copy from its tarball (paths under "package/") into which vendor subfolder.
-VENDOR_PACKAGES: dict[str, tuple[str, str]] = {
-    "mathjax@3.2.2": ("es5", "mathjax"),
-    "requirejs@2.3.8": ("require.js", "requirejs/require.js"),
-    "@jupyter-widgets/html-manager@1.0.15": ("dist", WIDGET_ASSETS),
+VENDOR_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "mathjax@3.2.2": (("es5", "mathjax"),),
+    "requirejs@2.3.8": (("require.js", "requirejs/require.js"),),
+    "@jupyter-widgets/html-manager@1.0.15": (("dist", WIDGET_ASSETS),),
+    "onnxruntime-web@1.23.2": tuple((f"dist/{name}", f"{ORT_DIR}/{name}") for name in ORT_FILES),
 }
 # Loaded before require.js: sets its baseUrl to the npm/ folder beside this script, wherever the page is.
 REQUIREJS_CONFIG = (
@@ -77,10 +84,11 @@ VENDOR_REQUIRED = (
     "requirejs/config.js",
     "requirejs/require.js",
     f"{WIDGET_ASSETS}/embed-amd.js",
+    *(f"{ORT_DIR}/{name}" for name in ORT_FILES),
 )
 # Written last into book/vendor/: which packages, in which layout (a change here triggers a new fetch).
 VENDOR_MANIFEST = "VERSIONS.txt"
-_MANIFEST_TEXT = "layout 2\n" + "".join(f"{spec}\n" for spec in VENDOR_PACKAGES)
+_MANIFEST_TEXT = "layout 3\n" + "".join(f"{spec}\n" for spec in VENDOR_PACKAGES)
 # Copied from html-manager's dist/ only what embed-amd.js needs (it is self-contained apart from its fonts).
 _SKIP_SUFFIXES = (".map",)
 _SKIP_NAMES = ("embed.js", "libembed-amd.js")
@@ -406,10 +414,12 @@ def ensure_vendor(root: Path, *, npm: str = "npm") -> bool:
             log.warning("`%s` failed (exit %s): %s", " ".join(cmd), proc.returncode, proc.stderr.strip()[-2000:])
             return False
         staging = work / "vendor"
-        for spec, (part, dest) in VENDOR_PACKAGES.items():
+        for spec, parts in VENDOR_PACKAGES.items():
             stem = spec.rsplit("@", 1)[0].lstrip("@").replace("/", "-")
             tarball = next(t for t in tarballs if t.name.startswith(stem + "-"))
-            _copy_package_part(_extract(tarball, work / stem), part, staging / dest)
+            package = _extract(tarball, work / stem)
+            for part, dest in parts:
+                _copy_package_part(package, part, staging / dest)
         for asset in (staging / WIDGET_ASSETS).iterdir():
             if asset.suffix in _ASSET_SUFFIXES:
                 shutil.copy2(asset, staging / WIDGET_ASSET_COPY / asset.name)
@@ -430,7 +440,11 @@ def cdn_config(root: Path) -> Path:
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf8"))
     sphinx_config = (config.get("sphinx") or {}).get("config") or {}
     for key in _VENDOR_SETTINGS:
-        sphinx_config.pop(key, None)
+        if key == "html_static_path":  # keep the other static folders (the browser panel's script)
+            kept = [p for p in sphinx_config.get(key) or [] if p != VENDOR_DIR]
+            sphinx_config[key] = kept
+        else:
+            sphinx_config.pop(key, None)
     path = root / "_build" / "_config.cdn.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf8")
@@ -450,6 +464,7 @@ def jupyter_book_command() -> list[str]:
 
 def build_html(root: Path, *, config: Path | None = None) -> int:
     """Run ``jupyter-book build . --path-output .`` in ``root`` (HTML in ``_build/html``); its exit code."""
+    (root / PANEL_DATA_DIR).mkdir(parents=True, exist_ok=True)  # a static folder Sphinx expects to exist
     cmd = [*jupyter_book_command(), "build", ".", "--path-output", "."]
     if config is not None:
         cmd += ["--config", str(config)]
