@@ -128,7 +128,6 @@ def export_panel(folder: str | Path, model: torch.nn.Module, class_log, sample_l
         raise ValueError(f"got {len(titles)} titles for {len(samples)} samples")
     layout = ParamLayout.of(model)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     ids = [int(i) for i in samples.ids]
     arrays = {
         "theta": layout.vector(model).detach().float().cpu(),
@@ -142,6 +141,7 @@ def export_panel(folder: str | Path, model: torch.nn.Module, class_log, sample_l
     if total > max_bytes:
         raise ValueError(f"the panel's data would be {total / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit; "
                          "track fewer images (each adds one parameter vector) or use fewer test images")
+    folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for name in _FILES:
         raw = arrays[name].contiguous().numpy().tobytes()
