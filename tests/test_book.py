@@ -184,3 +184,149 @@ def test_page_renders_offline(browser, site: str, doc: str) -> None:
     assert not offsite, f"{doc}: requests to other hosts (aborted): {offsite}"
     assert not local_errors, f"{doc}: failed requests: {local_errors}"
     assert not page_errors, f"{doc}: JavaScript errors: {page_errors}"
+
+
+# ------------------------------------------------------------------------------ the browser panel, computing live
+
+PANEL = ".amnesiac-forget-panel"
+
+
+def _offline_page(browser, site: str, doc: str, **context_args):
+    """A page of the built book with every request to another host aborted (recorded in ``page.offsite``)."""
+    context = browser.new_context(**context_args)
+    offsite: list[str] = []
+
+    def route(route) -> None:
+        url = urlparse(route.request.url)
+        if url.scheme in LOCAL_SCHEMES or url.hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            offsite.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: str(err) in KNOWN_JS_ERRORS or errors.append(str(err)))
+    page.goto(site + doc + ".html", wait_until="load")
+    page.wait_for_function(f"document.querySelector('{PANEL}')?.dataset.updates >= 1", timeout=120_000)
+    return context, page, offsite, errors
+
+
+def _settled(page, before: int) -> dict:
+    """Wait until the panel has finished at least one update after ``before`` and none is pending; its state."""
+    page.wait_for_function(
+        f"(() => {{ const p = document.querySelector('{PANEL}').amnesiacPanel;"
+        f" return p.updates > {before} && p.busy === null && !p.dirty; }})()", timeout=60_000)
+    return page.evaluate(f"document.querySelector('{PANEL}').amnesiacPanel.state")
+
+
+def _updates(page) -> int:
+    return page.evaluate(f"document.querySelector('{PANEL}').amnesiacPanel.updates")
+
+
+def _compare(state: dict, data, wp) -> None:
+    """The page's numbers against panel_reference on the same choice (accuracies to 1e-3, predicted labels equal
+    unless the two largest logits tie within 1e-4)."""
+    ref = wp.panel_reference(data, forget_class=state["forget_class"], selected=state["selected"], alpha=state["alpha"])
+    for key in ("per_class_before", "per_class_after"):
+        for got, want in zip(state[key], ref[key]):
+            assert got == pytest.approx(want, abs=1e-3), (key, state["forget_class"], state["alpha"])
+    for key in ("acc_forgotten_after", "acc_rest_before", "acc_rest_after"):
+        if ref[key] == ref[key]:  # not NaN
+            assert state[key] == pytest.approx(ref[key], abs=1e-3), key
+        else:
+            assert state[key] is None or state[key] != state[key], key
+    logits = ref["logits_after"]
+    n = data.n_test
+    by_id = {s["id"]: k for k, s in enumerate(data.meta["samples"])}
+    for got, want in zip(state["samples"], ref["samples"]):
+        assert (got["id"], got["label"], got["in_class_delta"]) == (want["id"], want["label"], want["in_class_delta"])
+        row = logits[n + by_id[got["id"]]]
+        top2 = row.topk(2).values
+        if float(top2[0] - top2[1]) > 1e-4:  # no tie within 1e-4: the labels must agree
+            assert got["pred_after"] == want["pred_after"], got
+        assert got["p_label_after"] == pytest.approx(want["p_label_after"], abs=1e-3)
+
+
+@pytest.mark.book
+def test_the_browser_panel_recomputes_offline_and_matches_python(browser, site: str, smoke_book: SmokeBook) -> None:
+    from amnesiac import webpanel as wp
+
+    folder = smoke_book.root / bookbuild.PANEL_DATA_DIR / "forget-panel"
+    data = wp.load_panel(folder)
+    assert data.n_test >= 500 and data.meta["data_bytes"] <= wp.MAX_BYTES
+    context, page, offsite, errors = _offline_page(browser, site, "book/_executed/interactive")
+    try:
+        states = [_settled(page, 0)]
+        initial = data.meta["initial"]
+        assert (states[0]["forget_class"], states[0]["selected"]) == (initial["forget_class"], initial["selected"])
+        ids = [s["id"] for s in data.meta["samples"]]
+        # the class: another one, by the select element
+        n = _updates(page)
+        page.select_option(f"{PANEL} select", str((initial["forget_class"] + 4) % 10))
+        states.append(_settled(page, n))
+        # images: clear, then tick two with the keyboard (Tab to the box, Space)
+        n = _updates(page)
+        page.click(f"{PANEL} button:has-text('clear')")
+        states.append(_settled(page, n))
+        for k in (1, len(ids) - 1):
+            n = _updates(page)
+            page.focus(f"{PANEL} input[type=checkbox][value='{ids[k]}']")
+            page.keyboard.press("Space")
+            states.append(_settled(page, n))
+        assert states[-1]["selected"] == [ids[1], ids[-1]]
+        # alpha: typed, then moved on the slider with the arrow keys
+        n = _updates(page)
+        page.fill(f"{PANEL} input[type=number]", "0.5")
+        page.press(f"{PANEL} input[type=number]", "Enter")
+        states.append(_settled(page, n))
+        assert states[-1]["alpha"] == 0.5
+        n = _updates(page)
+        page.focus(f"{PANEL} input[type=range]")
+        page.keyboard.press("ArrowLeft")
+        states.append(_settled(page, n))
+        assert states[-1]["alpha"] == pytest.approx(10 ** -0.35, rel=1e-3)
+        # no class: the rest is the whole test set
+        n = _updates(page)
+        page.select_option(f"{PANEL} select", "")
+        states.append(_settled(page, n))
+        assert states[-1]["forget_class"] is None
+        for state in states:
+            _compare(state, data, wp)
+        js_logits = page.evaluate(f"Array.from(document.querySelector('{PANEL}').amnesiacPanel.lastLogits)")
+        ref = wp.panel_reference(data, forget_class=None, selected=states[-1]["selected"], alpha=states[-1]["alpha"])
+        gap = float((ref["logits_after"].flatten() - __import__("torch").tensor(js_logits)).abs().max())
+        assert gap < 1e-3, f"the page's logits differ from PyTorch's by {gap}"
+        times = page.evaluate(f"document.querySelector('{PANEL}').amnesiacPanel.times")
+        text = page.inner_text(PANEL)
+        assert "Computing in this browser" in text and "could not start" not in text
+        # the themes: the panel's text follows the page's colour; the bars keep the book's matplotlib colours
+        colors = []
+        for theme in ("light", "dark"):
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            colors.append(page.evaluate(f"getComputedStyle(document.querySelector('{PANEL} .afp-summary')).color"))
+        assert colors[0] != colors[1], "the panel's text colour does not follow the theme"
+        fills = set(page.evaluate(f"Array.from(document.querySelectorAll('{PANEL} svg rect')).map(r => "
+                                  "r.getAttribute('fill'))"))
+        assert {data.meta["colors"]["before"], data.meta["colors"]["after"]} <= fills
+    finally:
+        context.close()
+    assert not offsite, f"requests to other hosts: {offsite}"
+    assert not errors, f"JavaScript errors: {errors}"
+    times.sort()
+    print(f"\nbrowser panel: {len(times)} updates, median {times[len(times) // 2]:.3f} s, max {times[-1]:.3f} s; "
+          f"data {data.meta['data_bytes'] / 1e6:.2f} MB; largest logit difference to PyTorch {gap:.2e}")
+
+
+@pytest.mark.book
+def test_the_browser_panel_fits_a_narrow_screen(browser, site: str) -> None:
+    context, page, offsite, errors = _offline_page(browser, site, "book/_executed/interactive",
+                                                   viewport={"width": 360, "height": 740})
+    try:
+        overflow = page.evaluate(f"(() => {{ const p = document.querySelector('{PANEL}');"
+                                 " return p.scrollWidth - p.clientWidth; })()")
+    finally:
+        context.close()
+    assert overflow <= 1, f"the panel is {overflow} px wider than a 360 px screen allows"
+    assert not offsite and not errors

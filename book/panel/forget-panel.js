@@ -319,7 +319,7 @@
     /* amnesiac.plotting.class_accuracy_bars, drawn as SVG with the same colours */
     bars(acc0, acc1, fc) {
       const c = this.meta.colors, k = acc0.length;
-      const W = 40 + 36 * k, H = 200, x0 = 36, y0 = 24, h = 140, step = 36;
+      const W = 44 + 36 * k, H = 204, x0 = 40, y0 = 24, h = 140, step = 36;
       const y = (v) => y0 + h - (Number.isFinite(v) ? v : 0) * (h / 1.08);
       const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
         "aria-label": "test accuracy per class, trained (grey) and after forgetting (blue)" });
@@ -331,7 +331,7 @@
         const v = t / 5, yy = y(v);
         svg.append(el("svg:line", { x1: x0, x2: x0 + step * k, y1: yy, y2: yy, stroke: "currentColor",
           "stroke-opacity": "0.3", "stroke-width": "0.5" }));
-        svg.append(el("svg:text", { x: x0 - 4, y: yy + 3, "text-anchor": "end", "font-size": "8", fill: "currentColor",
+        svg.append(el("svg:text", { x: x0 - 4, y: yy + 3, "text-anchor": "end", "font-size": "10", fill: "currentColor",
           text: v.toFixed(1) }));
       }
       for (let i = 0; i < k; i++) {
@@ -341,18 +341,18 @@
           r.append(el("svg:title", { text: `class ${i}, ${name}: ${fmt(v)}` }));
           svg.append(r);
         }
-        svg.append(el("svg:text", { x: cx, y: y0 + h + 11, "text-anchor": "middle", "font-size": "9",
+        svg.append(el("svg:text", { x: cx, y: y0 + h + 11, "text-anchor": "middle", "font-size": "11",
           fill: "currentColor", text: String(i) }));
       }
-      svg.append(el("svg:text", { x: x0 + (step * k) / 2, y: H - 4, "text-anchor": "middle", "font-size": "9",
+      svg.append(el("svg:text", { x: x0 + (step * k) / 2, y: H - 4, "text-anchor": "middle", "font-size": "11",
         fill: "currentColor", text: "class" }));
-      svg.append(el("svg:text", { x: 10, y: y0 + h / 2, "text-anchor": "middle", "font-size": "9", fill: "currentColor",
+      svg.append(el("svg:text", { x: 10, y: y0 + h / 2, "text-anchor": "middle", "font-size": "11", fill: "currentColor",
         transform: `rotate(-90 10 ${y0 + h / 2})`, text: "test accuracy" }));
       const lx = x0 + (step * k) / 2 - 80;
       svg.append(el("svg:rect", { x: lx, y: 6, width: 10, height: 8, fill: c.before }),
-        el("svg:text", { x: lx + 14, y: 13, "font-size": "8", fill: "currentColor", text: "trained" }),
+        el("svg:text", { x: lx + 14, y: 13, "font-size": "10", fill: "currentColor", text: "trained" }),
         el("svg:rect", { x: lx + 70, y: 6, width: 10, height: 8, fill: c.after }),
-        el("svg:text", { x: lx + 84, y: 13, "font-size": "8", fill: "currentColor", text: "after forgetting" }));
+        el("svg:text", { x: lx + 84, y: 13, "font-size": "10", fill: "currentColor", text: "after forgetting" }));
       return svg;
     }
   }
