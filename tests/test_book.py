@@ -61,7 +61,7 @@ class SmokeBook:
         shutil.copytree(
             ROOT / bookbuild.SOURCE_DIR,
             root / bookbuild.SOURCE_DIR,
-            ignore=shutil.ignore_patterns("_executed", "vendor", ".ipynb_checkpoints"),
+            ignore=shutil.ignore_patterns("_executed", "vendor", "_panel_data", ".ipynb_checkpoints"),
         )
 
     def execute(self, name: str) -> bookbuild.ChapterResult:
