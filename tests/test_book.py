@@ -192,7 +192,8 @@ PANEL = ".amnesiac-forget-panel"
 
 
 def _offline_page(browser, site: str, doc: str, **context_args):
-    """A page of the built book with every request to another host aborted (recorded in ``page.offsite``)."""
+    """A page of the built book with every request to another host aborted (listed in ``offsite``); JavaScript
+    errors and failed local requests are listed in ``errors``."""
     context = browser.new_context(**context_args)
     offsite: list[str] = []
 
@@ -208,6 +209,8 @@ def _offline_page(browser, site: str, doc: str, **context_args):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: str(err) in KNOWN_JS_ERRORS or errors.append(str(err)))
+    page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
+            and errors.append(f"HTTP {r.status} {r.url}"))
     page.goto(site + doc + ".html", wait_until="load")
     page.wait_for_function(f"document.querySelector('{PANEL}')?.dataset.updates >= 1", timeout=120_000)
     return context, page, offsite, errors
@@ -313,7 +316,7 @@ def test_the_browser_panel_recomputes_offline_and_matches_python(browser, site: 
     finally:
         context.close()
     assert not offsite, f"requests to other hosts: {offsite}"
-    assert not errors, f"JavaScript errors: {errors}"
+    assert not errors, f"JavaScript errors or failed requests: {errors}"
     times.sort()
     print(f"\nbrowser panel: {len(times)} updates, median {times[len(times) // 2]:.3f} s, max {times[-1]:.3f} s; "
           f"data {data.meta['data_bytes'] / 1e6:.2f} MB; largest logit difference to PyTorch {gap:.2e}")
