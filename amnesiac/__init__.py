@@ -35,6 +35,7 @@ from .deltalog import DeltaLog
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
 from .ledger import GroupTable, Ledger, load_ledger, save_ledger
 from .models import SimpleModel, build_model, resnet18_gn
+from .record import RequestRecord, model_fingerprint
 from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, pick_reproducible_device, predict, train
 from .unlearning import METHODS, Request, method_params, repair, unlearn
@@ -78,6 +79,8 @@ __all__ = [
     "repair",
     "resnet18_gn",
     "save_ledger",
+    "RequestRecord",
+    "model_fingerprint",
     "set_data_root",
     "supported_optimizers",
     "test_views",
