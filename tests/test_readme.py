@@ -29,3 +29,4 @@ def test_readme_python_blocks_run(monkeypatch, capsys):
     opt, log = namespace["opt"], namespace["log"]
     assert isinstance(opt, amnesiac.AttributedOptimizer) and opt.closed
     assert log.steps == len(namespace["loader"]) and log.delta_vector(["class3"]).abs().max() > 0
+    assert namespace["record"].forgotten() == {"class3": 0}  # the request served after training was recorded
