@@ -32,6 +32,8 @@ from .data import (
     test_views,
 )
 from .deltalog import DeltaLog
+from .distributed import ShardedDeltaLog
+from .distributed import attach as attach_ddp
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
 from .ledger import GroupTable, Ledger, load_ledger, save_ledger
 from .models import SimpleModel, build_model, resnet18_gn
@@ -80,6 +82,8 @@ __all__ = [
     "resnet18_gn",
     "save_ledger",
     "RequestRecord",
+    "ShardedDeltaLog",
+    "attach_ddp",
     "model_fingerprint",
     "set_data_root",
     "supported_optimizers",

@@ -306,7 +306,8 @@ class AttributedOptimizer(Optimizer):
             raise RuntimeError(
                 "the gradients were changed between backward and step by more than one common factor (e.g. "
                 "clip_grad_value_ or a per-parameter rescale); the groups' shares cannot follow. Global-norm "
-                "clipping (clip_grad_norm_) and GradScaler are supported"
+                "clipping (clip_grad_norm_) and GradScaler are supported. Under DistributedDataParallel, which "
+                "averages the gradients after backward, call amnesiac.attach_ddp(ddp_model, optimizer) first"
             )
         return c
 

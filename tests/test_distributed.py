@@ -1,0 +1,135 @@
+"""DistributedDataParallel with a sharded ledger: 2 CPU processes (gloo, loopback) give, to 1e-10 in float64, the
+single-process ledger of the same global batches, for SGD with momentum and Adam, class and per-sample groups."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from conftest import flat, tiny_dataset, tiny_model
+
+import amnesiac
+
+WORLD, GLOBAL_BATCH, EPOCHS = 2, 16, 2
+
+
+def _groups(kind):
+    ds = tiny_dataset()
+    return amnesiac.groups_by_class(ds) if kind == "class" else amnesiac.groups_per_sample(range(0, 40, 3))
+
+
+def _optimizer(name, params):
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    return torch.optim.Adam(params, lr=0.01)
+
+
+def _read(log, names):
+    return {"deltas": torch.stack([log.delta_vector([g]) for g in names]), "remainder": log.remainder_vector}
+
+
+def _single(kind, opt_name, clip):
+    ds, model = tiny_dataset(), tiny_model()
+    log = amnesiac.DeltaLog(model, _groups(kind))
+    opt = amnesiac.AttributedOptimizer(_optimizer(opt_name, model.parameters()), model, log)
+    for _ in range(EPOCHS):
+        for x, y, ids in ds.loader(GLOBAL_BATCH, seed=1):
+            opt.zero_grad()
+            opt.set_batch(ids)
+            F.cross_entropy(model(x), y).backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+    opt.close()
+    return {**_read(log, log.group_names), "theta": flat(model), "names": log.group_names}
+
+
+def _worker(rank, port, kind, opt_name, clip, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        ds, model = tiny_dataset(), tiny_model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        log = amnesiac.ShardedDeltaLog(model, _groups(kind))
+        opt = amnesiac.AttributedOptimizer(_optimizer(opt_name, model.parameters()), model, log)
+        amnesiac.attach_ddp(ddp, opt)
+        for _ in range(EPOCHS):
+            for x, y, ids in ds.loader(GLOBAL_BATCH, seed=1):  # every rank sees the global batch, takes its slice
+                part = slice(rank * len(ids) // WORLD, (rank + 1) * len(ids) // WORLD)
+                opt.zero_grad()
+                opt.set_batch(ids[part])
+                F.cross_entropy(ddp(x[part]), y[part]).backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+        opt.close()
+        got = {**_read(log, log.table.names), "theta": flat(model), "owned": log.owned_groups(),
+               "bytes_sent": log.bytes_sent, "steps": log.steps_logged}
+        torch.save(got, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["class", "samples"])
+@pytest.mark.parametrize("opt_name,clip", [("momentum", None), ("adam", None), ("momentum", 0.5)],
+                         ids=["momentum", "adam", "momentum-clipped"])
+def test_two_ddp_processes_give_the_single_process_ledger(tmp_path, kind, opt_name, clip):
+    want = _single(kind, opt_name, clip)
+    mp.spawn(_worker, args=(_free_port(), kind, opt_name, clip, tmp_path), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for got in ranks:
+        assert (got["theta"] - want["theta"]).abs().max() < 1e-10
+        assert (got["deltas"] - want["deltas"]).abs().max() < 1e-10
+        assert (got["remainder"] - want["remainder"]).abs().max() < 1e-10
+    assert want["deltas"].abs().max() > 1e-3  # the groups did move
+    # sharded: each group on exactly one rank, round robin; shares moved once, never the full matrix
+    names = want["names"]
+    assert [g for r in ranks for g in r["owned"]] != [] and sorted(map(str, ranks[0]["owned"] + ranks[1]["owned"])) \
+        == sorted(map(str, names))
+    assert ranks[0]["owned"] == names[0::2] and ranks[1]["owned"] == names[1::2]
+    P, per_step = want["theta"].numel(), ranks[0]["bytes_sent"] / ranks[0]["steps"]
+    assert 0 < per_step <= len(names) * P * 8
+
+
+def test_a_sharded_log_needs_an_initialised_job_and_a_group_per_rank():
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        amnesiac.ShardedDeltaLog(tiny_model(), {"a": [0]})
+
+
+def _unattached_worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        ds, model = tiny_dataset(), tiny_model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        log = amnesiac.ShardedDeltaLog(model, _groups("class"))
+        opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log)
+        x, y, ids = next(iter(ds.loader(GLOBAL_BATCH, seed=1)))
+        part = slice(rank * 8, rank * 8 + 8)
+        opt.set_batch(ids[part])
+        F.cross_entropy(ddp(x[part]), y[part]).backward()
+        try:
+            opt.step()
+            message = ""
+        except RuntimeError as err:
+            message = str(err)
+        (out / f"rank{rank}.txt").write_text(message)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_without_attach_the_averaged_gradient_is_refused_with_the_fix(tmp_path):
+    mp.spawn(_unattached_worker, args=(_free_port(), tmp_path), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        assert "call amnesiac.attach_ddp(ddp_model, optimizer)" in (tmp_path / f"rank{r}.txt").read_text()
