@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .experiments import EXPERIMENTS, OVERRIDES, PROFILES, format_table, get_experiment, parse_overrides, run, summarize
+from .training import pick_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--tables", action="store_true",
                    help="print the README's tables from the committed results/bench/<profile>.json (no run)")
+    b.add_argument("--ddp", action="store_true",
+                   help="measure DistributedDataParallel with a sharded ledger, 1 and 2 processes (writes "
+                        "results/bench/ddp.json)")
     study = argparse.ArgumentParser(add_help=False, parents=[common])  # options every study takes
     study.add_argument("--profile", default="full", choices=["smoke", "full"])
     study.add_argument("--seeds", type=int, nargs="+", default=None, help="override the profile's seeds")
@@ -70,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             from .experiments import RESULTS_ROOT
 
             print(readme_tables(json.loads((RESULTS_ROOT / "bench" / f"{args.profile}.json").read_text())))
+            return 0
+        if args.ddp:
+            from .distributed import format_scaling, scaling_benchmark
+            from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+
+            result = {**scaling_benchmark(), "provenance": provenance(pick_device("cpu"))}
+            _atomic_write_json(RESULTS_ROOT / "bench" / "ddp.json", result)
+            print(format_scaling(result))
             return 0
         print(format_bench(run_bench(args.profile, device=args.device)))
         return 0

@@ -133,3 +133,22 @@ def test_without_attach_the_averaged_gradient_is_refused_with_the_fix(tmp_path):
     mp.spawn(_unattached_worker, args=(_free_port(), tmp_path), nprocs=WORLD, join=True)
     for r in range(WORLD):
         assert "call amnesiac.attach_ddp(ddp_model, optimizer)" in (tmp_path / f"rank{r}.txt").read_text()
+
+
+def test_the_readmes_torchrun_example_runs(tmp_path):
+    """`torchrun --nproc_per_node 2 examples/ddp_ledger.py` (as the README shows it), on MNIST-format fake data."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_data import write_fake_mnist
+
+    root = Path(__file__).resolve().parent.parent
+    write_fake_mnist(tmp_path / "data", n_train=400, n_test=100)
+    env = {**os.environ, "AMNESIAC_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(root / "examples" / "ddp_ledger.py"), "--subset", "1.0", "--batch", "64"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es); process 0 keeps ['class0', 'class2', 'class4', 'class6', 'class8']" in proc.stdout
+    assert "class 3: test accuracy" in proc.stdout
