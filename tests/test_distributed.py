@@ -152,3 +152,22 @@ def test_the_readmes_torchrun_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es); process 0 keeps ['class0', 'class2', 'class4', 'class6', 'class8']" in proc.stdout
     assert "class 3: test accuracy" in proc.stdout
+
+
+def test_the_committed_ddp_benchmark_is_from_a_clean_revision_and_formats():
+    import json
+    from pathlib import Path
+
+    from amnesiac.distributed import format_scaling
+
+    path = Path(__file__).resolve().parent.parent / "results" / "bench" / "ddp.json"
+    if not path.exists():
+        pytest.skip("no committed DDP benchmark")
+    result = json.loads(path.read_text())
+    assert not result["provenance"]["git"].endswith("+dirty")
+    assert {(r["kind"], r["world"]) for r in result["runs"]} == {("class", 1), ("class", 2), ("samples", 1),
+                                                                 ("samples", 2)}
+    for r in result["runs"]:  # one process sends nothing; two send each share once, never the whole matrix
+        sent = r["logged"]["share_bytes_per_step"]
+        assert (sent == 0) if r["world"] == 1 else (0 < sent < r["groups"] * r["gradient_bytes"])
+    assert format_scaling(result).count("\n") == len(result["runs"]) + 1
