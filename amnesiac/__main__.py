@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .experiments import EXPERIMENTS, OVERRIDES, PROFILES, format_table, get_experiment, parse_overrides, run, summarize
 from .training import pick_device
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--tables", action="store_true",
                    help="print the README's tables from the committed results/bench/<profile>.json (no run)")
+    b.add_argument("--ledger-read", type=Path, default=None, metavar="DIR",
+                   help="build a memory-mapped ResNet-18 ledger of 500 per-sample groups in DIR (22 GB in float32) "
+                        "and time reading 1 and 100 deltas (writes results/bench/ledger-read-<dtype>.json)")
+    b.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="the --ledger-read ledger's storage dtype")
     b.add_argument("--ddp", action="store_true",
                    help="measure DistributedDataParallel with a sharded ledger, 1 and 2 processes (writes "
                         "results/bench/ddp.json)")
@@ -74,6 +80,20 @@ def main(argv: list[str] | None = None) -> int:
             from .experiments import RESULTS_ROOT
 
             print(readme_tables(json.loads((RESULTS_ROOT / "bench" / f"{args.profile}.json").read_text())))
+            return 0
+        if args.ledger_read is not None:
+            import shutil
+
+            from .bench import ledger_read_times
+            from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+
+            try:
+                result = {**ledger_read_times(args.ledger_read, dtype=args.dtype),
+                          "provenance": provenance(pick_device("cpu"))}
+            finally:
+                shutil.rmtree(args.ledger_read, ignore_errors=True)  # tens of GB
+            _atomic_write_json(RESULTS_ROOT / "bench" / f"ledger-read-{args.dtype}.json", result)
+            print(result)
             return 0
         if args.ddp:
             from .distributed import format_scaling, scaling_benchmark
