@@ -28,3 +28,17 @@ def test_sample_forgetting_values_cover_both_requests():
             assert 0.0 <= values[f"{key}_{tag}"] <= 1.0, key
         assert values[f"frac_{tag}"] == (0.01 if tag == "1" else 0.1)
     assert values["gap_vs_kit"] in ("smaller than", "at least as large as")
+
+
+def test_the_abstract_is_computed_from_the_committed_studies():
+    from amnesiac import book, fidelity
+
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    mem = book.membership_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu", progress=False)
+    text = book.abstract(fid, mem, 10.0)
+    rows = {r["set"]: r for r in fidelity.summary_rows(fid, "full", "adam", "drop")}
+    if "random-100" not in rows:
+        assert "waits for it" in text
+        return
+    assert f"Adam {rows['random-100']['a1_recovered'][0]:+.3f} for 100 random samples" in text
+    assert f"AUC {mem.pieces['lira']['alpha=1']['auc']:.2f}" in text and "10 times faster" in text
