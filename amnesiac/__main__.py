@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--every", type=int, default=None, help="Hessian-vector products every k-th step (default 1)")
     h = sub.add_parser("membership", parents=[study],
                        help="membership attacks that can detect forgetting (class, canaries, U-LiRA)")
-    h.add_argument("--parts", nargs="+", default=["class", "canary", "lira"], help="a subset of: class canary lira")
+    h.add_argument("--parts", nargs="+", default=["class", "canary", "lira", "methods"],
+                   help="a subset of: class canary lira methods")
     sub.add_parser("list", help="list experiments and profiles")
     return parser
 

@@ -48,6 +48,7 @@ MEMBERSHIP_SEMANTICS = 1
 STUDY_NAME = "membership-mnist-simple"
 PROFILES = ("smoke", "full")
 RECIPE = Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=4)
+PARTS = ("class", "canary", "lira", "methods")
 
 
 @dataclass(frozen=True)
@@ -254,10 +255,10 @@ def _lira_pool(study: MembershipStudy):
     return pool, test_set, candidates
 
 
-def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
-    """Shadow model ``j``: trained on a random half of the pool with a per-sample log over its candidates; the
-    logit-scaled confidence of every candidate under the model and, for those it holds, after forgetting it."""
-    pool, test_set, candidates = _lira_pool(study)
+def _shadow(study: MembershipStudy, j: int, *, device, progress):
+    """Train shadow model ``j`` (deterministic in ``j``): a random half of the pool, a per-sample log over the
+    candidates it holds. Returns (model, log, its data, the candidates inside, all candidates, seconds)."""
+    pool, _, candidates = _lira_pool(study)
     gen = torch.Generator().manual_seed(90_007 + j)
     half = torch.sort(pool.ids[torch.randperm(len(pool), generator=gen)[: len(pool) // 2]]).values
     data = pool.subset(half)
@@ -269,7 +270,14 @@ def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
            desc=f"shadow {j}")
     seconds = time.perf_counter() - t0
     log.finalize()
-    cand = pool.subset(candidates)
+    return model, log, data, inside, pool.subset(candidates), seconds
+
+
+def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
+    """Shadow model ``j``: trained on a random half of the pool with a per-sample log over its candidates; the
+    logit-scaled confidence of every candidate under the model and, for those it holds, after forgetting it."""
+    _, test_set, candidates = _lira_pool(study)
+    model, log, data, inside, cand, seconds = _shadow(study, j, device=device, progress=progress)
     conf = A.logit_confidence(predict(model, cand.x), cand.y)
     theta = ParamLayout.of(model).vector(model).cpu()
     probe = _model(0).to(next(model.parameters()).device)
@@ -291,6 +299,25 @@ def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
             "seconds": seconds, "log_bytes": log.nbytes, "check_max_abs_diff": max(checks) if checks else None}
 
 
+def _ulira(conf: np.ndarray, member: np.ndarray, in_matrix: np.ndarray) -> A.AttackResult:
+    """Leave-one-shadow-out (U-)LiRA: each shadow in turn is the target; its candidates' scores (``in_matrix``
+    where it held them, ``conf`` where not) are likelihood ratios against Gaussians fitted over the other
+    shadows (``in_matrix`` where they held a candidate, ``conf`` where not). [K, N] arrays, NaN where undefined."""
+    K = conf.shape[0]
+    pos_scores, neg_scores = [], []
+    for k in range(K):
+        others = np.arange(K) != k
+        in_c = np.where(member[others], in_matrix[others], np.nan)
+        out_c = np.where(~member[others], conf[others], np.nan)
+        ok = ((~np.isnan(in_c)).sum(0) >= 1) & ((~np.isnan(out_c)).sum(0) >= 1)
+        # one variance per side for every example (Carlini et al.'s choice with few shadows); per-example means
+        scores = A.lira_scores(np.where(member[k], in_matrix[k], conf[k])[ok], in_c[:, ok], out_c[:, ok],
+                               global_variance=True)
+        pos_scores.append(scores[member[k][ok]])
+        neg_scores.append(scores[~member[k][ok]])
+    return A.threshold_attack(np.concatenate(pos_scores), np.concatenate(neg_scores))
+
+
 def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequence[int]) -> dict:
     """Leave-one-shadow-out U-LiRA for every alpha, and the plain LiRA on the unmodified models (the signal)."""
     K, N = len(shadows), len(candidates)
@@ -307,18 +334,7 @@ def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequen
         return out
 
     def loo(in_matrix):
-        pos_scores, neg_scores = [], []
-        for k in range(K):
-            others = np.arange(K) != k
-            in_c = np.where(member[others], in_matrix[others], np.nan)
-            out_c = np.where(~member[others], conf[others], np.nan)
-            ok = ((~np.isnan(in_c)).sum(0) >= 1) & ((~np.isnan(out_c)).sum(0) >= 1)
-            # one variance per side for every example (Carlini et al.'s choice with few shadows); per-example means
-            scores = A.lira_scores(np.where(member[k], in_matrix[k], conf[k])[ok], in_c[:, ok], out_c[:, ok],
-                                   global_variance=True)
-            pos_scores.append(scores[member[k][ok]])
-            neg_scores.append(scores[~member[k][ok]])
-        return A.threshold_attack(np.concatenate(pos_scores), np.concatenate(neg_scores))
+        return _ulira(conf, member, in_matrix)
 
     out = {"original": _attack_dict(loo(np.where(member, conf, np.nan)))}
     for a in study.alphas:
@@ -327,6 +343,82 @@ def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequen
     out["test_accuracy"] = float(np.mean([s["test_accuracy"] for s in shadows]))
     out["shadow_seconds"] = float(np.median([s["seconds"] for s in shadows]))
     out["check_max_abs_diff"] = max((s["check_max_abs_diff"] or 0.0) for s in shadows)
+    return out
+
+
+# --------------------------------------------------------------- U-LiRA for every method, a forget set at once
+
+# Each shadow forgets every candidate it holds at once (a random forget set of about half the candidates, as in
+# Hayes et al.'s U-LiRA), with each method at its registry defaults (one setting each: an untuned first reading,
+# the same for every method); the amnesiac rows subtract the summed deltas at three scales.
+SET_METHODS: dict[str, tuple[str, dict]] = {
+    "amnesiac α=1": ("amnesiac", {"alpha": 1.0}),
+    "amnesiac α=0.3": ("amnesiac", {"alpha": 0.3}),
+    "amnesiac α=0.1": ("amnesiac", {"alpha": 0.1}),
+    "fine-tune (1 epoch)": ("finetune", {"epochs": 1}),
+    "NegGrad+": ("neggrad_plus", {}),
+    "SSD": ("ssd", {}),
+    "SCRUB": ("scrub", {}),
+}
+SET_SEMANTICS = 1
+
+
+def set_methods_config() -> dict:
+    """What a method piece was computed with (stored in it; the summary refuses pieces that differ)."""
+    return {"methods": {k: [m, dict(sorted(p.items()))] for k, (m, p) in SET_METHODS.items()},
+            "semantics": SET_SEMANTICS, "recipe": RECIPE.to_dict()}
+
+
+def shadow_methods_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
+    """Shadow model ``j`` trained again (the same model as ``shadow<j>``), then each of :data:`SET_METHODS`
+    forgets all the candidates it holds at once, the rest of its data being the retain set; the logit-scaled
+    confidence of each forgotten candidate under each method's model, and each method's time."""
+    from .unlearning import LEDGER_METHODS
+
+    model, log, data, inside, cand, seconds = _shadow(study, j, device=device, progress=progress)
+    conf = A.logit_confidence(predict(model, cand.x), cand.y)
+    keep = ~torch.isin(data.ids, inside)
+    request = Request(forget_groups=tuple(inside.tolist()), forget=data.subset(inside),
+                      retain=data.subset(data.ids[keep]), recipe=RECIPE, num_classes=10, seed=j,
+                      device=str(device))
+    pos = {int(i): k for k, i in enumerate(cand.ids.tolist())}
+    rows = torch.tensor([pos[int(i)] for i in inside.tolist()], dtype=torch.long)
+    forgot, method_seconds = {}, {}
+    for name, (method, params) in SET_METHODS.items():
+        kwargs = dict(params, log=log) if method in LEDGER_METHODS else dict(params)
+        t0 = time.perf_counter()
+        new = unlearn(method, model, request, **kwargs)
+        method_seconds[name] = time.perf_counter() - t0
+        forgot[name] = A.logit_confidence(predict(new, cand.x[rows]), cand.y[rows]).tolist()
+    return {"shadow": j, "inside": inside.tolist(), "confidence": conf.tolist(), "forgot": forgot,
+            "method_seconds": method_seconds, "train_seconds": seconds, "config": set_methods_config()}
+
+
+def lira_methods_summary(shadows: list[dict], pieces: list[dict], candidates: Sequence[int]) -> dict:
+    """U-LiRA (leave one shadow out) of every method of :data:`SET_METHODS`: models that held a candidate and
+    forgot it with the method, against the shadows that never held it. Refuses method pieces computed with
+    other settings, or from shadow models that differ from the ``shadow<j>`` pieces (another machine)."""
+    want = set_methods_config()
+    for p in pieces:
+        if p["config"] != want:
+            raise ValueError(f"method piece of shadow {p['shadow']} was computed with other settings: recompute it")
+    K, N = len(shadows), len(candidates)
+    col = {int(c): k for k, c in enumerate(candidates)}
+    conf = np.array([s["confidence"] for s in shadows])
+    gap = float(np.max(np.abs(np.array([p["confidence"] for p in pieces]) - conf)))
+    if gap > 1e-4:
+        raise ValueError(f"the method pieces' shadow models differ from the shadow pieces' (confidence gap {gap:.2g}):"
+                         " they were trained on another machine; recompute both on one")
+    member = np.zeros((K, N), dtype=bool)
+    for k, s in enumerate(shadows):
+        member[k, [col[i] for i in s["inside"]]] = True
+    out = {"shadow_gap": gap, "forget_set_size": float(np.mean([len(p["inside"]) for p in pieces])), "methods": {}}
+    for name in SET_METHODS:
+        matrix = np.full((K, N), np.nan)
+        for k, p in enumerate(pieces):
+            matrix[k, [col[i] for i in p["inside"]]] = p["forgot"][name]
+        out["methods"][name] = {**_attack_dict(_ulira(conf, member, matrix)),
+                                "seconds": float(np.median([p["method_seconds"][name] for p in pieces]))}
     return out
 
 
@@ -342,15 +434,15 @@ class MembershipResult:
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, device: str = "cpu",
               progress: bool = True, results_root: Path | None = None,
-              parts: Sequence[str] = ("class", "canary", "lira")) -> MembershipResult:
+              parts: Sequence[str] = ("class", "canary", "lira", "methods")) -> MembershipResult:
     """Run (or load) every piece: class and canary per seed, the shadows one by one, then the U-LiRA summary.
 
     Example:
         >>> # python -m amnesiac membership --profile full --threads 2
     """
-    bad = [p for p in parts if p not in ("class", "canary", "lira")]
+    bad = [p for p in parts if p not in PARTS]
     if bad:
-        raise ValueError(f"unknown part(s) {bad}; valid: class, canary, lira")
+        raise ValueError(f"unknown part(s) {bad}; valid: {', '.join(PARTS)}")
     study = get_membership_study(profile, seeds=seeds)
     dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
     folder = study.folder(results_root)
@@ -380,6 +472,14 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, devi
         _, _, candidates = _lira_pool(study)
         shadows = [pieces[f"shadow{j}"] for j in range(study.shadows)]
         piece("lira", lambda: lira_summary(study, shadows, candidates.tolist()))
+    if "methods" in parts:
+        for j in range(study.shadows):
+            piece(f"shadow{j}", lambda j=j: shadow_piece(study, j, device=dev, progress=progress))
+            piece(f"methods{j}", lambda j=j: shadow_methods_piece(study, j, device=dev, progress=progress))
+        _, _, candidates = _lira_pool(study)
+        shadows = [pieces[f"shadow{j}"] for j in range(study.shadows)]
+        done = [pieces[f"methods{j}"] for j in range(study.shadows)]
+        piece("lira-methods", lambda: lira_methods_summary(shadows, done, candidates.tolist()))
     return MembershipResult(study, pieces, folder)
 
 

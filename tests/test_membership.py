@@ -28,12 +28,18 @@ def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeyp
     assert {"original", "alpha=0.3", "alpha=1"} <= set(lira)
     assert lira["check_max_abs_diff"] < 1e-4  # the fast subtraction is what unlearn() gives
     assert len(p["shadow0"]["forgot"]["1.0"]) == len(p["shadow0"]["inside"])
+    # U-LiRA for every method, each shadow forgetting all its candidates at once
+    methods = p["lira-methods"]
+    assert methods["shadow_gap"] < 1e-6  # the same shadow models, trained twice
+    assert set(methods["methods"]) == set(mb.SET_METHODS) and all(
+        0 <= m["auc"] <= 1 and m["seconds"] >= 0 for m in methods["methods"].values())
+    assert p["methods0"]["forgot"]["SSD"] and len(p["methods0"]["forgot"]["SCRUB"]) == len(p["methods0"]["inside"])
     # cached: nothing is recomputed
     monkeypatch.setattr(mb, "shadow_piece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = mb.run_study("smoke", results_root=root, progress=False)
     assert again.pieces["lira"] == lira
     assert mb.load_study("smoke", results_root=root).pieces.keys() == again.pieces.keys()
-    with pytest.raises(ValueError, match="valid: class, canary, lira"):
+    with pytest.raises(ValueError, match="valid: class, canary, lira, methods"):
         mb.run_study("smoke", results_root=root, parts=["nope"])
 
 
@@ -69,3 +75,19 @@ def test_the_findings_are_the_means_of_each_seeds_values_at_alpha_1_and_at_the_r
     rule = mean([r["amnesiac"][r["alphas"].index(r["rule"]["alpha"])]["attack"]["auc"] for r in cls])
     got = re.search(r"subtraction at α = 1 ([0-9.]+) .*?at the rule's α ([0-9.]+)", text.splitlines()[0])
     assert got and float(got[1]) == pytest.approx(one, abs=6e-4) and float(got[2]) == pytest.approx(rule, abs=6e-4)
+
+
+def test_method_pieces_from_other_settings_or_other_models_are_refused():
+    shadows = [{"confidence": [0.5, 1.0, -0.2], "inside": [10, 30]}, {"confidence": [0.1, 0.7, 0.3], "inside": [20]},
+               {"confidence": [0.4, 0.9, 0.1], "inside": [10, 20]}, {"confidence": [0.2, 0.3, 0.8], "inside": [30]}]
+    good = [{"shadow": k, "config": mb.set_methods_config(), "confidence": s["confidence"], "inside": s["inside"],
+             "forgot": {n: [0.0] * len(s["inside"]) for n in mb.SET_METHODS},
+             "method_seconds": dict.fromkeys(mb.SET_METHODS, 0.1)} for k, s in enumerate(shadows)]
+    out = mb.lira_methods_summary(shadows, good, [10, 20, 30])
+    assert out["shadow_gap"] == 0.0 and set(out["methods"]) == set(mb.SET_METHODS)
+    other = [dict(good[0], config={**mb.set_methods_config(), "semantics": -1}), *good[1:]]
+    with pytest.raises(ValueError, match="computed with other settings"):
+        mb.lira_methods_summary(shadows, other, [10, 20, 30])
+    moved = [dict(good[0], confidence=[0.5, 1.2, -0.2]), *good[1:]]
+    with pytest.raises(ValueError, match="trained on another machine"):
+        mb.lira_methods_summary(shadows, moved, [10, 20, 30])
