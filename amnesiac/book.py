@@ -1254,6 +1254,17 @@ def lira_table(result) -> str:
     return markdown_table(["target models"] + ATTACK_HEADER, rows)
 
 
+def lira_methods_table(result) -> str:
+    """U-LiRA of every method when each shadow forgets all the candidates it holds at once, with each method's
+    median time per request."""
+    got = result.pieces.get("lira-methods")
+    if got is None:
+        return ("*U-LiRA for the other methods is not computed yet: run `python -m amnesiac membership --parts "
+                "methods`.*")
+    rows = [[name] + _attack_cells([rec]) + [f"{rec['seconds']:.2f}"] for name, rec in got["methods"].items()]
+    return markdown_table(["method (forgot vs never seen)"] + ATTACK_HEADER + ["seconds per request"], rows)
+
+
 def membership_findings(result) -> str:
     """The chapter's summary, computed: one bullet per attack, with the original model, the retrained reference,
     alpha = 1 and the rule's alpha (means over the seeds on disk); says plainly what is not computed yet."""
@@ -1301,6 +1312,13 @@ def membership_findings(result) -> str:
             f" (TPR {lira['original']['tpr']['0.01']:.3f} at 1% FPR), the signal there is to remove; after "
             f"subtraction at α = 1 AUC {lira['alpha=1']['auc']:.3f} (TPR {lira['alpha=1']['tpr']['0.01']:.3f}); "
             f"closest to chance at α = {best.split('=')[1]}: AUC {lira[best]['auc']:.3f}.")
+    methods = result.pieces.get("lira-methods")
+    if methods:
+        ranked = sorted(methods["methods"].items(), key=lambda kv: abs(kv[1]["auc"] - 0.5))
+        out.append(
+            f"- **U-LiRA, every method** (each shadow forgets its ~{methods['forget_set_size']:.0f} candidates at "
+            f"once, each method at its defaults): AUC " + ", ".join(f"{k} {v['auc']:.3f}" for k, v in ranked)
+            + " (closest to chance first).")
     if not out:
         return "*No membership result is on disk yet.*"
     return "\n".join(out)

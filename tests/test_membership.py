@@ -34,6 +34,11 @@ def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeyp
     assert set(methods["methods"]) == set(mb.SET_METHODS) and all(
         0 <= m["auc"] <= 1 and m["seconds"] >= 0 for m in methods["methods"].values())
     assert p["methods0"]["forgot"]["SSD"] and len(p["methods0"]["forgot"]["SCRUB"]) == len(p["methods0"]["inside"])
+    from amnesiac import book
+
+    table = book.lira_methods_table(res)
+    assert table.count("\n") == len(mb.SET_METHODS) + 1 and "| SCRUB |" in table
+    assert "U-LiRA, every method" in book.membership_findings(res)
     # cached: nothing is recomputed
     monkeypatch.setattr(mb, "shadow_piece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = mb.run_study("smoke", results_root=root, progress=False)
