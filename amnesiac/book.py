@@ -1265,6 +1265,23 @@ def lira_methods_table(result) -> str:
     return markdown_table(["method (forgot vs never seen)"] + ATTACK_HEADER + ["seconds per request"], rows)
 
 
+def ulira_methods_sentence(result) -> str:
+    """The Discussion's sentence on U-LiRA for every method (says so when it is not computed)."""
+    got = result.pieces.get("lira-methods") if result is not None else None
+    lira = result.pieces.get("lira") if result is not None else None
+    if not got or not lira:
+        return "U-LiRA for the methods other than the ledger is not computed at this profile."
+    m = got["methods"]
+    best = min(m, key=lambda k: abs(m[k]["auc"] - 0.5))
+    near = abs(m[best]["auc"] - 0.5) < 0.05
+    return (f"When each shadow forgets about {got['forget_set_size']:.0f} samples at once, "
+            f"{'the closest method comes near chance' if near else 'no method comes near chance'}: "
+            f"{best} leaves U-LiRA an AUC of {m[best]['auc']:.3f}, against "
+            f"{lira['original']['auc']:.3f} for telling members from non-members in models that forgot nothing, "
+            f"and subtracting the whole summed delta is the most visible of all (AUC "
+            f"{m['amnesiac α=1']['auc']:.3f}); every method ran at its defaults, untuned.")
+
+
 def membership_findings(result) -> str:
     """The chapter's summary, computed: one bullet per attack, with the original model, the retrained reference,
     alpha = 1 and the rule's alpha (means over the seeds on disk); says plainly what is not computed yet."""

@@ -39,6 +39,8 @@ def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeyp
     table = book.lira_methods_table(res)
     assert table.count("\n") == len(mb.SET_METHODS) + 1 and "| SCRUB |" in table
     assert "U-LiRA, every method" in book.membership_findings(res)
+    assert "samples at once" in book.ulira_methods_sentence(res)
+    assert "not computed" in book.ulira_methods_sentence(None)
     # cached: nothing is recomputed
     monkeypatch.setattr(mb, "shadow_piece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = mb.run_study("smoke", results_root=root, progress=False)
