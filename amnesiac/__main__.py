@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.tables:
             import json
 
-            from .bench import readme_tables
+            from .bench import readme_scaleout_tables, readme_tables
             from .experiments import RESULTS_ROOT
 
             print(readme_tables(json.loads((RESULTS_ROOT / "bench" / f"{args.profile}.json").read_text())))
+            print("\n" + readme_scaleout_tables(RESULTS_ROOT / "bench"))
             return 0
         if args.ledger_read is not None:
             import shutil

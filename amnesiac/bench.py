@@ -340,3 +340,37 @@ def ledger_read_times(storage: Path, *, model: str = "resnet18", n_samples: int 
             times.append(time.perf_counter() - t0)
         out["reads"][str(k)] = {"cold_seconds": times[0], "warm_median_seconds": float(np.median(times[1:]))}
     return out
+
+
+def readme_scaleout_tables(bench_dir: Path) -> str:
+    """The README's scale-out tables (DistributedDataParallel, ledgers on disk), generated from the committed
+    ``ddp.json`` and ``ledger-read-<dtype>.json`` in ``bench_dir`` (a test keeps the README equal to this)."""
+    import json
+
+    from .distributed import format_scaling
+
+    lines = []
+    ddp = bench_dir / "ddp.json"
+    if ddp.exists():
+        r = json.loads(ddp.read_text())
+        prov = r["provenance"]
+        lines += [f"DistributedDataParallel with a sharded ledger (`results/bench/ddp.json`: SimpleModel, Adam, "
+                  f"global batch {r['batch']}, gloo, one thread per process, revision {prov['git']}, "
+                  f"{prov['date'][:10]}; median step times):", "", format_scaling(r)]
+    reads = sorted(bench_dir.glob("ledger-read-*.json"))
+    if reads:
+        rows = []
+        for path in reads:
+            r = json.loads(path.read_text())
+            one, hundred = r["reads"]["1"], r["reads"]["100"]
+            rows.append(f"| {r['dtype']} | {r['file_bytes'] / 1e9:.1f} GB | {one['cold_seconds']:.2f} s | "
+                        f"{one['warm_median_seconds']:.2f} s | {hundred['cold_seconds']:.1f} s | "
+                        f"{hundred['warm_median_seconds']:.1f} s | {r['provenance']['git']} |")
+        first = json.loads(reads[0].read_text())
+        lines += ["", f"A memory-mapped per-sample ledger of {first['model']} ({first['n_params'] / 1e6:.1f} M "
+                  f"parameters) for {first['n_samples']} samples on disk (`DeltaLog(storage=...)`, "
+                  "`results/bench/ledger-read-*.json`), on a machine with 24 GB of memory; summing the deltas "
+                  "of 1 or 100 random samples:", "",
+                  "| storage | file | 1 sample, first read | 1 sample, again | 100 samples, first read | "
+                  "100 samples, again | revision |", "|---|---|---|---|---|---|---|", *rows]
+    return "\n".join(lines).strip("\n")

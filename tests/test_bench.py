@@ -36,3 +36,15 @@ def test_readme_performance_tables_are_generated_from_the_committed_bench():
     want = readme_tables(json.loads((root / "results" / "bench" / "full.json").read_text()))
     assert block == want, "README tables differ from results/bench/full.json: regenerate with " \
                           "python -m amnesiac bench --profile full --tables"
+
+
+def test_readme_scaleout_tables_are_generated_from_the_committed_results():
+    from pathlib import Path
+
+    from amnesiac.bench import readme_scaleout_tables
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- scaleout:begin -->\n", 1)[1].split("\n<!-- scaleout:end -->", 1)[0]
+    assert block == readme_scaleout_tables(root / "results" / "bench"), \
+        "README scale-out tables differ from results/bench: regenerate with python -m amnesiac bench --tables"
