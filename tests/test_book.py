@@ -137,12 +137,9 @@ def site(smoke_book: SmokeBook) -> Iterator[str]:
     server.server_close()
 
 
-@pytest.mark.book
-@pytest.mark.parametrize("doc", DOCUMENTS)
-def test_page_renders_offline(browser, site: str, doc: str) -> None:
+def _local_only(context) -> list[str]:
+    """Abort every request of ``context`` to another host; returns the list the aborted URLs are added to."""
     offsite: list[str] = []
-    local_errors: list[str] = []
-    page_errors: list[str] = []
 
     def route(route) -> None:
         url = urlparse(route.request.url)
@@ -152,13 +149,23 @@ def test_page_renders_offline(browser, site: str, doc: str) -> None:
             offsite.append(route.request.url)
             route.abort()
 
+    context.route("**/*", route)
+    return offsite
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_page_renders_offline(browser, site: str, doc: str) -> None:
+    local_errors: list[str] = []
+    page_errors: list[str] = []
+
     def on_response(response) -> None:
         if response.status >= 400 and not response.url.endswith("/favicon.ico"):
             local_errors.append(f"{response.status} {response.url}")
 
     context = browser.new_context()
     try:
-        context.route("**/*", route)
+        offsite = _local_only(context)
         page = context.new_page()
         page.on("response", on_response)
         page.on("pageerror", lambda err: str(err) in KNOWN_JS_ERRORS or page_errors.append(str(err)))
@@ -195,17 +202,7 @@ def _offline_page(browser, site: str, doc: str, **context_args):
     """A page of the built book with every request to another host aborted (listed in ``offsite``); JavaScript
     errors and failed local requests are listed in ``errors``."""
     context = browser.new_context(**context_args)
-    offsite: list[str] = []
-
-    def route(route) -> None:
-        url = urlparse(route.request.url)
-        if url.scheme in LOCAL_SCHEMES or url.hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            offsite.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", route)
+    offsite = _local_only(context)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: str(err) in KNOWN_JS_ERRORS or errors.append(str(err)))

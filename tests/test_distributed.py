@@ -47,15 +47,20 @@ def _single(kind, opt_name, clip):
     return {**_read(log, log.group_names), "theta": flat(model), "names": log.group_names}
 
 
-def _worker(rank, port, kind, opt_name, clip, out):
+def _join(rank, port, kind, optimizer_fn):
+    """This process's part of the job: the data, its DDP replica, the sharded log and the wrapped optimizer."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    ds, model = tiny_dataset(), tiny_model()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    log = amnesiac.ShardedDeltaLog(model, _groups(kind))
+    return ds, model, ddp, log, amnesiac.AttributedOptimizer(optimizer_fn(model.parameters()), model, log)
+
+
+def _worker(rank, port, kind, opt_name, clip, out):
+    ds, model, ddp, log, opt = _join(rank, port, kind, lambda p: _optimizer(opt_name, p))
     try:
-        torch.set_num_threads(1)
-        ds, model = tiny_dataset(), tiny_model()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        log = amnesiac.ShardedDeltaLog(model, _groups(kind))
-        opt = amnesiac.AttributedOptimizer(_optimizer(opt_name, model.parameters()), model, log)
         amnesiac.attach_ddp(ddp, opt)
         for _ in range(EPOCHS):
             for x, y, ids in ds.loader(GLOBAL_BATCH, seed=1):  # every rank sees the global batch, takes its slice
@@ -107,14 +112,8 @@ def test_a_sharded_log_needs_an_initialised_job_and_a_group_per_rank():
 
 
 def _unattached_worker(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    ds, model, ddp, log, opt = _join(rank, port, "class", lambda p: torch.optim.SGD(p, lr=0.1))
     try:
-        torch.set_num_threads(1)
-        ds, model = tiny_dataset(), tiny_model()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        log = amnesiac.ShardedDeltaLog(model, _groups("class"))
-        opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log)
         x, y, ids = next(iter(ds.loader(GLOBAL_BATCH, seed=1)))
         part = slice(rank * 8, rank * 8 + 8)
         opt.set_batch(ids[part])
