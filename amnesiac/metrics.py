@@ -165,3 +165,42 @@ def per_batch_formula_bytes(n_params: int, n_samples: int, epochs: int, batch_si
 def per_sample_formula_bytes(n_params: int, n_tracked: int, p: float = 1.0, bytes_per: int = 4) -> int:
     """The seed's per-sample store: a p fraction of one vector per tracked sample, O(N M p)."""
     return int(n_params * n_tracked * p * bytes_per)
+
+
+def per_step_store_vectors(n_train: int, n_tracked: int, epochs: int, batch_size: int) -> float:
+    """Expected number of parameter vectors a per-step store keeps to serve any request among ``n_tracked``
+    samples not known in advance: one per training step whose batch holds at least one of them, that is
+    ``epochs * batches * (1 - C(n_train - n_tracked, B) / C(n_train, B))`` for random batches of ``B``.
+
+    Example:
+        >>> round(per_step_store_vectors(60_000, 1, 4, 64), 2)  # one tracked sample: one step per epoch
+        4.0
+    """
+    if not 0 <= n_tracked <= n_train:
+        raise ValueError(f"n_tracked={n_tracked} must lie in [0, n_train={n_train}]")
+    batches = -(-n_train // batch_size)
+    # probability that a batch of B misses every tracked sample (sampling without replacement)
+    miss = 1.0
+    for i in range(batch_size):
+        miss *= max(0.0, (n_train - n_tracked - i) / (n_train - i))
+    return epochs * batches * (1.0 - miss)
+
+
+def memory_crossover(n_train: int, epochs: int, batch_size: int, p: float = 1.0) -> int:
+    """The smallest number of tracked samples at which a per-sample ledger (``p`` of one vector per sample)
+    holds more than the per-step store of :func:`per_step_store_vectors` (requests not known in advance).
+
+    Example:
+        >>> memory_crossover(60_000, 4, 64)  # the seed's MNIST settings
+        3688
+    """
+    lo, hi = 1, n_train
+    if p * n_train <= per_step_store_vectors(n_train, n_train, epochs, batch_size):
+        return n_train + 1  # the ledger never holds more
+    while lo < hi:  # the ledger grows linearly, the store saturates: one crossing
+        mid = (lo + hi) // 2
+        if p * mid > per_step_store_vectors(n_train, mid, epochs, batch_size):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -61,3 +61,17 @@ def test_memory_formulas():
     # the seed's ResNet-18 numbers: 3,128 per-batch vectors of 11.2M parameters ~ 140 GB
     assert M.per_batch_formula_bytes(11_200_000, 50_000, 4, 64) == 11_200_000 * 4 * 782 * 4
     assert M.per_sample_formula_bytes(11_200_000, 500, 0.1) == int(11_200_000 * 500 * 0.1 * 4)
+
+
+def test_the_per_step_store_saturates_and_the_crossover_is_where_the_ledger_overtakes_it():
+    from amnesiac.metrics import memory_crossover, per_step_store_vectors
+
+    counts = [per_step_store_vectors(6_000, n, 3, 50) for n in (0, 1, 10, 100, 1_000, 6_000)]
+    assert counts[0] == 0 and counts == sorted(counts)
+    assert counts[1] == pytest.approx(3.0) and counts[-1] == pytest.approx(3 * 120)  # one step per epoch; all steps
+    cross = memory_crossover(6_000, 3, 50)
+    assert cross > per_step_store_vectors(6_000, cross, 3, 50) >= cross - 1
+    assert memory_crossover(6_000, 3, 50, p=0.1) > cross  # masks shrink the ledger, the crossover moves out
+    assert memory_crossover(6_000, 100, 50, p=0.01) == 6_001  # never: the store keeps every step
+    with pytest.raises(ValueError, match="must lie in"):
+        per_step_store_vectors(10, 11, 1, 2)
