@@ -165,7 +165,7 @@ def export_panel(folder: str | Path, model: torch.nn.Module, class_log, sample_l
         "samples": [{"id": i, "label": int(y), "title": t} for i, y, t in zip(ids, samples.y.tolist(), titles)],
         "colors": {k: _hex(v) for k, v in BAR_COLORS.items()},
         "initial": {"forget_class": initial.get("forget_class"),
-                    "selected": [int(i) for i in initial.get("selected", ())],
+                    "selected": [int(i) for i in initial.get("selected", ()) if int(i) in ids],  # tracked only
                     "alpha": float(initial.get("alpha", 0.1))},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf8")

@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
                    delta_log=[class_log, sample_log], progress=False)
     folder = tmp_path_factory.mktemp("panel")
     meta = wp.export_panel(folder, model, class_log, sample_log, test, tracked, num_classes=3, n_test=30, min_test=30,
-                           initial={"forget_class": 1, "selected": [100], "alpha": 0.3})
+                           initial={"forget_class": 1, "selected": [100, 135], "alpha": 0.3})  # 135: not tracked
     return model, class_log, sample_log, test, tracked, folder, meta
 
 
