@@ -1045,6 +1045,50 @@ def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") ->
             "(the repair-only control): " + " — ".join(parts) + ".")
 
 
+# rows of the consolidated table: label, the fidelity study's column prefix (None: not in that study), the
+# membership study's SET_METHODS name (None: not measured there)
+CONSOLIDATED_ROWS = (
+    ("ledger subtraction, α = 1", "a1", "amnesiac α=1"),
+    ("ledger subtraction, the rule's α", "rule", None),
+    ("ledger subtraction, oracle α (uses the answer)", "oracle", None),
+    ("fine-tune on the retain set, 1 epoch (repair-only control)", "ft", "fine-tune (1 epoch)"),
+    ("NegGrad+ (defaults)", None, "NegGrad+"),
+    ("SSD (defaults)", None, "SSD"),
+    ("SCRUB (defaults)", None, "SCRUB"),
+)
+
+
+def consolidated_table(fid, mem, *, setting: str = "full", reference: str = "drop") -> str:
+    """Every method at a glance: the fraction of the way to the dropped replay it covers for 100 random samples
+    and for a whole class (per optimizer, mean ± 95% interval over seeds; 1 = reached, 0 = no closer than the
+    original), U-LiRA's AUC when ~100 samples are forgotten at once (0.5 = chance) and the median seconds per
+    request there. "not measured" where a study did not run a method."""
+    from .fidelity import summary_rows
+
+    opts, by_opt = [], {}
+    for opt in fid.study.optimizers:
+        rows = {r["set"]: r for r in summary_rows(fid, setting, opt, reference)}
+        cls = next((r for r in rows.values() if r["kind"] == "class"), None)
+        if "random-100" in rows and cls is not None:
+            opts.append(opt)
+            by_opt[opt] = (rows["random-100"], cls)
+    lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
+    header = ["method"] + [f"{o}: 100 random" for o in opts] + [f"{o}: class" for o in opts] + [
+        "U-LiRA AUC (~100 at once)", "s per request"]
+    body = []
+    for label, prefix, set_name in CONSOLIDATED_ROWS:
+        cells = [label]
+        for which in (0, 1):
+            for o in opts:
+                cells.append(_ci(by_opt[o][which][f"{prefix}_recovered"]) if prefix else "not measured")
+        rec = lira.get(set_name) if set_name else None
+        cells += [f"{rec['auc']:.3f}", f"{rec['seconds']:.2f}"] if rec else ["not measured", "–"]
+        body.append(cells)
+    if not opts and not lira:
+        return "*Neither the fidelity study nor U-LiRA for every method has results yet.*"
+    return markdown_table(header, body)
+
+
 def _seed_span(seeds: list[int]) -> str:
     lo, hi = min(seeds), max(seeds)
     return f"{lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"

@@ -42,3 +42,19 @@ def test_the_abstract_is_computed_from_the_committed_studies():
         return
     assert f"Adam {rows['random-100']['a1_recovered'][0]:+.3f} for 100 random samples" in text
     assert f"AUC {mem.pieces['lira']['alpha=1']['auc']:.2f}" in text and "10 times faster" in text
+
+
+def test_the_consolidated_table_reads_both_studies():
+    from amnesiac import book, fidelity, membership
+
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    mem = membership.load_study("full")
+    table = book.consolidated_table(fid, mem)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(book.CONSOLIDATED_ROWS)
+    row = {r["set"]: r for r in fidelity.summary_rows(fid, "full", "sgd", "drop")}.get("random-100")
+    if row is not None:
+        assert book._ci(row["a1_recovered"]) in lines[2]
+    if mem.pieces.get("lira-methods"):
+        scrub = next(line for line in lines if line.startswith("| SCRUB"))
+        assert f"{mem.pieces['lira-methods']['methods']['SCRUB']['auc']:.3f}" in scrub and "not measured" in scrub
