@@ -385,6 +385,35 @@ def roc_curves(curves: dict, *, title: str = ""):
     return fig
 
 
+def quality_vs_compute(methods: dict, *, plain_auc: float, retrain_seconds: float):
+    """U-LiRA AUC against seconds per request for every method (log time axis), with chance (0.5, what
+    retraining gives by construction) and the unmodified models' membership AUC as lines, and retraining as a
+    point at its training time.
+
+    ``methods`` maps a label to a dict with ``auc`` and ``seconds``.
+
+    Example:
+        >>> fig = quality_vs_compute({"a": {"auc": 0.9, "seconds": 0.01}}, plain_auc=0.7, retrain_seconds=8.0)
+        >>> len(fig.axes[0].collections)  # one point per method, and retraining
+        2
+    """
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3
+    for (label, rec), color in zip(methods.items(), colors):
+        ax.scatter([max(rec["seconds"], 1e-3)], [rec["auc"]], color=color, s=28, label=label, zorder=3)
+    ax.scatter([retrain_seconds], [0.5], color="k", marker="*", s=80, label="retrain (0.5 by construction)",
+               zorder=3)
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.axhline(plain_auc, color="0.4", ls=":", lw=1.0, label="members vs non-members, no unlearning")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per request (CPU)")
+    ax.set_ylabel("U-LiRA AUC (0.5 = indistinguishable)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def lira_examples(result, *, alpha: float = 1.0, n: int = 6):
     """Per-example distributions behind U-LiRA: for ``n`` candidates (those with the most shadows on each side),
     the logit-scaled confidence under the shadows that saw and kept the example, that saw and forgot it (at
