@@ -134,6 +134,39 @@ def other_class_note(chosen: int, written_for: int) -> str:
             "and is left out.")
 
 
+def misindexing_sentence(res: Result, norms: dict | None) -> str:
+    """The class chapter's account of the seed's indexing bug: which record (correctly indexed or mis-indexed,
+    p = 0.1) costs the rest more when added back, and whether the records' norms explain it (``norms``: a
+    :func:`amnesiac.experiments.log_norms` record, or ``None`` when it was not computed)."""
+    if not res.seeds:
+        return "*No seed of this experiment is on disk.*"
+    exp = res.experiment
+    rows = {r["method"]: r for r in summarize(res, ("acc_test_rest",), "no_repair")}
+    seed_rest = rows[exp.seed_record(0.1).label]["acc_test_rest"]
+    mis_rest = rows[exp.misindexed().label]["acc_test_rest"]
+    names = ("correctly indexed", "mis-indexed")
+    worse, better = names if seed_rest < mis_rest else names[::-1]
+    text = (f"Added back with coefficient 1, the {worse} p = 0.1 records cost the rest more than the {better} ones "
+            f"(rest {min(seed_rest, mis_rest):.3f} against {max(seed_rest, mis_rest):.3f})")
+    if not norms:
+        return text + "; the records' norms, which would say why, are not computed at this profile."
+    n_ok, n_mis = norms["norms"]["gradient-p0.1"], norms["norms"]["misindexed"]
+    cos = norms["cosines"].get("gradient-p0.1|misindexed")
+    explained = (n_ok > n_mis) == (seed_rest < mis_rest)
+    text += (f". Their sizes (seed {norms['seed']}'s training run): the correctly indexed record of the "
+             f"{norms['n_forget']} forget images has norm {n_ok:.3g}, the mis-indexed one {n_mis:.3g}, cosine "
+             f"{cos:.2f} between them. ")
+    if explained and n_ok > n_mis:
+        text += ("The forget images' own gradients add up coherently; the gradients of whichever images sat at their "
+                 "batch positions, mostly of other classes, partly cancel. So the seed's bug limited the damage: "
+                 "its records were smaller, not better aimed.")
+    elif explained:
+        text += "The larger record does the more damage, as a matter of size rather than of which images it holds."
+    else:
+        text += "Size does not explain the difference: the smaller record does the more damage."
+    return text
+
+
 def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dict[str, str]:
     """The Discussion chapter's sentences about the MNIST class experiment, each computed from ``res``:
     ``overshoot``, ``best_sentence``, ``conclusion``, ``repair_sentence``, ``mia_sentence``, ``memory_sentence``

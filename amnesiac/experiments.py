@@ -809,3 +809,46 @@ def format_table(rows: list[dict], metrics: tuple[str, ...]) -> str:
             cells.append(("-" if np.isnan(mean) else f"{mean:.3f} +- {0 if np.isnan(std) else std:.3f}").rjust(24))
         lines.append(r["method"].ljust(width) + "".join(cells))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- diagnostics
+
+
+def log_norms(name: str, profile: str = "full", *, seed: int = 0, device: str = "auto", progress: bool = False,
+              recompute: bool = False, results_root: Path | None = None,
+              overrides: Mapping[str, object] | None = None) -> dict:
+    """Size and direction of every log's record of the request, on the experiment's own training run.
+
+    Trains seed ``seed``'s original model exactly as :func:`run_seed` does (same data, order and logs), then
+    records the norm of each log's forget-set record and the cosine between every pair of records. This tests
+    explanations that rest on how large or how aligned two records are (e.g. why the seed's mis-indexed
+    per-sample records damaged the rest less than correctly indexed ones). Cached as
+    ``lognorms-seed<k>.json`` beside the experiment's seeds; the methods are not run.
+    """
+    exp = get_experiment(name, profile, overrides=overrides)
+    folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
+    path = folder / f"lognorms-seed{seed}.json"
+    if path.exists() and not recompute:
+        return json.loads(path.read_text())
+    dev = pick_device(device)
+    split = make_split(exp, seed)
+    torch.manual_seed(seed)
+    model = build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])
+    logs = make_logs(exp, model, split)
+    t0 = time.perf_counter()
+    train(model, split.train.loader(exp.recipe.batch_size, seed=seed), exp.recipe.make_optimizer(model.parameters()),
+          epochs=exp.recipe.epochs, delta_log=list(logs.values()), device=dev, progress=progress,
+          desc=f"{exp.name} seed {seed} (log norms)")
+    vectors = {}
+    for key, log in logs.items():
+        if isinstance(log, DeltaLog):
+            log.finalize()
+        vectors[key] = log.delta_vector(request_groups(log)).double().cpu()
+    keys = sorted(vectors)
+    cos = {f"{a}|{b}": float(torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=0))
+           for i, a in enumerate(keys) for b in keys[i + 1:]}
+    record = {"seed": seed, "norms": {k: float(vectors[k].norm()) for k in keys}, "cosines": cos,
+              "n_forget": len(split.forget), "train_seconds": time.perf_counter() - t0,
+              "provenance": provenance(dev)}
+    _atomic_write_json(path, record)
+    return record

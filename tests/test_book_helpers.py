@@ -58,3 +58,17 @@ def test_the_consolidated_table_reads_both_studies():
     if mem.pieces.get("lira-methods"):
         scrub = next(line for line in lines if line.startswith("| SCRUB"))
         assert f"{mem.pieces['lira-methods']['methods']['SCRUB']['auc']:.3f}" in scrub and "not measured" in scrub
+
+
+def test_the_misindexing_sentence_follows_the_numbers():
+    from amnesiac import book
+    from amnesiac.experiments import load
+
+    res = load("mnist-class3-simple", "full")
+    assert "not computed" in book.misindexing_sentence(res, None)
+    bigger = {"seed": 0, "n_forget": 100, "norms": {"gradient-p0.1": 3.0, "misindexed": 1.0},
+              "cosines": {"gradient-p0.1|misindexed": 0.1}}
+    smaller = {**bigger, "norms": {"gradient-p0.1": 1.0, "misindexed": 3.0}}
+    text_big, text_small = book.misindexing_sentence(res, bigger), book.misindexing_sentence(res, smaller)
+    assert "norm 3, the mis-indexed one 1" in text_big
+    assert ("limited the damage" in text_big) != ("limited the damage" in text_small)

@@ -231,3 +231,13 @@ def test_logs_and_rows_are_typed():
     assert exp.to_dict()["methods"][0]["log"] == "batch"
     rows = E.summarize(E.Result(exp, {}, {}, Path(".")), ("acc_test",))
     assert rows[0]["spec"] is None and any(r["spec"] == row and r["alpha"] == 0.1 for r in rows)
+
+
+def test_log_norms_trains_the_experiments_run_and_caches_the_norms(fake_mnist, tmp_path, monkeypatch):
+    got = E.log_norms("mnist-class3-simple", "smoke", results_root=tmp_path)
+    exp = E.get_experiment("mnist-class3-simple", "smoke")
+    assert set(got["norms"]) == set(E.needed_logs(exp)) and all(v > 0 for v in got["norms"].values())
+    assert "gradient-p0.1|misindexed" in got["cosines"] and all(-1 <= c <= 1 for c in got["cosines"].values())
+    assert (tmp_path / exp.name / f"smoke-{exp.hash}" / "lognorms-seed0.json").exists()
+    monkeypatch.setattr(E, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    assert E.log_norms("mnist-class3-simple", "smoke", results_root=tmp_path) == got
