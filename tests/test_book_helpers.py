@@ -72,3 +72,14 @@ def test_the_misindexing_sentence_follows_the_numbers():
     text_big, text_small = book.misindexing_sentence(res, bigger), book.misindexing_sentence(res, smaller)
     assert "norm 3, the mis-indexed one 1" in text_big
     assert ("limited the damage" in text_big) != ("limited the damage" in text_small)
+
+
+def test_the_conclusions_are_computed_from_the_studies():
+    from amnesiac import book, membership
+
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    mem = membership.load_study("full")
+    assert "of the way from the original model" in book.fidelity_conclusion(fid)
+    if mem.pieces.get("lira"):
+        assert f"{mem.pieces['lira']['alpha=1']['auc']:.3f}" in book.attacks_conclusion(mem)
+    assert "not computed" in book.attacks_conclusion(None)
