@@ -170,6 +170,7 @@ class DeltaLog(Ledger):
         self.compute_dtype = params[0].dtype
         self.storage_dtype = dtype or self.compute_dtype
         self.device = torch.device(device) if device is not None else params[0].device
+        self._device_given = device is not None  # else the log follows the model (see _follow)
         self.storage = Path(storage) if storage is not None else None
         if self.storage is not None:
             if self.device.type != "cpu":
@@ -248,6 +249,7 @@ class DeltaLog(Ledger):
         if self._pending is not None:
             raise RuntimeError("begin_step called twice without end_step: call end_step(optimizer) after step()")
         self.layout.check(model)
+        self._follow(model)
         self._param_ids = [id(q) for q in self.layout.params(model)]
         ids = sample_ids.reshape(-1).to(torch.long).cpu()
         B = len(ids)
@@ -287,6 +289,22 @@ class DeltaLog(Ledger):
         )
         self.samples_seen += B
         return rows
+
+    def _follow(self, model: nn.Module) -> None:
+        """A log built before ``model.to(device)`` moves its buffers to the model's device before the first step
+        (instead of copying every share across devices at every step). A log given ``device=`` (or memory-mapped
+        storage) stays where it was put; a model that moves after the first step is refused."""
+        dev = self.layout.params(model)[0].device
+        if dev == self.device or self._device_given or self.storage is not None:
+            return
+        if self.steps:
+            raise RuntimeError(f"the model moved to {dev} after this log recorded {self.steps} step(s) on "
+                               f"{self.device}: move the model before training, or build the log with device=")
+        for name in ("deltas", "_mask_cache", "theta0", "base"):
+            t = getattr(self, name, None)
+            if torch.is_tensor(t):
+                setattr(self, name, t.to(dev))
+        self.device = dev
 
     def accumulate(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
         """Add per-sample gradients ``grads`` [n, P] of batch positions ``rows`` into their groups' sums."""

@@ -54,3 +54,16 @@ def test_conservation_and_cpu_gpu_agreement_on_cuda(opt_fn):
     for k in names:  # float64 on both: the two devices' arithmetic differ in the last bits only
         torch.testing.assert_close(log_g.delta_vector([k]).cpu(), log_c.delta_vector([k]).cpu(), rtol=1e-8,
                                    atol=1e-10)
+
+
+@cuda
+def test_a_log_built_on_the_cpu_follows_the_model_to_the_gpu():
+    ds, model = tiny_dataset(), tiny_model()
+    log = amnesiac.DeltaLog(model, amnesiac.groups_by_user(torch.arange(0, 40, 2), 4, seed=1))
+    theta0 = flat(model).clone()
+    amnesiac.train(model, ds.loader(8, seed=1), torch.optim.Adam(model.parameters(), lr=0.01), epochs=1,
+                   delta_log=log, device="cuda", progress=False)
+    assert log.device.type == "cuda" and log.deltas.device.type == "cuda"
+    change = flat(model).cpu() - theta0
+    total = (log.delta_vector(log.group_names) + log.remainder_vector).cpu()
+    assert (total - change).abs().max().item() < 1e-12 * max(1.0, change.abs().max().item())

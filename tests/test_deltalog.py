@@ -306,3 +306,18 @@ def test_both_log_kinds_share_the_ledger_protocol_and_its_group_table():
         amnesiac.unlearn("batch", model, amnesiac.Request(forget_groups=("a",)), log=logs[0])
     new = amnesiac.unlearn("batch", model, amnesiac.Request(forget_groups=("a",)), log=logs[1], alpha=0.5)
     torch.testing.assert_close(flat(new), flat(model) - 0.5 * logs[1].delta_vector(["a"]))
+
+
+def test_a_log_built_before_the_model_moves_follows_it_before_the_first_step():
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, {"a": [0, 1]})
+    pinned = amnesiac.DeltaLog(model, {"a": [0, 1]}, device="cpu")
+    model.to("meta")  # stands in for model.to("cuda") on a machine without a GPU
+    log._follow(model)
+    pinned._follow(model)
+    assert log.device.type == "meta" and {log.deltas.device.type, log.theta0.device.type} == {"meta"}
+    assert pinned.device.type == "cpu" and pinned.deltas.device.type == "cpu"  # device= is kept
+    late = amnesiac.DeltaLog(tiny_model(), {"a": [0]})
+    late.steps = 1
+    with pytest.raises(RuntimeError, match="moved to meta after this log recorded 1 step"):
+        late._follow(tiny_model().to("meta"))
