@@ -319,3 +319,13 @@ def export_check(data: PanelData, model: torch.nn.Module, class_log, sample_log,
         worst_acc = max(worst_acc, float(np.nanmax(np.abs(acc - np.asarray(ref["per_class_after"])))))
         label_diffs += int((logits[n:].argmax(1) != ref["logits_after"][n:].argmax(1)).sum())
     return {"choices": len(choices), "max_accuracy_difference": worst_acc, "tracked_label_differences": label_diffs}
+
+
+def save_checks(folder: str | Path, references: Sequence[dict]) -> Path:
+    """Write the chapter's own :func:`panel_reference` results (without the raw logits) to ``checks.json`` in the
+    panel's folder, so a browser test can drive the page to the same choices and compare with these numbers."""
+    rows = [{k: v for k, v in r.items() if k != "logits_after"} for r in references]
+    path = Path(folder) / "checks.json"
+    path.write_text(json.dumps(rows, indent=1, allow_nan=True), encoding="utf8")
+    return path
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import shutil
 import sys
 import threading
@@ -292,10 +293,24 @@ def test_the_browser_panel_recomputes_offline_and_matches_python(browser, site: 
         page.select_option(f"{PANEL} select", "")
         states.append(_settled(page, n))
         assert states[-1]["forget_class"] is None
+        # the chapter's own values: drive the page to each of its choices and compare
+        for check in json.loads((folder / "checks.json").read_text()):
+            n = _updates(page)
+            page.evaluate(f"(() => {{ const p = document.querySelector('{PANEL}').amnesiacPanel;"
+                          f" p.setControls({json.dumps(check['forget_class'])}, {json.dumps(check['selected'])},"
+                          f" {check['alpha']}); p.changed(); }})()")
+            got = _settled(page, n)
+            assert (got["forget_class"], got["selected"], got["alpha"]) == (
+                check["forget_class"], sorted(check["selected"], key=ids.index), check["alpha"])
+            for a, b in zip(got["per_class_after"], check["per_class_after"]):
+                assert a == pytest.approx(b, abs=1e-3)
+            states.append(got)  # its labels are compared below, ties within 1e-4 allowed
         for state in states:
             _compare(state, data, wp)
         js_logits = page.evaluate(f"Array.from(document.querySelector('{PANEL}').amnesiacPanel.lastLogits)")
-        ref = wp.panel_reference(data, forget_class=None, selected=states[-1]["selected"], alpha=states[-1]["alpha"])
+        last = states[-1]
+        ref = wp.panel_reference(data, forget_class=last["forget_class"], selected=last["selected"],
+                                 alpha=last["alpha"])
         gap = float((ref["logits_after"].flatten() - __import__("torch").tensor(js_logits)).abs().max())
         assert gap < 1e-3, f"the page's logits differ from PyTorch's by {gap}"
         times = page.evaluate(f"document.querySelector('{PANEL}').amnesiacPanel.times")
