@@ -34,6 +34,18 @@ def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
 
 
+def class_accuracies(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Top-1 accuracy per class from predicted and true labels, [num_classes] float64 (NaN for an absent class).
+
+    Example:
+        >>> class_accuracies(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 3).tolist()
+        [0.5, 1.0, nan]
+    """
+    total = torch.bincount(labels, minlength=num_classes)[:num_classes].double()
+    hits = torch.bincount(labels[pred == labels], minlength=num_classes)[:num_classes].double()
+    return torch.where(total > 0, hits / total.clamp(min=1), torch.nan).numpy()
+
+
 def param_distance(a: nn.Module, b: nn.Module) -> float:
     """L2 distance between two models' parameter vectors (same architecture)."""
     la, lb = ParamLayout.of(a), ParamLayout.of(b)

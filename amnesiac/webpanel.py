@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 
 from .data import ArrayDataset
 from .grads import ParamLayout
+from .metrics import class_accuracies
 from .models import SimpleModel
 
 PANEL_FORMAT = 1
@@ -187,6 +189,11 @@ class PanelData:
     def n_test(self) -> int:
         return int(self.meta["test"]["n"])
 
+    @functools.cached_property
+    def logits_before(self) -> torch.Tensor:
+        """The trained model's logits on every exported image (computed once; the arrays are never changed)."""
+        return _forward(self, self.theta)
+
 
 def load_panel(folder: str | Path) -> PanelData:
     """Read an exported panel, checking every file's size and SHA-256 against ``meta.json``."""
@@ -243,11 +250,8 @@ def _forward(data: PanelData, theta: torch.Tensor) -> torch.Tensor:
 
 
 def _accuracies(data: PanelData, logits: torch.Tensor) -> np.ndarray:
-    n, k = data.n_test, data.meta["classes"]
-    y, pred = data.labels[:n], logits[:n].argmax(1)
-    total = torch.bincount(y, minlength=k)[:k].double()
-    hits = torch.bincount(y[pred == y], minlength=k)[:k].double()
-    return torch.where(total > 0, hits / total.clamp(min=1), torch.nan).numpy()
+    """Per-class accuracy on the page's test images from the logits of all exported images."""
+    return class_accuracies(logits[:data.n_test].argmax(1), data.labels[:data.n_test], data.meta["classes"])
 
 
 def panel_reference(data: PanelData, *, forget_class: int | None, selected: Sequence[int], alpha: float) -> dict:
@@ -259,7 +263,7 @@ def panel_reference(data: PanelData, *, forget_class: int | None, selected: Sequ
 
     counts = torch.bincount(data.labels[:data.n_test], minlength=data.meta["classes"]).numpy()
     theta, used = panel_theta(data, forget_class, selected, alpha)
-    before, after = _forward(data, data.theta), _forward(data, theta)
+    before, after = data.logits_before, _forward(data, theta)
     acc0, acc1 = _accuracies(data, before), _accuracies(data, after)
     f0, r0 = split_accuracy(acc0, counts, forget_class)
     f1, r1 = split_accuracy(acc1, counts, forget_class)
@@ -305,17 +309,14 @@ def export_check(data: PanelData, model: torch.nn.Module, class_log, sample_log,
     from .training import predict
 
     labels = {s["id"]: s["label"] for s in data.meta["samples"]}
-    n, k = data.n_test, data.meta["classes"]
+    n = data.n_test
     worst_acc, label_diffs = 0.0, 0
     for ch in choices:
         ref = panel_reference(data, **ch)
         new, _ = forget_live(model, class_log, sample_log, labels, forget_class=ch["forget_class"],
                              sample_ids=ch["selected"], alpha=ch["alpha"])
         logits = predict(new, data.images)
-        y, pred = data.labels[:n], logits[:n].argmax(1)
-        total = torch.bincount(y, minlength=k)[:k].double()
-        hits = torch.bincount(y[pred == y], minlength=k)[:k].double()
-        acc = (hits / total.clamp(min=1)).numpy()
+        acc = _accuracies(data, logits)
         worst_acc = max(worst_acc, float(np.nanmax(np.abs(acc - np.asarray(ref["per_class_after"])))))
         label_diffs += int((logits[n:].argmax(1) != ref["logits_after"][n:].argmax(1)).sum())
     return {"choices": len(choices), "max_accuracy_difference": worst_acc, "tracked_label_differences": label_diffs}

@@ -79,6 +79,9 @@ def test_the_reference_forward_pass_is_the_model(trained):
                                                                         torch.arange(30)), 3)
     np.testing.assert_allclose(ref["per_class_after"], acc)
     assert ref["acc_forgotten_after"] != ref["acc_forgotten_after"]  # NaN: no class forgotten
+    # nothing removed: "before" (the cached forward pass of the exported theta) equals "after"
+    assert torch.equal(data.logits_before, ref["logits_after"])
+    assert ref["per_class_before"] == ref["per_class_after"]
 
 
 def test_the_onnx_graph_the_page_runs_is_simplemodel(trained):
