@@ -57,12 +57,26 @@ def _parser() -> argparse.ArgumentParser:
                        help="the propagated attribution against the replays (and the exact delta)")
     g.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
     g.add_argument("--every", type=int, default=None, help="Hessian-vector products every k-th step (default 1)")
+    k = sub.add_parser("comparison", parents=[study],
+                       help="every method with the same tuning budget, chosen on validation, reported on test")
+    k.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
+    k.add_argument("--methods", nargs="+", default=None,
+                   help="a subset of: amnesiac finetune relabel neggrad_plus ssd scrub")
     h = sub.add_parser("membership", parents=[study],
                        help="membership attacks that can detect forgetting (class, canaries, U-LiRA)")
     h.add_argument("--parts", nargs="+", default=["class", "canary", "lira", "methods"],
                    help="a subset of: class canary lira methods")
     sub.add_parser("list", help="list experiments and profiles")
     return parser
+
+
+def _save_bench(name: str, result: dict) -> dict:
+    """Stamp a CPU benchmark's result with provenance and write it to ``results/bench/<name>.json``."""
+    from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+
+    result = {**result, "provenance": provenance(pick_device("cpu"))}
+    _atomic_write_json(RESULTS_ROOT / "bench" / f"{name}.json", result)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,23 +101,17 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             from .bench import ledger_read_times
-            from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
 
             try:
-                result = {**ledger_read_times(args.ledger_read, dtype=args.dtype),
-                          "provenance": provenance(pick_device("cpu"))}
+                result = _save_bench(f"ledger-read-{args.dtype}", ledger_read_times(args.ledger_read, dtype=args.dtype))
             finally:
                 shutil.rmtree(args.ledger_read, ignore_errors=True)  # tens of GB
-            _atomic_write_json(RESULTS_ROOT / "bench" / f"ledger-read-{args.dtype}.json", result)
             print(result)
             return 0
         if args.ddp:
             from .distributed import format_scaling, scaling_benchmark
-            from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
 
-            result = {**scaling_benchmark(), "provenance": provenance(pick_device("cpu"))}
-            _atomic_write_json(RESULTS_ROOT / "bench" / "ddp.json", result)
-            print(format_scaling(result))
+            print(format_scaling(_save_bench("ddp", scaling_benchmark())))
             return 0
         print(format_bench(run_bench(args.profile, device=args.device)))
         return 0
@@ -124,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{opt:6s} {row['set']:12s} recovered (zero-weighted replay): exact a=1 "
                       f"{row['exact_recovered'][0]:+.3f}, propagated a=1 {row['propagated_recovered'][0]:+.3f}, "
                       f"fine-tune {row['finetune_recovered'][0]:+.3f}; overhead {row['overhead'][0]:.1f}x")
+        return 0
+    if args.command == "comparison":
+        from .comparison import format_summary
+        from .comparison import run_study as run_comparison
+
+        print(format_summary(run_comparison(args.profile, seeds=args.seeds, optimizers=args.optimizers,
+                                            methods=args.methods, device=args.device, progress=not args.quiet)))
         return 0
     if args.command == "membership":
         from .membership import run_study as run_membership

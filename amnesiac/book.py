@@ -17,6 +17,7 @@ from torch import nn
 from .data import ArrayDataset, data_root, dataset_available
 from .deltalog import DeltaLog
 from .experiments import PROFILES, UPDATE_LOG, LogSpec, Result, get_experiment, load, run, summarize
+from .metrics import class_accuracies
 from .training import predict
 from .unlearning import Request, unlearn
 
@@ -327,6 +328,55 @@ def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
     return values
 
 
+MASK_VARIANTS = (("masked", "masked record (coefficient 1)"), ("full_times_p", "full record × p"),
+                 ("full_times_sqrt_p", "full record × √p"), ("random_direction", "random direction, same norm"))
+
+
+def _mask_means(records: Sequence[dict]) -> dict[float, dict]:
+    """{p: {variant: {norm, acc_test_forgotten, acc_test_rest} averaged over the records (seeds)}}."""
+    out: dict[float, dict] = {}
+    for p in records[0]["ps"]:
+        rows = [next(r for r in rec["rows"] if r["p"] == p) for rec in records]
+        out[p] = {v: {k: float(np.mean([r[v][k] for r in rows])) for k in rows[0][v]} for v, _ in MASK_VARIANTS}
+        out[p]["cosine"] = float(np.mean([r["cosine_masked_full"] for r in rows]))
+    return out
+
+
+def mask_control_table(records: Sequence[dict]) -> str:
+    """Per p (mean over seeds): for the masked per-sample record and its three controls, the vector's norm and
+    the test accuracy on the forgotten class / on the rest (:func:`amnesiac.experiments.mask_control` records)."""
+    if not records:
+        return "*The mask control is not computed at this profile: `amnesiac.experiments.mask_control`.*"
+    means = _mask_means(records)
+    body = [[f"{p:g}"] + [f"{m[v]['norm']:.3g}: {m[v]['acc_test_forgotten']:.2f} / {m[v]['acc_test_rest']:.3f}"
+                          for v, _ in MASK_VARIANTS] + [f"{m['cosine']:.2f}"] for p, m in means.items()]
+    return markdown_table(["p"] + [label for _, label in MASK_VARIANTS] + ["cosine(masked, full)"], body)
+
+
+def mask_control_sentence(records: Sequence[dict]) -> str:
+    """Which scale-matched control the masked record behaves like below saturation, from the accuracies."""
+    if not records:
+        return "The unsaturated mask control is not computed at this profile."
+    means = _mask_means(records)
+
+    def gap(m, v):
+        return max(abs(m["masked"][k] - m[v][k]) for k in ("acc_test_forgotten", "acc_test_rest"))
+
+    closest = {p: min(("full_times_p", "full_times_sqrt_p", "random_direction"), key=lambda v: gap(m, v))
+               for p, m in means.items()}
+    label = dict(MASK_VARIANTS)
+    counts = {v: sum(c == v for c in closest.values()) for v in set(closest.values())}
+    winner = max(counts, key=counts.get)
+    ps = list(means)
+    worst = max(gap(means[p], winner) for p in ps)
+    norm_ratio = [means[p]["masked"]["norm"] / means[p]["full_times_sqrt_p"]["norm"] for p in ps]
+    return (f"Below saturation (p = {min(ps):g} to {max(ps):g}, {len(records)} seed{'s' if len(records) > 1 else ''}), "
+            f"the masked record behaves most like the {label[winner]} at {counts[winner]} of {len(ps)} values of p "
+            f"(largest accuracy gap to it {worst:.3f}); its norm is {min(norm_ratio):.2f} to {max(norm_ratio):.2f} "
+            "times that of the full record × √p, and its cosine with the full record "
+            f"{min(means[p]['cosine'] for p in ps):.2f} to {max(means[p]['cosine'] for p in ps):.2f}.")
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     """A Markdown table (cells already formatted as strings)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -463,10 +513,7 @@ def per_class_accuracy(model: nn.Module, dataset: ArrayDataset, num_classes: int
         >>> per_class_accuracy(torch.nn.Linear(3, 2), ds, 3).shape
         (3,)
     """
-    pred = predict(model, dataset.x).argmax(1)  # [N]
-    total = torch.bincount(dataset.y, minlength=num_classes)[:num_classes].double()
-    hits = torch.bincount(dataset.y[pred == dataset.y], minlength=num_classes)[:num_classes].double()
-    return torch.where(total > 0, hits / total.clamp(min=1), torch.nan).numpy()
+    return class_accuracies(predict(model, dataset.x).argmax(1), dataset.y, num_classes)
 
 
 def split_accuracy(per_class: np.ndarray, class_counts: np.ndarray, forget_class: int | None) -> tuple[float, float]:
@@ -1050,17 +1097,26 @@ def fidelity_findings(result, *, setting: str = "full", reference: str = "drop")
     return "\n".join(lines) if lines else "*No complete seed of the fidelity study yet.*"
 
 
+def _rows_by_optimizer(fid, setting: str, reference: str) -> dict[str, dict[str, dict]]:
+    """The fidelity study's summary rows, {optimizer: {set name: row}}, for every optimizer with a computed set."""
+    from .fidelity import summary_rows
+
+    out = {opt: {r["set"]: r for r in summary_rows(fid, setting, opt, reference)} for opt in fid.study.optimizers}
+    return {opt: rows for opt, rows in out.items() if rows}
+
+
+def _headline_rows(rows: dict[str, dict]) -> tuple[dict, dict] | None:
+    """(100 random samples, whole class) rows of one optimizer, or None unless both are computed."""
+    cls = next((r for r in rows.values() if r["kind"] == "class"), None)
+    return (rows["random-100"], cls) if "random-100" in rows and cls is not None else None
+
+
 def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") -> str:
     """One Markdown bullet for the introduction: per optimizer, the fraction of the way to the dropped replay
     recovered at alpha = 1 for the smallest and largest random set and the whole class, beside the repair-only
     control and the distance over the retrain floor."""
-    from .fidelity import summary_rows
-
     parts = []
-    for opt in result.study.optimizers:
-        rows = {r["set"]: r for r in summary_rows(result, setting, opt, reference)}
-        if not rows:
-            continue
+    for opt, rows in _rows_by_optimizer(result, setting, reference).items():
         random = sorted((r for r in rows.values() if r["kind"] == "random"), key=lambda r: r["size"])
         pick = [random[0], random[-1]] + [r for r in rows.values() if r["kind"] == "class"]
         parts.append(f"{opt} ({len(pick[0]['seeds'])} seed{'s' if len(pick[0]['seeds']) > 1 else ''}): "
@@ -1094,11 +1150,9 @@ CONSOLIDATED_ROWS = (
 def fidelity_conclusion(fid, *, setting: str = "full", reference: str = "drop") -> str:
     """The Discussion's conclusion on fidelity: how much of the way to the replay the exact delta covers at
     alpha = 1 and at the best grid alpha, for random sets, per optimizer (says so when nothing is computed)."""
-    from .fidelity import summary_rows
-
     parts, best = [], []
-    for opt in fid.study.optimizers:
-        rows = [r for r in summary_rows(fid, setting, opt, reference) if r["kind"] == "random"]
+    for opt, by_set in _rows_by_optimizer(fid, setting, reference).items():
+        rows = [r for r in by_set.values() if r["kind"] == "random"]
         if not rows:
             continue
         a1 = [r["a1_recovered"][0] for r in rows]
@@ -1124,20 +1178,19 @@ def attacks_conclusion(mem) -> str:
             f"({plain:.3f}).")
 
 
-def consolidated_table(fid, mem, *, setting: str = "full", reference: str = "drop") -> str:
+def consolidated_table(fid, mem, comp=None, *, setting: str = "full", reference: str = "drop") -> str:
     """Every method at a glance: the fraction of the way to the dropped replay it covers for 100 random samples
     and for a whole class (per optimizer, mean ± 95% interval over seeds; 1 = reached, 0 = no closer than the
     original), U-LiRA's AUC when ~100 samples are forgotten at once (0.5 = chance) and the median seconds per
-    request there. "not measured" where a study did not run a method."""
-    from .fidelity import summary_rows
-
-    opts, by_opt = [], {}
-    for opt in fid.study.optimizers:
-        rows = {r["set"]: r for r in summary_rows(fid, setting, opt, reference)}
-        cls = next((r for r in rows.values() if r["kind"] == "class"), None)
-        if "random-100" in rows and cls is not None:
-            opts.append(opt)
-            by_opt[opt] = (rows["random-100"], cls)
+    request there. With the fair comparison (``comp``), every method also appears tuned: its trial chosen on
+    validation, with the seconds of that trial for 100 random samples. "not measured" where a study did not run
+    a method."""
+    by_opt = {opt: pair for opt, rows in _rows_by_optimizer(fid, setting, reference).items()
+              if (pair := _headline_rows(rows)) is not None}
+    tuned = _tuned_rows(comp)
+    opts = list(by_opt)
+    opts += [o for rows in tuned.values() for o in rows if o not in opts]
+    opts = list(dict.fromkeys(opts))
     lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
     header = ["method"] + [f"{o}: 100 random" for o in opts] + [f"{o}: class" for o in opts] + [
         "U-LiRA AUC (~100 at once)", "s per request"]
@@ -1146,13 +1199,39 @@ def consolidated_table(fid, mem, *, setting: str = "full", reference: str = "dro
         cells = [label]
         for which in (0, 1):
             for o in opts:
-                cells.append(_ci(by_opt[o][which][f"{prefix}_recovered"]) if prefix else "not measured")
+                cells.append(_ci(by_opt[o][which][f"{prefix}_recovered"]) if prefix and o in by_opt
+                             else "not measured")
         rec = lira.get(set_name) if set_name else None
         cells += [f"{rec['auc']:.3f}", f"{rec['seconds']:.2f}"] if rec else ["not measured", "–"]
         body.append(cells)
+    for label, per_opt in tuned.items():
+        cells = [label] + [_ci(per_opt[o][which]["chosen_recovered"]) if o in per_opt else "not measured"
+                           for which in (0, 1) for o in opts]
+        first = next(iter(per_opt.values()))[0]
+        body.append(cells + ["not measured", _ci(first["chosen_seconds"])])
     if not opts and not lira:
         return "*Neither the fidelity study nor U-LiRA for every method has results yet.*"
     return markdown_table(header, body)
+
+
+def _tuned_rows(comp) -> dict[str, dict[str, tuple[dict, dict]]]:
+    """{row label: {optimizer: (100 random samples row, whole-class row)}} of the fair comparison's summary, for
+    the optimizers with complete seeds of both sets (empty without a comparison)."""
+    if comp is None:
+        return {}
+    from .comparison import summary_rows
+
+    random_set = next((s for s in comp.study.sets if s.startswith("random-")), None)
+    class_set = next((s for s in comp.study.sets if s.startswith("class-")), None)
+    out: dict[str, dict] = {}
+    for opt in comp.study.optimizers:
+        if random_set is None or class_set is None:
+            break
+        rnd, cls = summary_rows(comp, opt, random_set), summary_rows(comp, opt, class_set)
+        for a, b in zip(rnd, cls):
+            label = f"{a['label']}, tuned ({comp.study.budget} trials, chosen on validation)"
+            out.setdefault(label, {})[opt] = (a, b)
+    return out
 
 
 def _seed_span(seeds: list[int]) -> str:
@@ -1163,18 +1242,14 @@ def _seed_span(seeds: list[int]) -> str:
 def abstract(fid, mem, speedup: float | None = None, *, setting: str = "full", reference: str = "drop") -> str:
     """The book's abstract, with every number computed from the fidelity study (``fid``), the membership study
     (``mem``) and, if given, the speed-up of forgetting from the ledger over retraining."""
-    from .fidelity import summary_rows
-
     def m(t):
         return t[0] if isinstance(t, (tuple, list)) else float(t)
 
     per_opt, oracle_best, seeds = [], [], []
-    for opt in fid.study.optimizers:
-        rows = {r["set"]: r for r in summary_rows(fid, setting, opt, reference)}
-        mid = rows.get("random-100")
-        cls = next((r for r in rows.values() if r["kind"] == "class"), None)
-        if mid is None or cls is None:
+    for opt, rows in _rows_by_optimizer(fid, setting, reference).items():
+        if (pair := _headline_rows(rows)) is None:
             continue
+        mid, cls = pair
         seeds.append(len(mid["seeds"]))
         oracle_best += [m(r["oracle_recovered"]) for r in rows.values() if r["kind"] == "random"]
         name = {"adam": "Adam", "sgd": "SGD with momentum", "adamw": "AdamW"}.get(opt, opt)
@@ -1253,6 +1328,81 @@ def propagation_provenance(result) -> str:
     revs = sorted({r["provenance"]["git"] for r in recs})
     return (f"Propagation study `{result.study.profile}`: {len(result.records)} (optimizer, seed) combination(s) on "
             f"disk, computed at revision(s) {', '.join(revs)}.")
+
+
+# ------------------------------------------------------------------------------------------- fair comparison
+
+
+def comparison_results(*, profile: str = "full", recompute: bool = False, device: str = "cpu",
+                       progress: bool = True):
+    """The fair-comparison study a chapter renders: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``."""
+    from . import comparison as cmp
+
+    validate(profile=profile, recompute=recompute, device=device)
+    if recompute or profile == "smoke":
+        return cmp.run_study(profile, device="cpu" if device == "auto" else device, progress=progress)
+    return cmp.load_study(profile)
+
+
+def comparison_provenance(result) -> str:
+    """Where the comparison's numbers come from, or that they are not computed yet."""
+    recs = [p for pieces in result.records.values() for p in pieces.values()]
+    study = result.study
+    if not recs:
+        return (f"**Not computed yet.** The `{study.profile}` comparison has no piece on disk; run "
+                f"`python -m amnesiac comparison --profile {study.profile}` (about 20 minutes per optimizer and "
+                "seed on two CPU cores, once the fidelity study's weights of that seed are on disk).")
+    revs = sorted({r["provenance"]["git"] for r in recs})
+    return (f"Comparison `{study.profile}`: {study.budget} trials per method, {len(result.records)} (optimizer, "
+            f"seed) combination(s) on disk, computed at revision(s) {', '.join(revs)}.")
+
+
+def _compact(params: Sequence[dict]) -> str:
+    """The configurations chosen over the seeds, each once with its count: ``alpha=0.3 (x2); alpha=1 (x1)``."""
+    seen: dict[str, int] = {}
+    for p in params:
+        key = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items())
+        seen[key] = seen.get(key, 0) + 1
+    return "; ".join(f"{k} (×{n})" if len(params) > 1 else k for k, n in seen.items())
+
+
+def comparison_spaces(budget: int) -> str:
+    """Each method's search space (values per hyper-parameter), its defaults (always its first trial) and how many
+    configurations the space holds, of which ``budget`` are tried."""
+    from .comparison import LABELS, SPACES, _configurations, defaults
+
+    def fmt(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    body = [[LABELS[m], "; ".join(f"{k} ∈ {{{', '.join(fmt(v) for v in vals)}}}" for k, vals in space.items()),
+             ", ".join(f"{k}={fmt(v)}" for k, v in defaults(m).items()), str(len(_configurations(m))), str(budget)]
+            for m, space in SPACES.items()]
+    return markdown_table(["method", "search space", "defaults (trial 1)", "configurations", "trials"], body)
+
+
+def comparison_table(result, optimizer: str, set_name: str) -> str:
+    """Per method, the trial chosen on validation and measured on test: its settings, the fraction of the way to
+    the dropped replay it covers, the test-set KL to the replay (and the KL of the trial the test set itself would
+    have chosen), forget and test accuracy, seconds for the chosen trial and for all trials; the dropped replay
+    (retraining with the same seed and order) as the last row."""
+    from .comparison import summary_rows
+
+    rows = summary_rows(result, optimizer, set_name)
+    if not rows:
+        return (f"*No complete seed for {optimizer} yet: run `python -m amnesiac comparison --profile "
+                f"{result.study.profile}`.*")
+    is_class = "chosen_acc_test_class" in rows[0]
+    acc = ("acc. test class", "acc. test rest") if is_class else ("acc. forget", "acc. test")
+    body = []
+    for r in rows:
+        a, b = ((r["chosen_acc_test_class"], r["chosen_acc_test_rest"]) if is_class
+                else (r["chosen_acc_forget"], r["chosen_acc_test"]))
+        body.append([r["label"], _compact(r["chosen_params"]), _ci(r["chosen_recovered"]), _ci(r["chosen_kl"]),
+                     _ci(r["oracle_kl"]), _ci(a), _ci(b), _ci(r["chosen_seconds"]), _ci(r["chosen_tuning_seconds"])])
+    body.append(["retrain (the dropped replay)", "–", "1", "0", "–", "–", "–", _ci(rows[0]["replay_seconds"]), "–"])
+    return markdown_table(["method", "chosen on validation", "recovered", "test KL to replay", "KL, test-chosen trial",
+                           *acc, "s (chosen)", f"s ({result.study.budget} trials)"], body)
 
 
 # ------------------------------------------------------------------------------------------ membership study

@@ -43,7 +43,7 @@ from .deltalog import DeltaLog
 from .ledger import Ledger
 from .models import build_model
 from .training import Recipe, accuracy, pick_device, train
-from .unlearning import Request, repair, unlearn
+from .unlearning import Request, repair, subtract, unlearn
 
 SEMANTICS_VERSION = 1
 RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results"
@@ -612,27 +612,33 @@ def provenance(device: torch.device) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": SEMANTICS_VERSION}
 
 
-def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool = True,
-             partial_path: Path | None = None) -> dict:
-    """Run one seed: train with logs, retrain the reference, apply and evaluate every method."""
-    dev = pick_device(device)
-    done = json.loads(partial_path.read_text()) if partial_path and partial_path.exists() else {}
+def _train_original(exp: Experiment, seed: int, dev: torch.device, progress: bool, desc: str):
+    """Seed ``seed``'s original training with every log of the experiment attached (finalized after training):
+    (split, model, model_fn, logs by key, history). The one place that fixes the data, initialisation and order
+    of an experiment's run, so diagnostics retrace :func:`run_seed` exactly."""
     split = make_split(exp, seed)
-    n_classes, in_ch = NUM_CLASSES[exp.dataset], IN_CHANNELS[exp.dataset]
-    model_fn = lambda: build_model(exp.model, in_ch, n_classes)  # noqa: E731
+    model_fn = lambda: build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])  # noqa: E731
     torch.manual_seed(seed)
     model = model_fn()
     logs = make_logs(exp, model, split)
     opt = exp.recipe.make_optimizer(model.parameters())
     history = train(model, split.train.loader(exp.recipe.batch_size, seed=seed), opt, epochs=exp.recipe.epochs,
-                    delta_log=list(logs.values()), device=dev, progress=progress, desc=f"{exp.name} seed {seed}")
-    train_seconds = history.wall_seconds
-    memory, deltas = {}, {}
-    for key, log in logs.items():  # stored bytes after training; then keep only this request's delta
+                    delta_log=list(logs.values()), device=dev, progress=progress, desc=desc)
+    for log in logs.values():
         if isinstance(log, DeltaLog):
             log.finalize()
-        memory[key] = log.nbytes
-        deltas[key] = log
+    return split, model, model_fn, logs, history
+
+
+def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool = True,
+             partial_path: Path | None = None) -> dict:
+    """Run one seed: train with logs, retrain the reference, apply and evaluate every method."""
+    dev = pick_device(device)
+    done = json.loads(partial_path.read_text()) if partial_path and partial_path.exists() else {}
+    n_classes = NUM_CLASSES[exp.dataset]
+    split, model, model_fn, deltas, history = _train_original(exp, seed, dev, progress, f"{exp.name} seed {seed}")
+    train_seconds = history.wall_seconds
+    memory = {key: log.nbytes for key, log in deltas.items()}  # stored bytes after training
     request = Request(forget_groups=("forget",), forget=split.forget, retain=split.retain, recipe=exp.recipe,
                       model_fn=model_fn, num_classes=n_classes, seed=seed, device=str(dev))
     t0 = time.perf_counter()
@@ -831,24 +837,74 @@ def log_norms(name: str, profile: str = "full", *, seed: int = 0, device: str = 
     if path.exists() and not recompute:
         return json.loads(path.read_text())
     dev = pick_device(device)
-    split = make_split(exp, seed)
-    torch.manual_seed(seed)
-    model = build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])
-    logs = make_logs(exp, model, split)
     t0 = time.perf_counter()
-    train(model, split.train.loader(exp.recipe.batch_size, seed=seed), exp.recipe.make_optimizer(model.parameters()),
-          epochs=exp.recipe.epochs, delta_log=list(logs.values()), device=dev, progress=progress,
-          desc=f"{exp.name} seed {seed} (log norms)")
-    vectors = {}
-    for key, log in logs.items():
-        if isinstance(log, DeltaLog):
-            log.finalize()
-        vectors[key] = log.delta_vector(request_groups(log)).double().cpu()
+    split, _, _, logs, _ = _train_original(exp, seed, dev, progress, f"{exp.name} seed {seed} (log norms)")
+    vectors = {key: log.delta_vector(request_groups(log)).double().cpu() for key, log in logs.items()}
     keys = sorted(vectors)
     cos = {f"{a}|{b}": float(torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=0))
            for i, a in enumerate(keys) for b in keys[i + 1:]}
     record = {"seed": seed, "norms": {k: float(vectors[k].norm()) for k in keys}, "cosines": cos,
               "n_forget": len(split.forget), "train_seconds": time.perf_counter() - t0,
               "provenance": provenance(dev)}
+    _atomic_write_json(path, record)
+    return record
+
+
+MASK_CONTROL_PS = (0.001, 0.002, 0.005, 0.01)
+
+
+def mask_control(name: str, profile: str = "full", *, seed: int = 0, ps: Sequence[float] = MASK_CONTROL_PS,
+                 device: str = "auto", progress: bool = False, recompute: bool = False,
+                 results_root: Path | None = None, overrides: Mapping[str, object] | None = None) -> dict:
+    """Is a p-mask more than a step size? The seed's masked per-sample records against scale-matched controls,
+    below the p where everything saturates.
+
+    Retraces seed ``seed``'s original run of a class experiment (same data, initialisation and order) with the
+    seed's per-sample masked gradient records at every ``p`` and the full (unmasked) record, then compares, for
+    each p, subtracting the masked record (coefficient 1, as the seed did) with subtracting the full record
+    scaled by ``alpha = p`` (a mask keeps p of its expected value) and by ``alpha = sqrt(p)`` (it keeps about
+    sqrt(p) of its norm), and a random direction with the masked record's norm. Each gets its norm and the test
+    accuracies on the forgotten class and on the rest. Cached as ``maskcontrol-seed<k>.json`` beside the
+    experiment's seeds; the experiment's own methods are not run.
+    """
+    exp = get_experiment(name, profile, overrides=overrides)
+    if exp.kind != "class":
+        raise ValueError(f"the mask control needs a class experiment; {name!r} forgets {exp.kind}")
+    ps = tuple(float(p) for p in ps)
+    if not ps or any(not 0.0 < p < 1.0 for p in ps):
+        raise ValueError(f"every p must be in (0, 1), got {ps}")
+    folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
+    path = folder / f"maskcontrol-seed{seed}.json"
+    if path.exists() and not recompute:
+        record = json.loads(path.read_text())
+        if tuple(record["ps"]) == ps:
+            return record
+    specs = tuple(MethodSpec(f"p={p:g}", "amnesiac", seed_log(p)) for p in ps)
+    diag = dataclasses.replace(exp, methods=specs + (MethodSpec("full", "amnesiac", GRADIENT_LOG),))
+    dev = pick_device(device)
+    t0 = time.perf_counter()
+    split, model, _, logs, _ = _train_original(diag, seed, dev, progress, f"{exp.name} seed {seed} (masks)")
+    full_log = logs[GRADIENT_LOG.key]
+    full = full_log.delta_vector(request_groups(full_log)).double().cpu()
+    gen = torch.Generator().manual_seed(60_013 + seed)
+
+    def measure(vector: torch.Tensor) -> dict:
+        new = subtract(model, vector)
+        return {"norm": float(vector.norm()), "acc_test_forgotten": accuracy(new, split.test_forgotten),
+                "acc_test_rest": accuracy(new, split.test_rest)}
+
+    rows = []
+    for p in ps:
+        log = logs[seed_log(p).key]
+        masked = log.delta_vector(request_groups(log)).double().cpu()
+        direction = torch.randn(len(masked), generator=gen, dtype=torch.float64)
+        direction *= masked.norm() / direction.norm()
+        rows.append({"p": p, "masked": measure(masked), "full_times_p": measure(p * full),
+                     "full_times_sqrt_p": measure(p ** 0.5 * full), "random_direction": measure(direction),
+                     "cosine_masked_full": float(torch.nn.functional.cosine_similarity(masked, full, dim=0))})
+    record = {"seed": seed, "ps": list(ps), "full_norm": float(full.norm()), "rows": rows,
+              "original": {"acc_test_forgotten": accuracy(model, split.test_forgotten),
+                           "acc_test_rest": accuracy(model, split.test_rest)},
+              "seconds": time.perf_counter() - t0, "provenance": provenance(dev)}
     _atomic_write_json(path, record)
     return record

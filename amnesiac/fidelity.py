@@ -372,8 +372,10 @@ class _Evaluator:
     def _probs(self, theta: torch.Tensor) -> torch.Tensor:
         return F.softmax(self._logits(theta).double(), 1)
 
-    def measure(self, theta: torch.Tensor) -> dict:
-        logits = self._logits(theta).double()
+    def measure(self, theta: torch.Tensor, logits: torch.Tensor | None = None) -> dict:
+        """Every measure of the model with parameters ``theta`` (``logits``: its outputs on :attr:`x`, when the
+        caller already computed them)."""
+        logits = (self._logits(theta) if logits is None else logits).double()
         losses = F.cross_entropy(logits, self.y, reduction="none")
         pred = logits.argmax(1)
         s = self.slices

@@ -128,16 +128,18 @@ def unlearn(
 
 
 def repair(
-    model: nn.Module, request: Request, *, epochs: int, progress: bool = False, desc: str = "repair"
+    model: nn.Module, request: Request, *, epochs: int, lr: float | None = None, progress: bool = False,
+    desc: str = "repair"
 ) -> nn.Module:
-    """A copy of ``model`` trained ``epochs`` more epochs on the retain set with a fresh optimizer."""
+    """A copy of ``model`` trained ``epochs`` more epochs on the retain set with a fresh optimizer (the recipe's,
+    at learning rate ``lr`` if given)."""
     request.need("retain", "recipe", method="repair")
     new = copy.deepcopy(model)
     rec = request.recipe
     train(
         new,
         request.retain.loader(rec.batch_size, seed=request.seed + 7919),
-        rec.make_optimizer(new.parameters()),
+        _params_of(new, request, lr),
         epochs=epochs,
         device=request.device,
         progress=progress,
@@ -203,7 +205,7 @@ for _name in LEDGER_METHODS:
 
 
 @register("relabel")
-def _relabel(model, request: Request, *, epochs: int = 1, progress=False):
+def _relabel(model, request: Request, *, epochs: int = 1, lr: float | None = None, progress=False):
     request.need("forget", "recipe", "num_classes", method="relabel")
     forget = request.forget
     gen = torch.Generator().manual_seed(request.seed + 104729)
@@ -214,7 +216,7 @@ def _relabel(model, request: Request, *, epochs: int = 1, progress=False):
     train(
         new,
         wrong.loader(rec.batch_size, seed=request.seed + 1),
-        rec.make_optimizer(new.parameters()),
+        _params_of(new, request, lr),
         epochs=epochs,
         device=request.device,
         progress=progress,
@@ -224,8 +226,8 @@ def _relabel(model, request: Request, *, epochs: int = 1, progress=False):
 
 
 @register("finetune")
-def _finetune(model, request: Request, *, epochs: int = 1, progress=False):
-    return repair(model, request, epochs=epochs, progress=progress, desc="finetune")
+def _finetune(model, request: Request, *, epochs: int = 1, lr: float | None = None, progress=False):
+    return repair(model, request, epochs=epochs, lr=lr, progress=progress, desc="finetune")
 
 
 @register("retrain")
@@ -255,6 +257,9 @@ def _cycle(loader):
 
 
 def _params_of(new: nn.Module, request: Request, lr: float | None):
+    """A fresh optimizer of the request's recipe for ``new``, at learning rate ``lr`` if given."""
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     rec = request.recipe
     recipe = rec if lr is None else dataclasses.replace(rec, lr=lr)
     return recipe.make_optimizer(new.parameters())

@@ -83,3 +83,73 @@ def test_the_conclusions_are_computed_from_the_studies():
     if mem.pieces.get("lira"):
         assert f"{mem.pieces['lira']['alpha=1']['auc']:.3f}" in book.attacks_conclusion(mem)
     assert "not computed" in book.attacks_conclusion(None)
+
+
+def _fake_comparison(recovered: dict[str, list[float]]):
+    """A ComparisonResult whose chosen trial of each method recovers the given fraction, per seed (100 random
+    samples; the class set recovers half of it)."""
+    from amnesiac import comparison as cmp
+
+    study = cmp.get_comparison_study("full", optimizers=["adam"], seeds=[0, 1])
+    records = {}
+    for seed in study.seeds:
+        pieces = {}
+        for name in study.sets:
+            for method in study.methods:
+                r = recovered[method][seed] * (0.5 if name.startswith("class") else 1.0)
+                test = {"drop": {"recovered": r, "kl": 1 - r, "agreement": 0.9}, "acc_forget": 0.8, "acc_test": 0.97,
+                        "acc_test_class": 0.1, "acc_test_rest": 0.96}
+                bad = {**test, "drop": {"recovered": -1.0, "kl": 5.0, "agreement": 0.5}}
+                trials = [{"params": {"x": 2}, "seconds": 9.0, "retain_passes": 0.0, "val": {"kl": 3.0},
+                           "test": bad},
+                          {"params": {"x": 1}, "seconds": 1.5, "retain_passes": 1.0, "val": {"kl": 0.1},
+                           "test": test}]
+                pieces[f"{name}/{method}"] = {"trials": trials, "chosen": 1, "oracle": 1, "replay_seconds": 40.0,
+                                              "provenance": {"git": "abc1234"}}
+        records[("adam", seed)] = pieces
+    return cmp.ComparisonResult(study, records, None)
+
+
+def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_table():
+    from amnesiac import book, comparison, membership
+
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    table = book.comparison_table(comp, "adam", "random-100")
+    ssd = next(line for line in table.splitlines() if line.startswith("| SSD"))
+    i = list(comparison.METHODS).index("ssd")
+    assert book._ci(comparison.summary_rows(comp, "adam", "random-100")[i]["chosen_recovered"]) in ssd
+    assert "x=1 (×2)" in ssd and "| 1.5 ± 0 |" in ssd  # the chosen settings over the seeds; seconds of the chosen trial
+    assert "retrain (the dropped replay)" in table and "| 40 ± 0 |" in table
+    assert "acc. test class" in book.comparison_table(comp, "adam", "class-3")
+    assert "2 (optimizer, seed)" in book.comparison_provenance(comp)
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    lines = book.consolidated_table(fid, membership.load_study("full"), comp).splitlines()
+    assert len(lines) == 2 + len(book.CONSOLIDATED_ROWS) + len(comparison.METHODS)
+    tuned = next(line for line in lines if line.startswith("| NegGrad+, tuned (6 trials"))
+    rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}
+    assert book._ci(rows["neggrad_plus"]["chosen_recovered"]) in tuned
+    empty = comparison.ComparisonResult(comp.study, {}, None)
+    assert "Not computed yet" in book.comparison_provenance(empty)
+    assert "No complete seed for adam" in book.comparison_table(empty, "adam", "class-3")
+
+
+def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_like():
+    from amnesiac import book
+
+    def rec(seed, like):
+        rows = []
+        for p in (0.001, 0.01):
+            full = {"norm": 100.0, "acc_test_forgotten": 0.5, "acc_test_rest": 0.97}
+            v = {"full_times_p": {**full, "norm": 100 * p}, "full_times_sqrt_p": {**full, "norm": 100 * p ** 0.5,
+                                                                                  "acc_test_forgotten": 0.1},
+                 "random_direction": {**full, "norm": 5.0, "acc_test_forgotten": 0.9}}
+            rows.append({"p": p, **v, "masked": {**v[like], "norm": 2 * 100 * p ** 0.5}, "cosine_masked_full": 0.3})
+        return {"seed": seed, "ps": [0.001, 0.01], "rows": rows}
+
+    for like in ("full_times_p", "full_times_sqrt_p"):
+        text = book.mask_control_sentence([rec(0, like), rec(1, like)])
+        assert f"most like the {dict(book.MASK_VARIANTS)[like]} at 2 of 2" in text and "2 seeds" in text
+        assert "largest accuracy gap to it 0.000" in text and "2.00 to 2.00 times" in text and "0.30 to 0.30" in text
+    table = book.mask_control_table([rec(0, "full_times_p")])
+    assert "| 0.001 | 6.32: 0.50 / 0.970 | 0.1: 0.50 / 0.970 |" in table
+    assert "not computed" in book.mask_control_sentence([]) and "not computed" in book.mask_control_table([])

@@ -176,13 +176,14 @@ def test_cli_refuses_a_bad_setting_before_running(capsys, tmp_path):
     assert "unknown setting(s) ['forget_clas']" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["run mnist-class3-simple", "bench", "fidelity", "propagation", "membership"])
+@pytest.mark.parametrize("command", ["run mnist-class3-simple", "bench", "fidelity", "propagation", "comparison",
+                                     "membership"])
 def test_every_computing_command_takes_the_same_study_options(command):
     from amnesiac.__main__ import _parser
 
     args = _parser().parse_args(command.split() + ["--threads", "1"])
     assert args.threads == 1
-    if command in ("fidelity", "propagation", "membership"):
+    if command in ("fidelity", "propagation", "comparison", "membership"):
         assert (args.profile, args.device, args.quiet, args.seeds) == ("full", "cpu", False, None)
 
 
@@ -241,3 +242,55 @@ def test_log_norms_trains_the_experiments_run_and_caches_the_norms(fake_mnist, t
     assert (tmp_path / exp.name / f"smoke-{exp.hash}" / "lognorms-seed0.json").exists()
     monkeypatch.setattr(E, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
     assert E.log_norms("mnist-class3-simple", "smoke", results_root=tmp_path) == got
+
+
+def test_the_mask_control_retraces_the_run_and_scales_the_full_record(fake_mnist, tmp_path, monkeypatch):
+    ps = (0.01, 0.1)
+    got = E.mask_control("mnist-class3-simple", "smoke", ps=ps, device="cpu", results_root=tmp_path)
+    norms = E.log_norms("mnist-class3-simple", "smoke", device="cpu", results_root=tmp_path)
+    # the same original run as the experiment's: the full record's norm is the one log_norms measured
+    assert got["full_norm"] == pytest.approx(norms["norms"]["gradient"], rel=1e-6)
+    at = {r["p"]: r for r in got["rows"]}
+    assert at[0.1]["masked"]["norm"] == pytest.approx(norms["norms"]["gradient-p0.1"], rel=1e-6)
+    for p, r in at.items():
+        assert r["full_times_p"]["norm"] == pytest.approx(p * got["full_norm"])
+        assert r["full_times_sqrt_p"]["norm"] == pytest.approx(p ** 0.5 * got["full_norm"])
+        assert r["random_direction"]["norm"] == pytest.approx(r["masked"]["norm"])
+        assert -1 <= r["cosine_masked_full"] <= 1
+        assert all(0 <= v[k] <= 1 for v in r.values() if isinstance(v, dict) for k in v if k.startswith("acc"))
+    assert at[0.01]["masked"]["norm"] < at[0.1]["masked"]["norm"]
+    monkeypatch.setattr(E, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    assert E.mask_control("mnist-class3-simple", "smoke", ps=ps, results_root=tmp_path) == got
+    with pytest.raises(ValueError, match="needs a class experiment"):
+        E.mask_control("mnist-samples1-simple", "smoke", results_root=tmp_path)
+    with pytest.raises(ValueError, match=r"every p must be in \(0, 1\)"):
+        E.mask_control("mnist-class3-simple", "smoke", ps=(0.0,), results_root=tmp_path)
+
+
+def test_the_ledger_read_benchmark_writes_its_json_and_always_removes_the_ledger(monkeypatch, tmp_path, capsys):
+    from amnesiac import bench
+    from amnesiac.__main__ import main
+
+    monkeypatch.setattr(E, "RESULTS_ROOT", tmp_path / "results")
+    ledger = tmp_path / "ledger"
+
+    def fake(storage, *, dtype):
+        storage.mkdir()
+        (storage / "rows.bin").write_bytes(b"x")
+        return {"dtype": dtype, "reads": {"1": 0.5}}
+
+    monkeypatch.setattr(bench, "ledger_read_times", fake)
+    assert main(["bench", "--ledger-read", str(ledger), "--dtype", "float16"]) == 0
+    saved = json.loads((tmp_path / "results" / "bench" / "ledger-read-float16.json").read_text())
+    assert saved["dtype"] == "float16" and saved["reads"] == {"1": 0.5} and "git" in saved["provenance"]
+    assert not ledger.exists()
+
+    def broken(storage, *, dtype):
+        storage.mkdir()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bench, "ledger_read_times", broken)
+    with pytest.raises(OSError, match="disk full"):
+        main(["bench", "--ledger-read", str(ledger)])
+    assert not ledger.exists()  # tens of GB are never left behind
+    assert not (tmp_path / "results" / "bench" / "ledger-read-float32.json").exists()
