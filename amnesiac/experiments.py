@@ -850,7 +850,7 @@ def log_norms(name: str, profile: str = "full", *, seed: int = 0, device: str = 
     return record
 
 
-MASK_CONTROL_PS = (0.001, 0.002, 0.005, 0.01)
+MASK_CONTROL_PS = (0.0001, 0.0003, 0.001, 0.002, 0.005, 0.01)
 
 
 def mask_control(name: str, profile: str = "full", *, seed: int = 0, ps: Sequence[float] = MASK_CONTROL_PS,
