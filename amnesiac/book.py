@@ -370,11 +370,23 @@ def mask_control_sentence(records: Sequence[dict]) -> str:
     ps = list(means)
     worst = max(gap(means[p], winner) for p in ps)
     norm_ratio = [means[p]["masked"]["norm"] / means[p]["full_times_sqrt_p"]["norm"] for p in ps]
+    orig = {k: float(np.mean([r["original"][k] for r in records])) for k in ("acc_test_forgotten", "acc_test_rest")}
+
+    def moved(v):  # the largest change of either accuracy from the original model's, over p
+        return max(abs(means[p][v][k] - orig[k]) for p in ps for k in orig)
+    # the masked record's component along the full record, in units of the full record x p
+    along = [means[p]["masked"]["norm"] * means[p]["cosine"] / means[p]["full_times_p"]["norm"] for p in ps]
     return (f"Below saturation (p = {min(ps):g} to {max(ps):g}, {len(records)} seed{'s' if len(records) > 1 else ''}), "
             f"the masked record behaves most like the {label[winner]} at {counts[winner]} of {len(ps)} values of p "
             f"(largest accuracy gap to it {worst:.3f}); its norm is {min(norm_ratio):.2f} to {max(norm_ratio):.2f} "
-            "times that of the full record × √p, and its cosine with the full record "
-            f"{min(means[p]['cosine'] for p in ps):.2f} to {max(means[p]['cosine'] for p in ps):.2f}.")
+            "times that of the full record × √p, its cosine with the full record "
+            f"{min(means[p]['cosine'] for p in ps):.2f} to {max(means[p]['cosine'] for p in ps):.2f}, so its "
+            f"component along the full record is {min(along):.2f} to {max(along):.2f} times the full record × p "
+            f"(by p: {', '.join(f'{a:.2f}' for a in along)}). A random direction of the same norm moves either "
+            f"accuracy by at most {moved('random_direction'):.3f}, the masked record by up to {moved('masked'):.3f}"
+            + ("; what a mask keeps of the record acts as the full record at step size p, plus a component that "
+               "does no more than a random direction." if winner == "full_times_p"
+               and moved("random_direction") < 0.25 * moved("masked") else "."))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

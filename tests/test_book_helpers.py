@@ -144,12 +144,17 @@ def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_l
                                                                                   "acc_test_forgotten": 0.1},
                  "random_direction": {**full, "norm": 5.0, "acc_test_forgotten": 0.9}}
             rows.append({"p": p, **v, "masked": {**v[like], "norm": 2 * 100 * p ** 0.5}, "cosine_masked_full": 0.3})
-        return {"seed": seed, "ps": [0.001, 0.01], "rows": rows}
+        return {"seed": seed, "ps": [0.001, 0.01], "rows": rows,
+                "original": {"acc_test_forgotten": 0.9, "acc_test_rest": 0.97}}
 
     for like in ("full_times_p", "full_times_sqrt_p"):
         text = book.mask_control_sentence([rec(0, like), rec(1, like)])
         assert f"most like the {dict(book.MASK_VARIANTS)[like]} at 2 of 2" in text and "2 seeds" in text
         assert "largest accuracy gap to it 0.000" in text and "2.00 to 2.00 times" in text and "0.30 to 0.30" in text
+        # component along the full record: 2 * 100 sqrt(p) * 0.3 / (100 p) = 0.6 / sqrt(p)
+        assert f"{0.6 / 0.01 ** 0.5:.2f} to {0.6 / 0.001 ** 0.5:.2f} times the full record × p" in text
+        assert "by at most 0.000, the masked record by up to" in text  # the random direction keeps 0.9 / 0.97
+        assert ("does no more than a random direction" in text) == (like == "full_times_p")
     table = book.mask_control_table([rec(0, "full_times_p")])
     assert "| 0.001 | 6.32: 0.50 / 0.970 | 0.1: 0.50 / 0.970 |" in table
     assert "not computed" in book.mask_control_sentence([]) and "not computed" in book.mask_control_table([])
