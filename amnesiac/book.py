@@ -397,13 +397,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def pm(row: dict, metric: str, digits: int = 2) -> str:
-    """``mean ± std`` of a summarize() row, or a dash when the method was not evaluated at that stage."""
-    mean, std = row.get(metric, float("nan")), row.get(metric + "_std", float("nan"))
+    """``mean ± half-width of the 95% interval over seeds`` of a summarize() row (the mean alone for one seed),
+    or a dash when the method was not evaluated at that stage."""
+    mean, half = row.get(metric, float("nan")), row.get(metric + "_ci", float("nan"))
     if mean is None or np.isnan(mean):
         return "–"
-    if std is None or np.isnan(std) or row.get("seeds", 1) < 2:
+    if half is None or np.isnan(half) or row.get("seeds", 1) < 2:
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def provenance(result: Result) -> str:

@@ -775,7 +775,9 @@ def metric_value(entry: dict, metric: str) -> float:
 
 
 def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair") -> list[dict]:
-    """Rows (method label first, then original and retrain) with mean and std over seeds for each metric.
+    """Rows (method label first, then original and retrain) with, for each metric, the mean over seeds, the
+    sample standard deviation (``<metric>_std``, ddof=1) and the half-width of the 95% t-interval of the mean
+    (``<metric>_ci``); both NaN with fewer than two seeds.
 
     Each row also carries its typed ``spec`` (:class:`MethodSpec`; ``None`` for the original and retrained
     models) and ``alpha``, so rows are selected by what they are, not by their label's text.
@@ -792,8 +794,8 @@ def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair"
         for m in metrics:
             vals = np.array([metric_value(e, m) for e in entries], dtype=float)
             ok = vals[~np.isnan(vals)]
-            out[m] = float(ok.mean()) if len(ok) else float("nan")
-            out[m + "_std"] = float(ok.std()) if len(ok) > 1 else float("nan") if not len(ok) else 0.0
+            out[m], out[m + "_ci"], _ = M.mean_ci(ok)
+            out[m + "_std"] = float(ok.std(ddof=1)) if len(ok) > 1 else float("nan")
         return out
 
     rows.append(row("After training (original)", [r["original"] for r in records]))
@@ -805,14 +807,15 @@ def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair"
 
 
 def format_table(rows: list[dict], metrics: tuple[str, ...]) -> str:
-    """A plain-text table of :func:`summarize` rows (mean +- std)."""
+    """A plain-text table of :func:`summarize` rows (mean +- half-width of the 95% interval over seeds)."""
     width = max(len(r["method"]) for r in rows) + 2
     lines = ["method".ljust(width) + "".join(m[:22].rjust(24) for m in metrics)]
     for r in rows:
         cells = []
         for m in metrics:
-            mean, std = r[m], r[m + "_std"]
-            cells.append(("-" if np.isnan(mean) else f"{mean:.3f} +- {0 if np.isnan(std) else std:.3f}").rjust(24))
+            mean, half = r[m], r[m + "_ci"]
+            cell = "-" if np.isnan(mean) else f"{mean:.3f}" if np.isnan(half) else f"{mean:.3f} +- {half:.3f}"
+            cells.append(cell.rjust(24))
         lines.append(r["method"].ljust(width) + "".join(cells))
     return "\n".join(lines)
 

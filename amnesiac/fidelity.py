@@ -45,6 +45,7 @@ from .data import ArrayDataset, class_ids, graves_mnist, load_dataset
 from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos
 from .grads import ParamLayout
+from .metrics import mean_ci  # noqa: F401  (re-exported: fi.mean_ci)
 from .models import build_model
 from .training import Recipe, pick_reproducible_device, predict, train
 from .unlearning import Request, unlearn
@@ -672,24 +673,6 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Fi
 
 
 # ------------------------------------------------------------------------------------------------ summaries
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean and half-width of the 95% t-interval (ddof=1) of the finite values; half-width NaN for one value.
-
-    Example:
-        >>> m, h, n = mean_ci([1.0, 2.0, 3.0]); (m, round(h, 3), n)
-        (2.0, 2.484, 3)
-    """
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    if len(v) == 1:
-        return float(v[0]), float("nan"), 1
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return float(v.mean()), half, len(v)
 
 
 def _row_at(record: dict, method: str, alpha: float) -> dict:

@@ -6,6 +6,8 @@ restoring the model's previous mode; arrays go in, small result objects come out
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,6 +34,24 @@ def entropies(model: nn.Module, dataset: ArrayDataset) -> np.ndarray:
 
 def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean and half-width of the 95% t-interval (ddof=1) of the finite values; half-width NaN for one value.
+
+    Example:
+        >>> m, h, n = mean_ci([1.0, 2.0, 3.0]); (m, round(h, 3), n)
+        (2.0, 2.484, 3)
+    """
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    if len(v) == 1:
+        return float(v[0]), float("nan"), 1
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), half, len(v)
 
 
 def class_accuracies(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:

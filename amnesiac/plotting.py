@@ -6,12 +6,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .experiments import GRADIENT_LOG, UPDATE_LOG, LogSpec, Result, metric_value
+from .metrics import mean_ci
 
 FAMILY_NAMES = {UPDATE_LOG: "Update attribution", GRADIENT_LOG: "Full gradient record"}
 
 
 def _series(result: Result, family: LogSpec, metric: str, stage: str):
-    """(alphas, means, stds) of the subtraction rows reading the log ``family`` at each of their alphas."""
+    """(alphas, means, half-widths of the 95% interval over seeds) of the subtraction rows reading the log
+    ``family`` at each of their alphas (half-width 0 for a single seed)."""
     points = []
     for spec in result.experiment.methods:
         if spec.log != family or spec.alpha is None:
@@ -19,7 +21,8 @@ def _series(result: Result, family: LogSpec, metric: str, stage: str):
         vals = [metric_value(getattr(rec, stage), metric) for rec in result.method_records(spec)
                 if getattr(rec, stage)]
         if vals:
-            points.append((float(spec.alpha), float(np.mean(vals)), float(np.std(vals))))
+            mean, half, _ = mean_ci(vals)
+            points.append((float(spec.alpha), mean, 0.0 if np.isnan(half) else half))
     points.sort()
     return tuple(np.array(v) for v in zip(*points)) if points else (np.array([]),) * 3
 
@@ -32,7 +35,7 @@ def alpha_sweep(result: Result, metrics: tuple[str, ...], *, stage: str = "no_re
                 families: tuple[LogSpec, ...] = (UPDATE_LOG, GRADIENT_LOG),
                 labels: dict[str, str] | None = None):
     """One panel per metric: the metric against alpha (log scale) for each family of methods, with the
-    original model and the retrained reference as horizontal lines; error bars are the spread over seeds."""
+    original model and the retrained reference as horizontal lines; error bars are 95% intervals over seeds."""
     labels = labels or {}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -60,7 +63,7 @@ def method_bars(rows: list[dict], metrics: tuple[str, ...], labels: dict[str, st
     y = np.arange(len(rows))
     for ax, metric in zip(axes[0], metrics):
         means = np.array([r[metric] for r in rows])
-        stds = np.nan_to_num(np.array([r[metric + "_std"] for r in rows]))
+        stds = np.nan_to_num(np.array([r[metric + "_ci"] for r in rows]))  # 95% interval over seeds
         colors = ["0.3" if r["method"].startswith(("After training", "Retrain")) else "C0" for r in rows]
         ax.barh(y, np.nan_to_num(means), xerr=stds, color=colors, capsize=2)
         ax.set_title(labels.get(metric, metric))

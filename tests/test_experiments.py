@@ -4,6 +4,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_data import write_fake_mnist
@@ -294,3 +295,22 @@ def test_the_ledger_read_benchmark_writes_its_json_and_always_removes_the_ledger
         main(["bench", "--ledger-read", str(ledger)])
     assert not ledger.exists()  # tens of GB are never left behind
     assert not (tmp_path / "results" / "bench" / "ledger-read-float32.json").exists()
+
+
+def test_summaries_give_the_95_percent_t_interval_over_seeds():
+    from scipy import stats
+
+    from amnesiac import book
+
+    exp = E.get_experiment("mnist-samples1-simple", "smoke")
+    accs = [0.90, 0.94, 0.95]
+    seeds = {s: {"original": {"acc_test": a}, "retrain": {"acc_test": a - 0.1}, "methods": {}}
+             for s, a in enumerate(accs)}
+    row = E.summarize(E.Result(exp, seeds, {}, Path(".")), ("acc_test",))[0]
+    half = stats.t.ppf(0.975, 2) * np.std(accs, ddof=1) / np.sqrt(3)
+    assert row["acc_test"] == pytest.approx(np.mean(accs)) and row["acc_test_ci"] == pytest.approx(half)
+    assert row["acc_test_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert book.pm(row, "acc_test", 3) == f"{np.mean(accs):.3f} ± {half:.3f}"
+    assert f"+- {half:.3f}" in E.format_table([row], ("acc_test",))
+    one = E.summarize(E.Result(exp, {0: seeds[0]}, {}, Path(".")), ("acc_test",))[0]
+    assert np.isnan(one["acc_test_ci"]) and book.pm(one, "acc_test", 2) == "0.90"
