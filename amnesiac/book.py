@@ -1201,9 +1201,7 @@ def consolidated_table(fid, mem, comp=None, *, setting: str = "full", reference:
     by_opt = {opt: pair for opt, rows in _rows_by_optimizer(fid, setting, reference).items()
               if (pair := _headline_rows(rows)) is not None}
     tuned = _tuned_rows(comp)
-    opts = list(by_opt)
-    opts += [o for rows in tuned.values() for o in rows if o not in opts]
-    opts = list(dict.fromkeys(opts))
+    opts = list(dict.fromkeys([*by_opt, *(o for rows in tuned.values() for o in rows)]))
     lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
     header = ["method"] + [f"{o}: 100 random" for o in opts] + [f"{o}: class" for o in opts] + [
         "U-LiRA AUC (~100 at once)", "s per request"]
@@ -1234,7 +1232,7 @@ def _tuned_rows(comp) -> dict[str, dict[str, tuple[dict, dict]]]:
         return {}
     from .comparison import summary_rows
 
-    random_set = next((s for s in comp.study.sets if s.startswith("random-")), None)
+    random_set = "random-100" if "random-100" in comp.study.sets else None  # the table's column
     class_set = next((s for s in comp.study.sets if s.startswith("class-")), None)
     out: dict[str, dict] = {}
     for opt in comp.study.optimizers:
