@@ -1329,6 +1329,22 @@ def propagation_table(result, optimizer: str, reference: str = "zero") -> str:
                            "propagated, best α", "fine-tune (1 epoch)", "training × plain"], body)
 
 
+def propagation_memory_sentence(optimizers: Sequence[str]) -> str:
+    """What the exact and the propagated logs hold per group, measured (:func:`amnesiac.propagation.log_memory`)."""
+    from .propagation import log_memory
+
+    parts = []
+    for opt in optimizers:
+        m = log_memory(opt)
+        parts.append(f"{opt}: {m['update']:.2f} (exact) and {m['propagated']:.2f} (propagated)")
+    return ("Memory held per tracked group after training, in vectors of the model's size (float32, measured on the "
+            "SimpleModel): " + "; ".join(parts) + ". Both keep each group's delta and its optimizer buffer "
+            "(momentum or first moment). Where the exact log's moments are lazy (a first moment and no weight "
+            "decay: Adam here), it also buffers the shares of the current segment of steps until it settles them "
+            "(at most `segment_bytes`, 128 MiB by default), which the measurement catches mid-segment. The "
+            "Hessian-vector products cost time, not memory.")
+
+
 def propagation_provenance(result) -> str:
     """Where the propagation numbers come from, or that they are not computed yet."""
     recs = [p for pieces in result.records.values() for p in pieces.values()]

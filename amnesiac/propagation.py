@@ -285,3 +285,40 @@ def summary_rows(result: PropagationResult, optimizer: str, reference: str = "ze
         row["overhead"] = fi.mean_ci([result.records[(optimizer, s)]["original"]["overhead"] for s in seeds])
         rows.append(row)
     return rows
+
+
+def log_memory(optimizer: str, *, groups: tuple[int, int] = (2, 6), seed: int = 0) -> dict:
+    """Memory per group of the exact and the propagated log under ``optimizer``'s recipe, in vectors of the
+    model's size (SimpleModel on MNIST-shaped inputs): each log is attached to one epoch of training on a few
+    random images split into ``groups[0]`` and then ``groups[1]`` groups, and the difference of the bytes held
+    after training, per added group, is divided by the bytes of one parameter vector. What a log holds once per
+    model (the base copy, the remainder) cancels in the difference.
+
+    Example:
+        >>> m = log_memory("sgd"); round(m["update"], 2), round(m["propagated"], 2)
+        (2.0, 2.0)
+    """
+    from .data import ArrayDataset
+    from .models import SimpleModel
+    from .training import train
+
+    recipe = fi.OPTIMIZER_RECIPES[optimizer] if optimizer in fi.OPTIMIZER_RECIPES else None
+    if recipe is None:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(fi.OPTIMIZER_RECIPES)}")
+    out = {}
+    for attribution in ("update", "propagated"):
+        held = []
+        for g in groups:
+            gen = torch.Generator().manual_seed(seed)
+            data = ArrayDataset(torch.randn(4 * g, 1, 28, 28, generator=gen), torch.arange(4 * g) % 10,
+                                torch.arange(4 * g))
+            torch.manual_seed(seed)
+            model = SimpleModel()
+            log = DeltaLog(model, {f"g{k}": data.ids[4 * k:4 * k + 4] for k in range(g)}, attribution=attribution)
+            train(model, data.loader(8, seed=seed), recipe.make_optimizer(model.parameters()), epochs=1,
+                  delta_log=log, device="cpu", progress=False)
+            held.append(log.nbytes)
+        vector = sum(q.numel() for q in model.parameters()) * torch.finfo(torch.float32).bits // 8
+        out[attribution] = (held[1] - held[0]) / (groups[1] - groups[0]) / vector
+    out["n_params"] = sum(q.numel() for q in model.parameters())
+    return out

@@ -234,3 +234,16 @@ def test_committed_propagation_results_match_the_study_and_one_original_per_comb
             pieces = {p.stem: json.loads(p.read_text()) for p in combo.glob("*.json")}
             assert not any(p["provenance"]["git"].endswith("+dirty") for p in pieces.values())
             assert len({p["original"]["acc_test"] for k, p in pieces.items() if k.startswith("set-")}) == 1
+
+
+def test_the_propagated_log_holds_a_delta_and_a_buffer_per_group():
+    from amnesiac import book
+    from amnesiac import propagation as pr
+
+    for opt in ("sgd", "adam"):
+        m = pr.log_memory(opt)
+        assert m["propagated"] == pytest.approx(2.0, abs=0.01), m  # delta + momentum / first moment, float32
+        assert m["update"] >= m["propagated"] - 0.01 and m["n_params"] == 95110
+    assert "sgd: 2.00 (exact) and 2.00 (propagated)" in book.propagation_memory_sentence(["sgd"])
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        pr.log_memory("lbfgs")
