@@ -1302,12 +1302,18 @@ def propagation_results(*, profile: str = "full", recompute: bool = False, devic
                         progress: bool = True):
     """The propagation study a chapter renders: committed pieces for ``full`` (computing nothing unless
     ``recompute``), computed when missing for ``smoke``."""
-    from . import propagation as pr
+    from . import propagation
 
+    return _study_results(propagation, profile=profile, recompute=recompute, device=device, progress=progress)
+
+
+def _study_results(study, *, profile: str, recompute: bool, device: str, progress: bool):
+    """A study module's results as a chapter renders them: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``; runs are on the CPU unless ``device`` says cuda."""
     validate(profile=profile, recompute=recompute, device=device)
     if recompute or profile == "smoke":
-        return pr.run_study(profile, device="cpu" if device == "auto" else device, progress=progress)
-    return pr.load_study(profile)
+        return study.run_study(profile, device="cpu" if device == "auto" else device, progress=progress)
+    return study.load_study(profile)
 
 
 def propagation_table(result, optimizer: str, reference: str = "zero") -> str:
@@ -1364,12 +1370,9 @@ def comparison_results(*, profile: str = "full", recompute: bool = False, device
                        progress: bool = True):
     """The fair-comparison study a chapter renders: committed pieces for ``full`` (computing nothing unless
     ``recompute``), computed when missing for ``smoke``."""
-    from . import comparison as cmp
+    from . import comparison
 
-    validate(profile=profile, recompute=recompute, device=device)
-    if recompute or profile == "smoke":
-        return cmp.run_study(profile, device="cpu" if device == "auto" else device, progress=progress)
-    return cmp.load_study(profile)
+    return _study_results(comparison, profile=profile, recompute=recompute, device=device, progress=progress)
 
 
 def comparison_provenance(result) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import fidelity as fi
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict
 from .training import pick_reproducible_device
 from .unlearning import Request, method_params, unlearn
 
@@ -102,16 +102,7 @@ def get_comparison_study(profile: str = "full", *, seeds: Sequence[int] | None =
     else:
         study = ComparisonStudy(STUDY_NAME, "full", ("adam", "sgd"), (0, 1, 2), ("random-100", f"class-{c}"),
                                 METHODS, 6)
-    if seeds is not None:
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
-        study = dataclasses.replace(study, seeds=seeds)
-    if optimizers is not None:
-        bad = [o for o in optimizers if o not in fi.OPTIMIZER_RECIPES]
-        if bad or not optimizers:
-            raise ValueError(f"unknown optimizer(s) {bad}; valid: {', '.join(fi.OPTIMIZER_RECIPES)}")
-        study = dataclasses.replace(study, optimizers=tuple(optimizers))
+    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(fi.OPTIMIZER_RECIPES))
     if methods is not None:
         bad = [m for m in methods if m not in SPACES]
         if bad or not methods:

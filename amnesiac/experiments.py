@@ -564,6 +564,33 @@ def _atomic_write_json(path: Path, obj) -> None:
         raise
 
 
+def restrict(study, *, seeds: Sequence[int] | None = None, optimizers: Sequence[str] | None = None,
+             valid_optimizers: Sequence[str] = ()):
+    """A frozen study config with ``seeds`` and/or ``optimizers`` in place of its profile's, checked first.
+
+    Raises:
+        ValueError: an empty or negative seed list, or an optimizer not in ``valid_optimizers`` (listed).
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class S:
+        ...     seeds: tuple = (0,)
+        >>> restrict(S(), seeds=[1, 2]).seeds
+        (1, 2)
+    """
+    if seeds is not None:
+        seeds = tuple(int(s) for s in seeds)
+        if not seeds or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
+        study = dataclasses.replace(study, seeds=seeds)
+    if optimizers is not None:
+        bad = [o for o in optimizers if o not in valid_optimizers]
+        if bad or not optimizers:
+            raise ValueError(f"unknown optimizer(s) {bad}; valid: {', '.join(valid_optimizers)}")
+        study = dataclasses.replace(study, optimizers=tuple(optimizers))
+    return study
+
+
 def read_pieces(folder: Path) -> dict[str, dict]:
     """Every finished piece of a study folder (its ``*.json`` files but ``config.json``) by name; ``{}`` when the
     folder is absent. The studies cache one JSON file per finished piece and load whatever is on disk with this.

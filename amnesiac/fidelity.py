@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from .data import ArrayDataset, class_ids, graves_mnist, load_dataset
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict
 from .grads import ParamLayout
 from .metrics import mean_ci  # noqa: F401  (re-exported: fi.mean_ci)
 from .models import build_model
@@ -156,17 +156,10 @@ def get_study(profile: str = "full", *, seeds: Sequence[int] | None = None,
     else:
         study = FidelityStudy(STUDY_NAME, "full", ("adam", "sgd", "adamw"), (0, 1, 2), (1, 10, 100, 1000), 3, 100,
                               3, 100, ("adam",), FULL_ALPHAS, 5000, None, None, 2000, 4)
-    if seeds is not None:
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
-        study = dataclasses.replace(study, seeds=seeds)
+    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(OPTIMIZER_RECIPES))
     if optimizers is not None:
-        bad = [o for o in optimizers if o not in OPTIMIZER_RECIPES]
-        if bad or not optimizers:
-            raise ValueError(f"unknown optimizer(s) {bad}; valid: {', '.join(OPTIMIZER_RECIPES)}")
-        study = dataclasses.replace(study, optimizers=tuple(optimizers),
-                                    graves_optimizers=tuple(o for o in study.graves_optimizers if o in optimizers))
+        study = dataclasses.replace(study, graves_optimizers=tuple(o for o in study.graves_optimizers
+                                                                   if o in study.optimizers))
     return study
 
 

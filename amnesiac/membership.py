@@ -38,7 +38,7 @@ from . import attacks as A
 from . import fidelity as fi
 from .data import ArrayDataset, class_ids, groups_per_sample, load_dataset
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict
 from .grads import ParamLayout, per_sample_grads
 from .models import build_model
 from .training import Recipe, accuracy, pick_reproducible_device, predict, train
@@ -94,11 +94,7 @@ def get_membership_study(profile: str = "full", *, seeds: Sequence[int] | None =
         study = MembershipStudy(STUDY_NAME, "smoke", (0,), alphas, 300, 10, 3, 100, 20, 200, 40, 4, 3)
     else:
         study = MembershipStudy(STUDY_NAME, "full", (0, 1, 2), alphas, 5000, 50, 20, 2000, 200, 2000, 200, 16, 30)
-    if seeds is not None:
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
-        study = dataclasses.replace(study, seeds=seeds)
+    study = restrict(study, seeds=seeds)
     return study
 
 

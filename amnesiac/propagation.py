@@ -29,7 +29,7 @@ import torch
 
 from . import fidelity as fi
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict
 from .training import pick_reproducible_device
 from .unlearning import Request, unlearn
 
@@ -81,16 +81,7 @@ def get_propagation_study(profile: str = "full", *, seeds: Sequence[int] | None 
     else:
         study = PropagationStudy(STUDY_NAME, "full", ("sgd", "adam"), (0, 1, 2),
                                  ("random-10", "random-100", "random-1000", f"class-{c}"))
-    if seeds is not None:
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
-        study = dataclasses.replace(study, seeds=seeds)
-    if optimizers is not None:
-        bad = [o for o in optimizers if o not in fi.OPTIMIZER_RECIPES]
-        if bad or not optimizers:
-            raise ValueError(f"unknown optimizer(s) {bad}; valid: {', '.join(fi.OPTIMIZER_RECIPES)}")
-        study = dataclasses.replace(study, optimizers=tuple(optimizers))
+    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(fi.OPTIMIZER_RECIPES))
     if propagate_every is not None:
         if int(propagate_every) < 1:
             raise ValueError(f"propagate_every must be >= 1, got {propagate_every}")

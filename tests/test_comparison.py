@@ -38,6 +38,11 @@ def test_every_method_gets_the_same_budget_of_distinct_trials_with_its_defaults_
         cmp.get_comparison_study("full", budget=12)
     with pytest.raises(ValueError, match="valid profiles: smoke, full"):
         cmp.get_comparison_study("huge")
+    with pytest.raises(ValueError, match="non-negative"):
+        cmp.get_comparison_study("full", seeds=[-1])
+    with pytest.raises(ValueError, match=r"unknown optimizer\(s\) \['lbfgs'\]; valid: adam, sgd, adamw"):
+        cmp.get_comparison_study("full", optimizers=["lbfgs"])
+    assert cmp.get_comparison_study("full", optimizers=["sgd"], seeds=[1]).optimizers == ("sgd",)
 
 
 def test_a_learning_rate_reaches_the_methods_that_train():

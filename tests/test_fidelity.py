@@ -294,6 +294,9 @@ def test_bad_study_parameters_name_the_valid_values():
         fi.get_study("smoke", optimizers=["lbfgs"])
     with pytest.raises(ValueError, match="non-negative"):
         fi.get_study("smoke", seeds=[-1])
+    assert fi.get_study("full", optimizers=["sgd"]).graves_optimizers == ()  # Graves runs only with its optimizers
+    only = fi.get_study("full", optimizers=["adam"], seeds=[2])
+    assert (only.optimizers, only.graves_optimizers, only.seeds) == (("adam",), ("adam",), (2,))
 
 
 # --------------------------------------------------------------------------------------------- the runner
