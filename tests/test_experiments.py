@@ -122,8 +122,9 @@ def test_committed_results_match_current_experiment_definitions():
     assert folders  # the full-profile results are committed
     for folder in folders:
         name = folder.parent.name
-        if name in ("fidelity-mnist-simple", "membership-mnist-simple", "propagation-mnist-simple"):
-            continue  # the studies have their own checks (test_fidelity.py, test_membership.py, test_propagated.py)
+        if name in ("fidelity-mnist-simple", "membership-mnist-simple", "propagation-mnist-simple",
+                    "comparison-mnist-simple"):
+            continue  # the studies have their own checks (test_fidelity.py, test_membership.py, ...)
         profile, _, digest = folder.name.partition("-")
         assert name in E.EXPERIMENTS, f"{folder} belongs to no experiment"
         exp = E.get_experiment(name, profile)
