@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import fidelity as fi
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict, run_combos
 from .training import pick_reproducible_device
 from .unlearning import Request, method_params, unlearn
 
@@ -187,7 +187,22 @@ def _measure(ev: fi._Evaluator, theta: torch.Tensor, ref_val: torch.Tensor) -> t
     return val, ev.measure(theta, logits)
 
 
-def _evaluate_method(c: fi._Combo, state: dict, fset: fi.ForgetSet, method: str, budget: int) -> dict:
+@dataclass
+class _SetContext:
+    """What every method of one forget set shares: the dropped replay, the evaluator, the replay's validation
+    softmax, the request, and the test measures of the original model and of the replay."""
+
+    fset: fi.ForgetSet
+    theta: torch.Tensor
+    drop: dict
+    ev: fi._Evaluator
+    ref_val: torch.Tensor
+    request: Request
+    original: dict
+    reference: dict
+
+
+def _set_context(c: fi._Combo, state: dict, fset: fi.ForgetSet) -> _SetContext:
     drop = fi._replay(c, fset, "drop")
     theta = state["theta"].double()
     ev = fi._evaluator(c, fset, theta, {"drop": drop})
@@ -195,6 +210,11 @@ def _evaluate_method(c: fi._Combo, state: dict, fset: fi.ForgetSet, method: str,
     pool = c.setting.pool
     request = Request(forget_groups=(fset.name,), forget=pool.subset(fset.ids), retain=pool.without(fset.ids),
                       recipe=c.recipe, num_classes=int(c.setting.test.y.max()) + 1, seed=c.seed, device=str(c.device))
+    return _SetContext(fset, theta, drop, ev, ref_val, request, ev.measure(theta), ev.measure(drop["theta"].double()))
+
+
+def _evaluate_method(c: fi._Combo, state: dict, ctx: _SetContext, method: str, budget: int) -> dict:
+    fset, theta, ev = ctx.fset, ctx.theta, ctx.ev
     delta = fi.set_delta(state, fset.name) if method == "amnesiac" else None
     rows = []
     for config in trials(method, budget):
@@ -203,10 +223,10 @@ def _evaluate_method(c: fi._Combo, state: dict, fset: fi.ForgetSet, method: str,
             new_theta = theta - config["alpha"] * delta
         else:
             start = fi._assign(c.fresh_model(0), theta)
-            new = unlearn(method, start, request, progress=c.progress, **_call_params(config, c.recipe.lr))
+            new = unlearn(method, start, ctx.request, progress=c.progress, **_call_params(config, c.recipe.lr))
             new_theta = fi._vector(new).double()
         seconds = time.perf_counter() - t0
-        val, test = _measure(ev, new_theta, ref_val)
+        val, test = _measure(ev, new_theta, ctx.ref_val)
         rows.append({"params": config, "seconds": seconds, "retain_passes": retain_passes(method, config),
                      "val": val, "test": test})
     chosen = int(np.argmin([r["val"]["kl"] for r in rows]))
@@ -214,8 +234,7 @@ def _evaluate_method(c: fi._Combo, state: dict, fset: fi.ForgetSet, method: str,
     return {"original_fingerprint": fi.fingerprint(state["theta"]), "set": fset.name, "kind": fset.kind,
             "size": len(fset.ids), "method": method, "budget": budget, "trials": rows, "chosen": chosen,
             "oracle": oracle, "criterion": "validation KL(dropped replay || method)",
-            "original": ev.measure(theta), "reference": ev.measure(drop["theta"].double()),
-            "replay_seconds": float(drop["seconds"])}
+            "original": ctx.original, "reference": ctx.reference, "replay_seconds": float(ctx.drop["seconds"])}
 
 
 def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str = "cpu", progress: bool = True,
@@ -235,6 +254,7 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
     out: dict[str, dict] = {}
     state = None
     for name in study.sets:
+        ctx = None
         for method in study.methods:
             path = folder / name / f"{method}.json"
             if path.exists():
@@ -243,7 +263,9 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
             if state is None:
                 state = fi._original(c)
             start = time.perf_counter()
-            record = _evaluate_method(c, state, setting.sets[name], method, study.budget)
+            if ctx is None:
+                ctx = _set_context(c, state, setting.sets[name])
+            record = _evaluate_method(c, state, ctx, method, study.budget)
             record.update(wall_seconds=time.perf_counter() - start, provenance=prov, optimizer=optimizer, seed=seed)
             _atomic_write_json(path, record)
             out[f"{name}/{method}"] = record
@@ -266,15 +288,10 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
         >>> # python -m amnesiac comparison --profile full --threads 2
     """
     study = get_comparison_study(profile, seeds=seeds, optimizers=optimizers, methods=methods)
-    folder = study.folder(results_root)
-    _atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
-                                                "spaces": {m: SPACES[m] for m in study.methods},
-                                                "base_hash": study.base.hash, "semantics": COMPARISON_SEMANTICS})
-    records = {}
-    for seed in study.seeds:
-        for opt in study.optimizers:
-            records[(opt, seed)] = run_combo(study, opt, seed, device=device, progress=progress,
-                                             results_root=results_root)
+    config = {"config": asdict(study), "hash": study.hash, "spaces": {m: SPACES[m] for m in study.methods},
+              "base_hash": study.base.hash, "semantics": COMPARISON_SEMANTICS}
+    folder, records = run_combos(study, run_combo, config, results_root=results_root, device=device,
+                                 progress=progress)
     return ComparisonResult(study, records, folder)
 
 

@@ -604,6 +604,19 @@ def read_pieces(folder: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "config"}
 
 
+def run_combos(study, run_combo, config: dict, *, results_root: Path | None = None, **kwargs) -> tuple[Path, dict]:
+    """Write ``config`` as the study folder's ``config.json``, then run (or load) ``run_combo(study, optimizer, seed,
+    results_root=..., **kwargs)`` one (optimizer, seed) at a time, every optimizer of a seed first; returns the
+    folder and (optimizer, seed) -> what ``run_combo`` returned."""
+    folder = study.folder(results_root)
+    _atomic_write_json(folder / "config.json", config)
+    records = {}
+    for seed in study.seeds:
+        for opt in study.optimizers:
+            records[(opt, seed)] = run_combo(study, opt, seed, results_root=results_root, **kwargs)
+    return folder, records
+
+
 def read_combos(folder: Path, combos) -> dict:
     """:func:`read_pieces` of each combo's subfolder, ``combos`` mapping a key to its path below ``folder``; combos
     with no piece yet are left out."""

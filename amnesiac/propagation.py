@@ -29,7 +29,7 @@ import torch
 
 from . import fidelity as fi
 from .deltalog import DeltaLog
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict, run_combos
 from .training import pick_reproducible_device
 from .unlearning import Request, unlearn
 
@@ -213,14 +213,10 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
         >>> # python -m amnesiac propagation --profile full --threads 2
     """
     study = get_propagation_study(profile, seeds=seeds, optimizers=optimizers, propagate_every=propagate_every)
-    folder = study.folder(results_root)
-    _atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
-                                                "base_hash": study.base.hash, "semantics": PROPAGATION_SEMANTICS})
-    records = {}
-    for seed in study.seeds:
-        for opt in study.optimizers:
-            records[(opt, seed)] = run_combo(study, opt, seed, device=device, progress=progress,
-                                             results_root=results_root)
+    config = {"config": asdict(study), "hash": study.hash, "base_hash": study.base.hash,
+              "semantics": PROPAGATION_SEMANTICS}
+    folder, records = run_combos(study, run_combo, config, results_root=results_root, device=device,
+                                 progress=progress)
     return PropagationResult(study, records, folder)
 
 

@@ -315,3 +315,30 @@ def test_summaries_give_the_95_percent_t_interval_over_seeds():
     assert f"+- {half:.3f}" in E.format_table([row], ("acc_test",))
     one = E.summarize(E.Result(exp, {0: seeds[0]}, {}, Path(".")), ("acc_test",))[0]
     assert np.isnan(one["acc_test_ci"]) and book.pm(one, "acc_test", 2) == "0.90"
+
+
+def test_run_combos_writes_the_config_and_runs_every_optimizer_of_a_seed_first(tmp_path):
+    import json
+    from dataclasses import dataclass
+
+    from amnesiac.experiments import run_combos
+
+    @dataclass
+    class Study:
+        seeds: tuple = (0, 1)
+        optimizers: tuple = ("adam", "sgd")
+
+        def folder(self, root):
+            return root / "study"
+
+    calls = []
+
+    def run_combo(study, opt, seed, *, results_root, device):
+        calls.append((opt, seed, results_root, device))
+        return f"{opt}{seed}"
+
+    folder, records = run_combos(Study(), run_combo, {"hash": "h"}, results_root=tmp_path, device="cpu")
+    assert folder == tmp_path / "study" and json.loads((folder / "config.json").read_text()) == {"hash": "h"}
+    assert [c[:2] for c in calls] == [("adam", 0), ("sgd", 0), ("adam", 1), ("sgd", 1)]
+    assert all(c[2:] == (tmp_path, "cpu") for c in calls)
+    assert records == {("adam", 0): "adam0", ("sgd", 0): "sgd0", ("adam", 1): "adam1", ("sgd", 1): "sgd1"}
