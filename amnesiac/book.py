@@ -1351,16 +1351,23 @@ def propagation_memory_sentence(optimizers: Sequence[str]) -> str:
             "Hessian-vector products cost time, not memory.")
 
 
+def _study_provenance(result, *, what: str, command: str, minutes: str, needs: str = "", detail: str = "") -> str:
+    """Where a study's pieces (``result.records``: (optimizer, seed) -> pieces) come from (``detail`` leads the
+    sentence), or how to compute them (``needs``: what must be on disk first)."""
+    recs = [p for pieces in result.records.values() for p in pieces.values()]
+    profile = result.study.profile
+    if not recs:
+        return (f"**Not computed yet.** The `{profile}` {what} has no piece on disk; run `python -m amnesiac "
+                f"{command} --profile {profile}` (about {minutes} minutes per optimizer and seed on two CPU cores"
+                f"{needs}).")
+    revs = sorted({r["provenance"]["git"] for r in recs})
+    return (f"{what[0].upper()}{what[1:]} `{profile}`: {detail}{len(result.records)} (optimizer, seed) "
+            f"combination(s) on disk, computed at revision(s) {', '.join(revs)}.")
+
+
 def propagation_provenance(result) -> str:
     """Where the propagation numbers come from, or that they are not computed yet."""
-    recs = [p for pieces in result.records.values() for p in pieces.values()]
-    if not recs:
-        return (f"**Not computed yet.** The `{result.study.profile}` propagation study has no piece on disk; run "
-                f"`python -m amnesiac propagation --profile {result.study.profile}` (about "
-                "20 minutes per optimizer and seed on two CPU cores).")
-    revs = sorted({r["provenance"]["git"] for r in recs})
-    return (f"Propagation study `{result.study.profile}`: {len(result.records)} (optimizer, seed) combination(s) on "
-            f"disk, computed at revision(s) {', '.join(revs)}.")
+    return _study_provenance(result, what="propagation study", command="propagation", minutes="20")
 
 
 # ------------------------------------------------------------------------------------------- fair comparison
@@ -1377,15 +1384,9 @@ def comparison_results(*, profile: str = "full", recompute: bool = False, device
 
 def comparison_provenance(result) -> str:
     """Where the comparison's numbers come from, or that they are not computed yet."""
-    recs = [p for pieces in result.records.values() for p in pieces.values()]
-    study = result.study
-    if not recs:
-        return (f"**Not computed yet.** The `{study.profile}` comparison has no piece on disk; run "
-                f"`python -m amnesiac comparison --profile {study.profile}` (about 20 minutes per optimizer and "
-                "seed on two CPU cores, once the fidelity study's weights of that seed are on disk).")
-    revs = sorted({r["provenance"]["git"] for r in recs})
-    return (f"Comparison `{study.profile}`: {study.budget} trials per method, {len(result.records)} (optimizer, "
-            f"seed) combination(s) on disk, computed at revision(s) {', '.join(revs)}.")
+    return _study_provenance(result, what="comparison", command="comparison", minutes="25",
+                             needs=", once the fidelity study's weights of that seed are on disk",
+                             detail=f"{result.study.budget} trials per method, ")
 
 
 def _compact(params: Sequence[dict]) -> str:

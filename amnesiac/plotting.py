@@ -417,6 +417,49 @@ def quality_vs_compute(methods: dict, *, plain_auc: float, retrain_seconds: floa
     return fig
 
 
+def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = None):
+    """Quality against compute for the equal-budget comparison, one panel per forget set: each method's chosen
+    trial (on validation) at its seconds per request (x, log) and its test-set KL to the dropped replay (y, log),
+    mean and 95% interval over the complete seeds, labelled with its passes over the retain set; the original model
+    (no unlearning) dotted; and, where ``floor_kl`` (set -> KL of a retraining with another seed and order to the
+    replay, the fidelity study's floor) is given, retraining as a star at the replay's training time and that KL.
+    """
+    from .comparison import complete_seeds, summary_rows
+
+    sets = list(result.study.sets)
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.6), squeeze=False)
+    seeds = complete_seeds(result, optimizer)
+    for ax, name in zip(axes[0], sets):
+        rows = summary_rows(result, optimizer, name)
+        for i, r in enumerate(rows):
+            x, xh = r["chosen_seconds"][:2]
+            y, yh = r["chosen_kl"][:2]
+            ax.errorbar([max(x, 1e-4)], [y], xerr=[[0.0], [0.0 if np.isnan(xh) else xh]],
+                        yerr=[[0.0 if np.isnan(yh) else min(yh, 0.9 * y)], [0.0 if np.isnan(yh) else yh]],
+                        color=f"C{i}", marker="o", ms=5, capsize=2, ls="none", label=r["label"], zorder=3)
+            ax.annotate(f"{r['chosen_retain_passes'][0]:g} p", (max(x, 1e-4), y), textcoords="offset points",
+                        xytext=(4, 3), fontsize=6, color=f"C{i}")
+        if rows:
+            recs = [result.records[(optimizer, s)][f"{name}/{rows[0]['method']}"] for s in seeds]
+            ax.axhline(float(np.mean([r["original"]["drop"]["kl"] for r in recs])), color="0.4", ls=":", lw=1.0,
+                       label="original model (no unlearning)")
+            if floor_kl is not None and name in floor_kl:
+                ax.scatter([rows[0]["replay_seconds"][0]], [floor_kl[name]], color="k", marker="*", s=90, zorder=4,
+                           label="retrain, another seed (the floor)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds per request (CPU); p = retain-set passes")
+        ax.set_title(f"{optimizer}, {name}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("test KL to the dropped replay")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, fontsize=6.5, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                           frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def lira_examples(result, *, alpha: float = 1.0, n: int = 6):
     """Per-example distributions behind U-LiRA: for ``n`` candidates (those with the most shadows on each side),
     the logit-scaled confidence under the shadows that saw and kept the example, that saw and forgot it (at

@@ -105,7 +105,8 @@ def _fake_comparison(recovered: dict[str, list[float]]):
                           {"params": {"x": 1}, "seconds": 1.5, "retain_passes": 1.0, "val": {"kl": 0.1},
                            "test": test}]
                 pieces[f"{name}/{method}"] = {"trials": trials, "chosen": 1, "oracle": 1, "replay_seconds": 40.0,
-                                              "provenance": {"git": "abc1234"}}
+                                              "provenance": {"git": "abc1234"},
+                                              "original": {"drop": {"kl": 0.01 * (seed + 1)}}}
         records[("adam", seed)] = pieces
     return cmp.ComparisonResult(study, records, None)
 
@@ -121,7 +122,7 @@ def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_tab
     assert "x=1 (×2)" in ssd and "| 1.5 ± 0 |" in ssd  # the chosen settings over the seeds; seconds of the chosen trial
     assert "retrain (the dropped replay)" in table and "| 40 ± 0 |" in table
     assert "acc. test class" in book.comparison_table(comp, "adam", "class-3")
-    assert "2 (optimizer, seed)" in book.comparison_provenance(comp)
+    assert "Comparison `full`: 6 trials per method, 2 (optimizer, seed)" in book.comparison_provenance(comp)
     fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     lines = book.consolidated_table(fid, membership.load_study("full"), comp).splitlines()
     assert len(lines) == 2 + len(book.CONSOLIDATED_ROWS) + len(comparison.METHODS)
@@ -129,8 +130,33 @@ def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_tab
     rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}
     assert book._ci(rows["neggrad_plus"]["chosen_recovered"]) in tuned
     empty = comparison.ComparisonResult(comp.study, {}, None)
-    assert "Not computed yet" in book.comparison_provenance(empty)
+    text = book.comparison_provenance(empty)
+    assert "Not computed yet" in text and "amnesiac comparison --profile full" in text and "weights" in text
+    text = book.propagation_provenance(empty)  # the same sentence, the propagation study's command
+    assert "Not computed yet" in text and "amnesiac propagation --profile full" in text and "weights" not in text
     assert "No complete seed for adam" in book.comparison_table(empty, "adam", "class-3")
+
+
+def test_the_quality_against_compute_figure_places_every_method_the_original_and_retraining():
+    from matplotlib.collections import PathCollection
+
+    from amnesiac import comparison, plotting
+
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    fig = plotting.comparison_vs_compute(comp, "adam", floor_kl={"random-100": 0.05})
+    left, right = fig.axes[:2]
+    assert left.get_title() == "adam, random-100" and right.get_title() == "adam, class-3"
+    points = [line for line in left.get_lines() if line.get_marker() == "o"]
+    assert len(points) == len(comparison.METHODS)  # one point per method, at its chosen trial's mean
+    rows = comparison.summary_rows(comp, "adam", "random-100")
+    assert [tuple(p.get_data()[1]) for p in points] == [(r["chosen_kl"][0],) for r in rows]
+    assert all(tuple(p.get_data()[0]) == (1.5,) for p in points)  # the chosen trial's seconds
+    original = [line for line in left.get_lines() if line.get_linestyle() == ":"]
+    assert len(original) == 1 and original[0].get_ydata()[0] == 0.015  # the original model, mean over seeds
+    stars = [c for c in left.collections if isinstance(c, PathCollection)]
+    assert len(stars) == 1 and tuple(stars[0].get_offsets()[0]) == (40.0, 0.05)  # retraining at the floor
+    assert not [c for c in right.collections if isinstance(c, PathCollection)]  # no floor given for the class
+    assert "1 p" in [t.get_text() for t in left.texts]  # retain passes of the chosen trial
 
 
 def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_like():
