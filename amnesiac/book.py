@@ -17,7 +17,7 @@ from torch import nn
 from .data import ArrayDataset, data_root, dataset_available
 from .deltalog import DeltaLog
 from .experiments import PROFILES, UPDATE_LOG, LogSpec, Result, get_experiment, load, run, summarize
-from .metrics import class_accuracies
+from .metrics import class_accuracies, mean_ci
 from .training import predict
 from .unlearning import Request, unlearn
 
@@ -1147,6 +1147,40 @@ def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") ->
             "(the repair-only control): " + " — ".join(parts) + ".")
 
 
+def comparison_brief(comp, fid, *, setting: str = "full") -> str:
+    """One Markdown bullet for the introduction: per optimizer and forget set of the fair comparison, the method
+    whose trial chosen on validation comes closest to the dropped replay on the test set (mean KL of the softmax),
+    beside the ledger subtraction, the original model and the retrain floor."""
+    from .comparison import LABELS, complete_seeds, summary_rows
+    from .fidelity import summary_rows as fidelity_rows
+
+    parts = []
+    for opt in comp.study.optimizers:
+        seeds = complete_seeds(comp, opt)
+        if not seeds:
+            continue
+        floors = {r["set"]: r["floor_kl"] for r in fidelity_rows(fid, setting, opt)} if fid.seeds_of(setting, opt) \
+            else {}
+        for name in comp.study.sets:
+            rows = {r["method"]: r for r in summary_rows(comp, opt, name)}
+            best = min(rows.values(), key=lambda r: r["chosen_kl"][0])
+            recs = [comp.records[(opt, s)][f"{name}/{best['method']}"] for s in seeds]
+            original = mean_ci([r["original"]["drop"]["kl"] for r in recs])
+            text = f"{opt}, {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): closest {best['label']} " \
+                   f"{_ci(best['chosen_kl'])}"
+            if best["method"] != "amnesiac" and "amnesiac" in rows:
+                text += f", {LABELS['amnesiac']} {_ci(rows['amnesiac']['chosen_kl'])}"
+            text += f"; the original model {_ci(original)}"
+            if name in floors:
+                text += f", another retraining {_ci(floors[name])}"
+            parts.append(text)
+    if not parts:
+        return "* *The fair comparison has no complete seed yet.*"
+    return (f"* **Every method with the same tuning budget** ({comp.study.budget} trials each, the one chosen on the "
+            "validation split by closeness to the dropped replay), measured by the test-set KL to the replay: "
+            + " — ".join(parts) + ".")
+
+
 # rows of the consolidated table: label, the fidelity study's column prefix (None: not in that study), the
 # membership study's SET_METHODS name (None: not measured there)
 CONSOLIDATED_ROWS = (
@@ -1473,8 +1507,6 @@ def _pieces(result, kind: str) -> list[dict]:
 
 
 def _attack_cells(attacks: Sequence[dict], fprs=("0.01", "0.001")) -> list[str]:
-    from .fidelity import mean_ci
-
     cells = [_ci(mean_ci([a["auc"] for a in attacks]))]
     cells += [_ci(mean_ci([a["tpr"][f] for a in attacks])) for f in fprs]
     cells.append(_ci(mean_ci([a["heldout_accuracy"] for a in attacks])))
@@ -1502,7 +1534,6 @@ def class_attack_table(result) -> str:
 
 def canary_table(result) -> str:
     """Planted- and true-label rates of the canaries under every model, mean ± 95% interval over seeds."""
-    from .fidelity import mean_ci
 
     recs = _pieces(result, "canary")
     if not recs:
@@ -1576,7 +1607,6 @@ def ulira_methods_sentence(result) -> str:
 def membership_findings(result) -> str:
     """The chapter's summary, computed: one bullet per attack, with the original model, the retrained reference,
     alpha = 1 and the rule's alpha (means over the seeds on disk); says plainly what is not computed yet."""
-    from .fidelity import mean_ci
 
     def m(values):
         return _ci(mean_ci(list(values)))

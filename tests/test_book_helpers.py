@@ -137,6 +137,27 @@ def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_tab
     assert "No complete seed for adam" in book.comparison_table(empty, "adam", "class-3")
 
 
+def test_the_comparison_brief_names_the_closest_method_beside_the_ledger_the_original_and_the_floor():
+    from amnesiac import book, comparison
+    from amnesiac.fidelity import summary_rows
+    from amnesiac.metrics import mean_ci
+
+    # KL = 1 - recovered: SCRUB (the last method) recovers most, so it is closest on both sets
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    text = book.comparison_brief(comp, fid)
+    rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "random-100")}
+    floor = {r["set"]: r["floor_kl"] for r in summary_rows(fid, "full", "adam")}["random-100"]
+    original = book._ci(mean_ci([0.01, 0.02]))  # the fake seeds' original models
+    assert text.startswith("* **Every method with the same tuning budget** (6 trials each")
+    assert (f"adam, random-100 (2 seeds): closest SCRUB {book._ci(rows['scrub']['chosen_kl'])}, ledger subtraction "
+            f"{book._ci(rows['amnesiac']['chosen_kl'])}; the original model {original}, another retraining "
+            f"{book._ci(floor)}") in text
+    assert "adam, class-3 (2 seeds): closest SCRUB" in text
+    empty = comparison.ComparisonResult(comp.study, {}, None)
+    assert "no complete seed yet" in book.comparison_brief(empty, fid)
+
+
 def test_the_quality_against_compute_figure_places_every_method_the_original_and_retraining():
     from matplotlib.collections import PathCollection
 
