@@ -48,3 +48,22 @@ def test_readme_scaleout_tables_are_generated_from_the_committed_results():
     block = readme.split("<!-- scaleout:begin -->\n", 1)[1].split("\n<!-- scaleout:end -->", 1)[0]
     assert block == readme_scaleout_tables(root / "results" / "bench"), \
         "README scale-out tables differ from results/bench: regenerate with python -m amnesiac bench --tables"
+
+
+def test_targets_are_judged_against_the_device_the_run_was_on():
+    import json
+    from pathlib import Path
+
+    from amnesiac.bench import GPU_TARGETS, targets
+
+    result = json.loads((Path(__file__).resolve().parent.parent / "results" / "bench" / "full.json").read_text())
+    cpu = targets(result)
+    ratio = result["overhead"][0]["rows"]["class groups"]["ratio"]
+    assert cpu["class-group log, SimpleModel (x plain)"] == {"value": ratio, "target": "<= 1.15",
+                                                             "met": ratio <= 1.15}
+    result["provenance"]["device"] = "cuda:0"
+    gpu = targets(result)
+    assert set(gpu) == set(GPU_TARGETS) and gpu["class-group log, SimpleModel (x plain)"]["target"] == "<= 1.5"
+    resnet = result["overhead"][1]["rows"]["class groups"]["ratio"]
+    assert gpu["class-group log, ResNet-18-GN (x plain)"] == {"value": resnet, "target": "<= 1.5",
+                                                              "met": resnet <= 1.5}
