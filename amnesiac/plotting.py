@@ -417,12 +417,15 @@ def quality_vs_compute(methods: dict, *, plain_auc: float, retrain_seconds: floa
     return fig
 
 
-def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = None):
+def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = None,
+                          repair_only: dict | None = None):
     """Quality against compute for the equal-budget comparison, one panel per forget set: each method's chosen
     trial (on validation) at its seconds per request (x, log) and its test-set KL to the dropped replay (y, log),
     mean and 95% interval over the complete seeds, labelled with its passes over the retain set; the original model
-    (no unlearning) dotted; and, where ``floor_kl`` (set -> KL of a retraining with another seed and order to the
-    replay, the fidelity study's floor) is given, retraining as a star at the replay's training time and that KL.
+    (no unlearning) dotted; where ``floor_kl`` (set -> KL of a retraining with another seed and order to the
+    replay, the fidelity study's floor) is given, retraining as a star at the replay's training time and that KL;
+    where ``repair_only`` (set -> (seconds, KL): one untuned epoch of fine-tuning, the fidelity study's control)
+    is given, that control as a grey square.
     """
     from .comparison import complete_seeds, summary_rows
 
@@ -446,6 +449,9 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
             if floor_kl is not None and name in floor_kl:
                 ax.scatter([rows[0]["replay_seconds"][0]], [floor_kl[name]], color="k", marker="*", s=90, zorder=4,
                            label="retrain, another seed (the floor)")
+            if repair_only is not None and name in repair_only:
+                ax.scatter([repair_only[name][0]], [repair_only[name][1]], color="0.5", marker="s", s=30, zorder=4,
+                           label="repair-only control (1 epoch, untuned)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("seconds per request (CPU); p = retain-set passes")

@@ -164,7 +164,8 @@ def test_the_quality_against_compute_figure_places_every_method_the_original_and
     from amnesiac import comparison, plotting
 
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
-    fig = plotting.comparison_vs_compute(comp, "adam", floor_kl={"random-100": 0.05})
+    fig = plotting.comparison_vs_compute(comp, "adam", floor_kl={"random-100": 0.05},
+                                         repair_only={"class-3": (2.0, 0.3)})
     left, right = fig.axes[:2]
     assert left.get_title() == "adam, random-100" and right.get_title() == "adam, class-3"
     points = [line for line in left.get_lines() if line.get_marker() == "o"]
@@ -176,7 +177,8 @@ def test_the_quality_against_compute_figure_places_every_method_the_original_and
     assert len(original) == 1 and original[0].get_ydata()[0] == 0.015  # the original model, mean over seeds
     stars = [c for c in left.collections if isinstance(c, PathCollection)]
     assert len(stars) == 1 and tuple(stars[0].get_offsets()[0]) == (40.0, 0.05)  # retraining at the floor
-    assert not [c for c in right.collections if isinstance(c, PathCollection)]  # no floor given for the class
+    squares = [c for c in right.collections if isinstance(c, PathCollection)]  # no floor given for the class
+    assert len(squares) == 1 and tuple(squares[0].get_offsets()[0]) == (2.0, 0.3)  # the repair-only control
     assert "1 p" in [t.get_text() for t in left.texts]  # retain passes of the chosen trial
 
 
