@@ -1470,6 +1470,86 @@ def comparison_table(result, optimizer: str, set_name: str) -> str:
                            *acc, "s (chosen)", f"s ({result.study.budget} trials)"], body)
 
 
+def comparison_findings(comp) -> str:
+    """Markdown bullets read off the comparison, per optimizer and forget set with complete seeds: the original
+    model's own test KL to the replay (doing nothing), which methods' chosen trials come closer than it and which
+    is closest, and the methods none of whose trials, in any seed, came closer than the original."""
+    from .comparison import complete_seeds, summary_rows
+
+    out = []
+    for opt in comp.study.optimizers:
+        seeds = complete_seeds(comp, opt)
+        for name in comp.study.sets if seeds else ():
+            rows = summary_rows(comp, opt, name)
+            recs = {r["method"]: [comp.records[(opt, s)][f"{name}/{r['method']}"] for s in seeds] for r in rows}
+            first = next(iter(recs.values()))
+            original = mean_ci([rec["original"]["drop"]["kl"] for rec in first])
+            closer = [r for r in rows if r["chosen_kl"][0] < original[0]]
+            best = min(rows, key=lambda r: r["chosen_kl"][0])
+            never = [r["label"] for r in rows
+                     if all(t["test"]["drop"]["kl"] >= rec["original"]["drop"]["kl"]
+                            for rec in recs[r["method"]] for t in rec["trials"])]
+            text = (f"* **{opt}, {name}** ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): doing nothing (the "
+                    f"original model) is at test KL {_ci(original)} from the replay; ")
+            if closer:
+                text += (f"{len(closer)} of {len(rows)} methods {'comes' if len(closer) == 1 else 'come'} closer on "
+                         "average ("
+                         + ", ".join(f"{r['label']} {_ci(r['chosen_kl'])}" for r in closer) + ")")
+            else:
+                text += f"none of the {len(rows)} methods comes closer on average (the closest: {best['label']}, " \
+                        f"{_ci(best['chosen_kl'])})"
+            if never:
+                text += f"; no trial of {', '.join(never)}, in any seed, came closer than the original"
+            out.append(text + ".")
+    return "\n".join(out) if out else "*No complete seed of the comparison yet.*"
+
+
+LIRA_OF = {"amnesiac": "amnesiac α=1", "finetune": "fine-tune (1 epoch)", "neggrad_plus": "NegGrad+", "ssd": "SSD",
+           "scrub": "SCRUB"}  # comparison method -> its U-LiRA row (membership.SET_METHODS, at the defaults)
+
+
+def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
+    """The tuned methods against both references, one row per method: per (optimizer, forget set) with complete
+    seeds, the chosen trial's test KL to the dropped replay (the gap to the replay; mean ± 95% interval) and that
+    KL over the retrain floor's (the gap on the scale of retraining noise, in parentheses); U-LiRA's AUC at the
+    method's defaults (~100 samples forgotten at once); seconds per request of the chosen trial for the first
+    random set. The original model, retraining with another seed (the floor) and the replay itself close the
+    table."""
+    from .comparison import complete_seeds, summary_rows
+    from .fidelity import summary_rows as fidelity_rows
+
+    cols = [(o, n) for o in comp.study.optimizers if complete_seeds(comp, o) for n in comp.study.sets]
+    if not cols:
+        return "*No complete seed of the comparison yet.*"
+    floors = {(o, r["set"]): r["floor_kl"] for o in {o for o, _ in cols} if fid.seeds_of(setting, o)
+              for r in fidelity_rows(fid, setting, o)}
+    lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
+    rows = {col: summary_rows(comp, *col) for col in cols}
+
+    def cell(stats, col):
+        floor = floors.get(col)
+        return _ci(stats) + (f" ({stats[0] / floor[0]:.2g}×)" if floor and floor[0] > 0 else "")
+
+    body = []
+    for i, r0 in enumerate(rows[cols[0]]):
+        auc = lira.get(LIRA_OF.get(r0["method"], ""))
+        body.append([f"{r0['label']}, tuned"] + [cell(rows[col][i]["chosen_kl"], col) for col in cols]
+                    + [f"{auc['auc']:.3f}" if auc else "not measured", _ci(r0["chosen_seconds"])])
+    originals = []
+    for col in cols:
+        seeds = complete_seeds(comp, col[0])
+        originals.append(cell(mean_ci([comp.records[(col[0], s)][f"{col[1]}/{rows[col][0]['method']}"]
+                                       ["original"]["drop"]["kl"] for s in seeds]), col))
+    body.append(["original model (no unlearning)"] + originals + ["–", "0"])
+    retrain = ["0.5 (by construction)", _ci(rows[cols[0]][0]["replay_seconds"])]
+    body.append(["retrain, another seed and order (the floor)"]
+                + [cell(floors[col], col) if col in floors else "–" for col in cols] + retrain)
+    body.append(["retrain, same seed and order (the replay)"] + ["0" for _ in cols] + retrain)
+    header = ["method"] + [f"{o}, {n}: test KL to replay (× floor)" for o, n in cols] + [
+        "U-LiRA AUC (defaults)", f"s per request ({cols[0][0]}, {cols[0][1]})"]
+    return markdown_table(header, body)
+
+
 # ------------------------------------------------------------------------------------------ membership study
 
 

@@ -158,6 +158,51 @@ def test_the_comparison_brief_names_the_closest_method_beside_the_ledger_the_ori
     assert "no complete seed yet" in book.comparison_brief(empty, fid)
 
 
+def test_the_comparison_findings_measure_every_method_against_doing_nothing():
+    from amnesiac import book, comparison
+
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    for seed in (0, 1):
+        for m in comparison.METHODS:
+            comp.records[("adam", seed)][f"class-3/{m}"]["original"] = {"drop": {"kl": 0.72}}
+    lines = book.comparison_findings(comp).splitlines()
+    labels = [comparison.LABELS[m] for m in comparison.METHODS]
+    # random-100: the original (KL 0.01-0.02) beats every trial of every method
+    assert lines[0].startswith("* **adam, random-100** (2 seeds): doing nothing")
+    assert "none of the 6 methods comes closer on average (the closest: SCRUB" in lines[0]
+    assert f"no trial of {', '.join(labels)}, in any seed" in lines[0]
+    # class-3 (KL = 1 - recovered / 2, mean 0.85 - 0.05 i for method i): methods 3-5 are closer than 0.72 on
+    # average; every trial of methods 0 and 1 is at 0.75 or more
+    rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}
+    closer = ", ".join(f"{comparison.LABELS[m]} {book._ci(rows[m]['chosen_kl'])}" for m in comparison.METHODS[3:])
+    assert f"3 of 6 methods come closer on average ({closer})" in lines[1]
+    assert lines[1].endswith(f"no trial of {labels[0]}, {labels[1]}, in any seed, came closer than the original.")
+    assert book.comparison_findings(comparison.ComparisonResult(comp.study, {}, None)).startswith("*No complete")
+
+
+def test_the_comparison_overview_puts_every_tuned_method_between_doing_nothing_and_retraining():
+    from amnesiac import book, comparison, membership
+    from amnesiac.fidelity import summary_rows
+
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    lines = book.comparison_overview(comp, fid, membership.load_study("full")).splitlines()
+    assert lines[0].startswith("| method | adam, random-100: test KL to replay (× floor) | adam, class-3:")
+    assert len(lines) == 2 + len(comparison.METHODS) + 3
+    floor = {r["set"]: r["floor_kl"] for r in summary_rows(fid, "full", "adam")}
+    ssd = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}["ssd"]["chosen_kl"]
+    line = next(x for x in lines if x.startswith("| SSD, tuned"))
+    assert f"| {book._ci(ssd)} ({ssd[0] / floor['class-3'][0]:.2g}×) |" in line
+    lira = membership.load_study("full").pieces["lira-methods"]["methods"]["SSD"]["auc"]
+    assert line.endswith(f"| {lira:.3f} | 1.5 ± 0 |")  # U-LiRA at the defaults; the chosen trial's seconds
+    assert "| random relabelling, tuned |" in lines[4] and "not measured" in lines[4]
+    assert lines[-3].startswith("| original model (no unlearning) |")
+    assert lines[-2].startswith(f"| retrain, another seed and order (the floor) | {book._ci(floor['random-100'])} (1×)")
+    assert lines[-1] == "| retrain, same seed and order (the replay) | 0 | 0 | 0.5 (by construction) | 40 ± 0 |"
+    empty = comparison.ComparisonResult(comp.study, {}, None)
+    assert book.comparison_overview(empty, fid).startswith("*No complete seed")
+
+
 def test_the_quality_against_compute_figure_places_every_method_the_original_and_retraining():
     from matplotlib.collections import PathCollection
 
