@@ -1005,10 +1005,15 @@ FIDELITY_COLUMNS = {
 }
 
 
+def _per_seed(values: Sequence[float]) -> str:
+    """Per-seed values of a cell, in seed order: ``0.12 / 0.3 / -0.04``."""
+    return " / ".join(f"{v:.3g}" for v in values)
+
+
 def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: str = "drop",
-                   columns: str = "recovered") -> str:
+                   columns: str = "recovered", per_seed: bool = False) -> str:
     """A Markdown table, one row per forget set, of ``columns`` (a key of :data:`FIDELITY_COLUMNS`): mean ± 95%
-    interval over the complete seeds (a single value with one seed)."""
+    interval over the complete seeds (a single value with one seed), or each seed's value (``per_seed``)."""
     from .fidelity import summary_rows
 
     if columns not in FIDELITY_COLUMNS:
@@ -1018,9 +1023,12 @@ def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: 
         return f"*No complete seed for {setting}/{optimizer} yet.*"
     body = []
     for r in rows:
-        cells = [r["set"], str(r["size"]), str(len(r["seeds"]))]
+        cells = [r["set"], str(r["size"]), ", ".join(map(str, r["seeds"])) if per_seed else str(len(r["seeds"]))]
         for _, key in FIDELITY_COLUMNS[columns]:
-            cells.append(_ci(r[key]) if key in r else "–")
+            if key not in r:
+                cells.append("–")
+            else:
+                cells.append(_per_seed([p[key] for p in r["per_seed"]]) if per_seed else _ci(r[key]))
         body.append(cells)
     return markdown_table(["forget set", "n", "seeds"] + [h for h, _ in FIDELITY_COLUMNS[columns]], body)
 
@@ -1444,6 +1452,24 @@ def comparison_spaces(budget: int) -> str:
              ", ".join(f"{k}={fmt(v)}" for k, v in defaults(m).items()), str(len(_configurations(m))), str(budget)]
             for m, space in SPACES.items()]
     return markdown_table(["method", "search space", "defaults (trial 1)", "configurations", "trials"], body)
+
+
+def comparison_seed_table(result, optimizer: str, set_name: str) -> str:
+    """Per method and seed: the configuration chosen on validation and its test KL to the dropped replay."""
+    from .comparison import LABELS, complete_seeds
+
+    seeds = complete_seeds(result, optimizer)
+    if not seeds:
+        return f"*No complete seed for {optimizer} yet.*"
+    body = []
+    for method in result.study.methods:
+        cells = [LABELS[method]]
+        for s in seeds:
+            rec = result.records[(optimizer, s)][f"{set_name}/{method}"]
+            trial = rec["trials"][rec["chosen"]]
+            cells.append(f"{trial['test']['drop']['kl']:.3g} ({_compact([trial['params']])})")
+        body.append(cells)
+    return markdown_table(["method"] + [f"seed {s}: test KL (chosen)" for s in seeds], body)
 
 
 def comparison_table(result, optimizer: str, set_name: str) -> str:

@@ -203,6 +203,23 @@ def test_the_comparison_overview_puts_every_tuned_method_between_doing_nothing_a
     assert book.comparison_overview(empty, fid).startswith("*No complete seed")
 
 
+def test_per_seed_tables_show_each_seeds_value_in_seed_order():
+    from amnesiac import book, comparison
+    from amnesiac.fidelity import summary_rows
+
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    row = next(r for r in summary_rows(fid, "full", "sgd") if r["set"] == "class-3")
+    line = next(x for x in book.fidelity_table(fid, "sgd", per_seed=True).splitlines() if x.startswith("| class-3"))
+    want = " / ".join(f"{p['a1_recovered']:.3g}" for p in row["per_seed"])
+    assert line.startswith(f"| class-3 | {row['size']} | 0, 1, 2 | {want} |")
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    lines = book.comparison_seed_table(comp, "adam", "random-100").splitlines()
+    assert lines[0] == "| method | seed 0: test KL (chosen) | seed 1: test KL (chosen) |"
+    assert lines[2] == "| ledger subtraction | 0.8 (x=1) | 0.6 (x=1) |"  # KL = 1 - recovered, per seed
+    empty = comparison.ComparisonResult(comp.study, {}, None)
+    assert "No complete seed" in book.comparison_seed_table(empty, "adam", "random-100")
+
+
 def test_the_quality_against_compute_figure_places_every_method_the_original_and_retraining():
     from matplotlib.collections import PathCollection
 
