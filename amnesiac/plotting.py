@@ -454,7 +454,7 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
                            label="repair-only control (1 epoch, untuned)")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("seconds per request (CPU); p = retain-set passes")
+        ax.set_xlabel("s per request (CPU); p: retain-set passes")
         ax.set_title(f"{optimizer}, {name}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("test KL to the dropped replay")
