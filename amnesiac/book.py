@@ -992,6 +992,21 @@ def _ci(stat) -> str:
     return f"{mean:.3g}" if n < 2 or np.isnan(half) else f"{mean:.3g} ± {half:.2g}"
 
 
+def _tuned(row: dict, key: str = "chosen_kl") -> str:
+    """A comparison summary cell: mean ± 95% interval over the seeds whose chosen trial did not diverge, with how
+    many did ("diverged" where every seed's did: every trial's outputs were non-finite)."""
+    n, bad = len(row["seeds"]), row.get("diverged", 0)
+    if bad == n:
+        return "diverged"
+    return _ci(row[key]) + (f" ({bad} of {n} seeds diverged)" if bad else "")
+
+
+def _finite_key(row: dict) -> float:
+    """Sort key: the chosen trial's mean test KL, a diverged method last."""
+    v = row["chosen_kl"][0]
+    return v if np.isfinite(v) and row.get("diverged", 0) < len(row["seeds"]) else float("inf")
+
+
 FIDELITY_COLUMNS = {
     "recovered": [("α = 1", "a1_recovered"), ("rule α", "rule_alpha"), ("at rule α", "rule_recovered"),
                   ("oracle α", "oracle_alpha"), ("at oracle α", "oracle_recovered"),
@@ -1171,13 +1186,13 @@ def comparison_brief(comp, fid, *, setting: str = "full") -> str:
             else {}
         for name in comp.study.sets:
             rows = {r["method"]: r for r in summary_rows(comp, opt, name)}
-            best = min(rows.values(), key=lambda r: r["chosen_kl"][0])
+            best = min(rows.values(), key=_finite_key)
             recs = [comp.records[(opt, s)][f"{name}/{best['method']}"] for s in seeds]
             original = mean_ci([r["original"]["drop"]["kl"] for r in recs])
             text = f"{opt}, {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): closest {best['label']} " \
-                   f"{_ci(best['chosen_kl'])}"
+                   f"{_tuned(best)}"
             if best["method"] != "amnesiac" and "amnesiac" in rows:
-                text += f", {LABELS['amnesiac']} {_ci(rows['amnesiac']['chosen_kl'])}"
+                text += f", {LABELS['amnesiac']} {_tuned(rows['amnesiac'])}"
             text += f"; the original model {_ci(original)}"
             if name in floors:
                 text += f", another retraining {_ci(floors[name])}"
@@ -1258,7 +1273,7 @@ def consolidated_table(fid, mem, comp=None, *, setting: str = "full", reference:
         cells += [f"{rec['auc']:.3f}", f"{rec['seconds']:.2f}"] if rec else ["not measured", "–"]
         body.append(cells)
     for label, per_opt in tuned.items():
-        cells = [label] + [_ci(per_opt[o][which]["chosen_recovered"]) if o in per_opt else "not measured"
+        cells = [label] + [_tuned(per_opt[o][which], "chosen_recovered") if o in per_opt else "not measured"
                            for which in (0, 1) for o in opts]
         first = next(iter(per_opt.values()))[0]
         body.append(cells + ["not measured", _ci(first["chosen_seconds"])])
@@ -1456,7 +1471,7 @@ def comparison_spaces(budget: int) -> str:
 
 def comparison_seed_table(result, optimizer: str, set_name: str) -> str:
     """Per method and seed: the configuration chosen on validation and its test KL to the dropped replay."""
-    from .comparison import LABELS, complete_seeds
+    from .comparison import LABELS, chosen_index, complete_seeds
 
     seeds = complete_seeds(result, optimizer)
     if not seeds:
@@ -1466,7 +1481,7 @@ def comparison_seed_table(result, optimizer: str, set_name: str) -> str:
         cells = [LABELS[method]]
         for s in seeds:
             rec = result.records[(optimizer, s)][f"{set_name}/{method}"]
-            trial = rec["trials"][rec["chosen"]]
+            trial = rec["trials"][chosen_index(rec)]
             cells.append(f"{trial['test']['drop']['kl']:.3g} ({_compact([trial['params']])})")
         body.append(cells)
     return markdown_table(["method"] + [f"seed {s}: test KL (chosen)" for s in seeds], body)
@@ -1489,7 +1504,7 @@ def comparison_table(result, optimizer: str, set_name: str) -> str:
     for r in rows:
         a, b = ((r["chosen_acc_test_class"], r["chosen_acc_test_rest"]) if is_class
                 else (r["chosen_acc_forget"], r["chosen_acc_test"]))
-        body.append([r["label"], _compact(r["chosen_params"]), _ci(r["chosen_recovered"]), _ci(r["chosen_kl"]),
+        body.append([r["label"], _compact(r["chosen_params"]), _tuned(r, "chosen_recovered"), _tuned(r),
                      _ci(r["oracle_kl"]), _ci(a), _ci(b), _ci(r["chosen_seconds"]), _ci(r["chosen_tuning_seconds"])])
     body.append(["retrain (the dropped replay)", "–", "1", "0", "–", "–", "–", _ci(rows[0]["replay_seconds"]), "–"])
     return markdown_table(["method", "chosen on validation", "recovered", "test KL to replay", "KL, test-chosen trial",
@@ -1510,22 +1525,25 @@ def comparison_findings(comp) -> str:
             recs = {r["method"]: [comp.records[(opt, s)][f"{name}/{r['method']}"] for s in seeds] for r in rows}
             first = next(iter(recs.values()))
             original = mean_ci([rec["original"]["drop"]["kl"] for rec in first])
-            closer = [r for r in rows if r["chosen_kl"][0] < original[0]]
-            best = min(rows, key=lambda r: r["chosen_kl"][0])
+            closer = [r for r in rows if _finite_key(r) < original[0]]
+            best = min(rows, key=_finite_key)
             never = [r["label"] for r in rows
-                     if all(t["test"]["drop"]["kl"] >= rec["original"]["drop"]["kl"]
-                            for rec in recs[r["method"]] for t in rec["trials"])]
+                     if not any(t["test"]["drop"]["kl"] < rec["original"]["drop"]["kl"]  # NaN: not closer
+                                for rec in recs[r["method"]] for t in rec["trials"])]
+            blown = [r["label"] for r in rows if r["diverged"] == len(seeds)]
             text = (f"* **{opt}, {name}** ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): doing nothing (the "
                     f"original model) is at test KL {_ci(original)} from the replay; ")
             if closer:
                 text += (f"{len(closer)} of {len(rows)} methods {'comes' if len(closer) == 1 else 'come'} closer on "
                          "average ("
-                         + ", ".join(f"{r['label']} {_ci(r['chosen_kl'])}" for r in closer) + ")")
+                         + ", ".join(f"{r['label']} {_tuned(r)}" for r in closer) + ")")
             else:
                 text += f"none of the {len(rows)} methods comes closer on average (the closest: {best['label']}, " \
-                        f"{_ci(best['chosen_kl'])})"
+                        f"{_tuned(best)})"
             if never:
                 text += f"; no trial of {', '.join(never)}, in any seed, came closer than the original"
+            if blown:
+                text += f" ({', '.join(blown)}: every trial diverged, non-finite outputs)"
             out.append(text + ".")
     return "\n".join(out) if out else "*No complete seed of the comparison yet.*"
 
@@ -1552,14 +1570,17 @@ def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
     lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
     rows = {col: summary_rows(comp, *col) for col in cols}
 
-    def cell(stats, col):
+    def cell(stats, col, row=None):
         floor = floors.get(col)
-        return _ci(stats) + (f" ({stats[0] / floor[0]:.2g}×)" if floor and floor[0] > 0 else "")
+        text = _tuned(row) if row is not None else _ci(stats)
+        if text == "diverged" or not (floor and floor[0] > 0):
+            return text
+        return text + f" ({stats[0] / floor[0]:.2g}×)"
 
     body = []
     for i, r0 in enumerate(rows[cols[0]]):
         auc = lira.get(LIRA_OF.get(r0["method"], ""))
-        body.append([f"{r0['label']}, tuned"] + [cell(rows[col][i]["chosen_kl"], col) for col in cols]
+        body.append([f"{r0['label']}, tuned"] + [cell(rows[col][i]["chosen_kl"], col, rows[col][i]) for col in cols]
                     + [f"{auc['auc']:.3f}" if auc else "not measured", _ci(r0["chosen_seconds"])])
     originals = []
     for col in cols:

@@ -180,6 +180,25 @@ def retain_passes(method: str, config: dict) -> float:
 # ---------------------------------------------------------------------------------------------------- runner
 
 
+def pick(values: Sequence[float]) -> int:
+    """Index of the smallest finite value; a diverged trial (NaN or infinite divergence) ranks last, and where
+    every trial diverged the defaults (index 0) stand."""
+    arr = np.asarray(values, dtype=float)
+    return int(np.argmin(np.where(np.isfinite(arr), arr, np.inf)))
+
+
+def chosen_index(record: dict, which: str = "chosen") -> int:
+    """The trial chosen on validation (``"chosen"``) or on the test set (``"oracle"``), derived from the trials
+    with :func:`pick` (pieces computed before the fix stored an index that could point at a diverged trial)."""
+    key = {"chosen": lambda t: t["val"]["kl"], "oracle": lambda t: t["test"]["drop"]["kl"]}[which]
+    return pick([key(t) for t in record["trials"]])
+
+
+def diverged(record: dict, which: str = "chosen") -> bool:
+    """Whether the selected trial's test outputs diverged (non-finite KL to the replay): every trial did."""
+    return not np.isfinite(record["trials"][chosen_index(record, which)]["test"]["drop"]["kl"])
+
+
 def _measure(ev: fi._Evaluator, theta: torch.Tensor, ref_val: torch.Tensor) -> tuple[dict, dict]:
     """(divergence to the reference on the validation split, every test measure) from one forward pass."""
     logits = ev._logits(theta)
@@ -229,8 +248,8 @@ def _evaluate_method(c: fi._Combo, state: dict, ctx: _SetContext, method: str, b
         val, test = _measure(ev, new_theta, ctx.ref_val)
         rows.append({"params": config, "seconds": seconds, "retain_passes": retain_passes(method, config),
                      "val": val, "test": test})
-    chosen = int(np.argmin([r["val"]["kl"] for r in rows]))
-    oracle = int(np.argmin([r["test"]["drop"]["kl"] for r in rows]))
+    chosen = pick([r["val"]["kl"] for r in rows])
+    oracle = pick([r["test"]["drop"]["kl"] for r in rows])
     return {"original_fingerprint": fi.fingerprint(state["theta"]), "set": fset.name, "kind": fset.kind,
             "size": len(fset.ids), "method": method, "budget": budget, "trials": rows, "chosen": chosen,
             "oracle": oracle, "criterion": "validation KL(dropped replay || method)",
@@ -315,7 +334,7 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Co
 def trial_summary(record: dict, which: str = "chosen") -> dict:
     """One seed's numbers for one (set, method) at the trial chosen on validation (``which="chosen"``) or on the
     test set (``"oracle"``): recovered fraction and test KL to the dropped replay, accuracies, seconds."""
-    row = record["trials"][record[which]]
+    row = record["trials"][chosen_index(record, which)]
     t = row["test"]
     out = {"recovered": t["drop"]["recovered"], "kl": t["drop"]["kl"], "agreement": t["drop"]["agreement"],
            "acc_forget": t["acc_forget"], "acc_test": t["acc_test"], "seconds": row["seconds"],
@@ -342,7 +361,8 @@ def summary_rows(result: ComparisonResult, optimizer: str, set_name: str) -> lis
         if not recs:
             continue
         row = {"method": method, "label": LABELS[method], "seeds": seeds,
-               "chosen_params": [r["trials"][r["chosen"]]["params"] for r in recs]}
+               "chosen_params": [r["trials"][chosen_index(r)]["params"] for r in recs],
+               "diverged": sum(diverged(r) for r in recs)}
         for which in ("chosen", "oracle"):
             per_seed = [trial_summary(r, which) for r in recs]
             for key in per_seed[0]:

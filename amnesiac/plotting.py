@@ -434,9 +434,13 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
     seeds = complete_seeds(result, optimizer)
     for ax, name in zip(axes[0], sets):
         rows = summary_rows(result, optimizer, name)
+        blown = []
         for i, r in enumerate(rows):
             x, xh = r["chosen_seconds"][:2]
             y, yh = r["chosen_kl"][:2]
+            if r["diverged"] == len(r["seeds"]) or not np.isfinite(y):  # no point to draw: outputs non-finite
+                blown.append(r["label"])
+                continue
             ax.errorbar([max(x, 1e-4)], [y], xerr=[[0.0], [0.0 if np.isnan(xh) else xh]],
                         yerr=[[0.0 if np.isnan(yh) else min(yh, 0.9 * y)], [0.0 if np.isnan(yh) else yh]],
                         color=f"C{i}", marker="o", ms=5, capsize=2, ls="none", label=r["label"], zorder=3)
@@ -452,6 +456,8 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
             if repair_only is not None and name in repair_only:
                 ax.scatter([repair_only[name][0]], [repair_only[name][1]], color="0.5", marker="s", s=30, zorder=4,
                            label="repair-only control (1 epoch, untuned)")
+        if blown:
+            ax.text(0.02, 0.02, "diverged (every trial): " + ", ".join(blown), transform=ax.transAxes, fontsize=6.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("s per request (CPU); p: retain-set passes")

@@ -220,6 +220,25 @@ def test_per_seed_tables_show_each_seeds_value_in_seed_order():
     assert "No complete seed" in book.comparison_seed_table(empty, "adam", "random-100")
 
 
+def test_a_method_whose_every_trial_diverged_reads_as_diverged_not_as_a_number():
+    from amnesiac import book, comparison, plotting
+
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    for seed in (0, 1):
+        for t in comp.records[("adam", seed)]["class-3/scrub"]["trials"]:
+            t["val"]["kl"] = t["test"]["drop"]["kl"] = t["test"]["drop"]["recovered"] = float("nan")
+    scrub = next(x for x in book.comparison_table(comp, "adam", "class-3").splitlines() if x.startswith("| SCRUB"))
+    assert "| diverged | diverged |" in scrub
+    findings = book.comparison_findings(comp).splitlines()[1]
+    assert "(SCRUB: every trial diverged, non-finite outputs)" in findings and "closest: SSD" in findings
+    assert "class-3 (2 seeds): closest SSD" in book.comparison_brief(
+        comp, book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu"))
+    fig = plotting.comparison_vs_compute(comp, "adam")
+    assert [t.get_text() for t in fig.axes[1].texts if t.get_text().startswith("diverged")] == \
+        ["diverged (every trial): SCRUB"]
+    assert sum(line.get_marker() == "o" for line in fig.axes[1].get_lines()) == len(comparison.METHODS) - 1
+
+
 def test_the_quality_against_compute_figure_places_every_method_the_original_and_retraining():
     from matplotlib.collections import PathCollection
 

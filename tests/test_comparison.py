@@ -126,3 +126,19 @@ def test_committed_comparison_results_match_the_study_and_one_original_per_combo
             theirs = json.loads(fid.read_text()).get("original_fingerprint") if fid.exists() else None
             if theirs is not None:  # pieces from before fingerprints carry none
                 assert theirs == pieces[0]["original_fingerprint"], combo
+
+
+def test_a_diverged_trial_ranks_last_and_a_method_whose_trials_all_diverged_says_so():
+    nan, inf = float("nan"), float("inf")
+    assert cmp.pick([nan, 0.3, inf, 0.1, nan]) == 3
+    assert cmp.pick([nan, nan]) == 0  # every trial diverged: the defaults stand
+
+    def trial(val, test):
+        return {"params": {}, "seconds": 1.0, "retain_passes": 1.0, "val": {"kl": val},
+                "test": {"drop": {"recovered": 0.0, "kl": test, "agreement": 0.5}, "acc_forget": 0.1, "acc_test": 0.9}}
+
+    # the stored index (from before the fix) pointed at the NaN trial; the trials decide
+    record = {"trials": [trial(0.5, 0.4), trial(nan, nan), trial(0.2, 0.6)], "chosen": 1, "oracle": 1}
+    assert cmp.chosen_index(record) == 2 and cmp.chosen_index(record, "oracle") == 0
+    assert cmp.trial_summary(record)["kl"] == 0.6 and not cmp.diverged(record)
+    assert cmp.diverged({"trials": [trial(nan, nan), trial(inf, nan)]})
