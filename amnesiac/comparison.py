@@ -34,6 +34,7 @@ import torch
 
 from . import fidelity as fi
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict, run_combos
+from .metrics import argmin_finite
 from .training import pick_reproducible_device
 from .unlearning import Request, method_params, unlearn
 
@@ -183,8 +184,7 @@ def retain_passes(method: str, config: dict) -> float:
 def pick(values: Sequence[float]) -> int:
     """Index of the smallest finite value; a diverged trial (NaN or infinite divergence) ranks last, and where
     every trial diverged the defaults (index 0) stand."""
-    arr = np.asarray(values, dtype=float)
-    return int(np.argmin(np.where(np.isfinite(arr), arr, np.inf)))
+    return argmin_finite(values)
 
 
 def chosen_index(record: dict, which: str = "chosen") -> int:

@@ -45,7 +45,7 @@ from .data import ArrayDataset, class_ids, graves_mnist, load_dataset
 from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict
 from .grads import ParamLayout
-from .metrics import mean_ci  # noqa: F401  (re-exported: fi.mean_ci)
+from .metrics import argmin_finite, mean_ci  # noqa: F401  (mean_ci re-exported: fi.mean_ci)
 from .models import build_model
 from .training import Recipe, pick_reproducible_device, predict, train
 from .unlearning import Request, unlearn
@@ -678,7 +678,7 @@ def _row_at(record: dict, method: str, alpha: float) -> dict:
 def oracle_alpha(record: dict, reference: str = "drop", metric: str = "dist") -> float:
     """The grid alpha whose subtraction lands closest to ``reference`` (it uses the answer: a bound, not a rule)."""
     rows = record["methods"]["amnesiac"]
-    return float(rows[int(np.argmin([r[reference][metric] for r in rows]))]["alpha"])
+    return float(rows[argmin_finite([r[reference][metric] for r in rows])]["alpha"])
 
 
 def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
@@ -713,7 +713,7 @@ def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
     out["best_control_recovered"] = max(best.values())
     kls = [r[reference]["kl"] for r in record["methods"]["amnesiac"]]
     out["best_kl"] = min(kls)  # the output-space oracle: the grid's smallest KL to the reference
-    out["best_kl_alpha"] = float(record["methods"]["amnesiac"][int(np.argmin(kls))]["alpha"])
+    out["best_kl_alpha"] = float(record["methods"]["amnesiac"][argmin_finite(kls)]["alpha"])
     out["best_control_kl"] = min(r[reference]["kl"] for m in ("control_group", "random_direction")
                                  for r in record["methods"][m])
     return out

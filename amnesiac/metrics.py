@@ -36,6 +36,18 @@ def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
 
 
+def argmin_finite(values: Sequence[float]) -> int:
+    """Index of the smallest finite value; non-finite values (a diverged run) rank last, and where every value is
+    non-finite the first index stands.
+
+    Example:
+        >>> argmin_finite([float("nan"), 0.3, 0.1])
+        2
+    """
+    arr = np.asarray(values, dtype=float)
+    return int(np.argmin(np.where(np.isfinite(arr), arr, np.inf)))
+
+
 def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
     """Mean and half-width of the 95% t-interval (ddof=1) of the finite values; half-width NaN for one value.
 

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import fidelity as fi
 from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict, run_combos
+from .metrics import argmin_finite
 from .training import pick_reproducible_device
 from .unlearning import Request, unlearn
 
@@ -239,7 +239,7 @@ def set_summary(record: dict, reference: str = "zero") -> dict:
 
     def best(method):
         rows = record["methods"][method]
-        i = int(np.argmin([r[reference]["dist"] for r in rows]))
+        i = argmin_finite([r[reference]["dist"] for r in rows])
         return rows[i]["alpha"], rows[i][reference]
 
     out = {"set": record["set"], "size": record["size"], "kind": record["kind"]}
