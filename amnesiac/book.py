@@ -1511,6 +1511,14 @@ def comparison_table(result, optimizer: str, set_name: str) -> str:
                            *acc, "s (chosen)", f"s ({result.study.budget} trials)"], body)
 
 
+def _lr_range(methods: Sequence[str]) -> str:
+    """The span of ``lr_scale`` over the search spaces of ``methods``: ``0.3-3``."""
+    from .comparison import SPACES
+
+    scales = [v for m in methods for v in SPACES[m].get("lr_scale", ())]
+    return f"{min(scales):g}-{max(scales):g}" if scales else "no learning-rate"
+
+
 def comparison_findings(comp) -> str:
     """Markdown bullets read off the comparison, per optimizer and forget set with complete seeds: the original
     model's own test KL to the replay (doing nothing), which methods' chosen trials come closer than it and which
@@ -1530,7 +1538,7 @@ def comparison_findings(comp) -> str:
             never = [r["label"] for r in rows
                      if not any(t["test"]["drop"]["kl"] < rec["original"]["drop"]["kl"]  # NaN: not closer
                                 for rec in recs[r["method"]] for t in rec["trials"])]
-            blown = [r["label"] for r in rows if r["diverged"] == len(seeds)]
+            blown = [r for r in rows if r["diverged"] == len(seeds)]
             text = (f"* **{opt}, {name}** ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): doing nothing (the "
                     f"original model) is at test KL {_ci(original)} from the replay; ")
             if closer:
@@ -1543,7 +1551,9 @@ def comparison_findings(comp) -> str:
             if never:
                 text += f"; no trial of {', '.join(never)}, in any seed, came closer than the original"
             if blown:
-                text += f" ({', '.join(blown)}: every trial diverged, non-finite outputs)"
+                text += (f" ({', '.join(r['label'] for r in blown)}: every trial diverged, non-finite outputs; the "
+                         f"learning rates of the search space, {_lr_range([r['method'] for r in blown])} × the "
+                         "recipe's, hold no stable setting here)")
             out.append(text + ".")
     return "\n".join(out) if out else "*No complete seed of the comparison yet.*"
 
