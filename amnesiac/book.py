@@ -1170,25 +1170,34 @@ def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") ->
             "(the repair-only control): " + " — ".join(parts) + ".")
 
 
+def fidelity_references(fid, optimizer: str, setting: str = "full") -> dict:
+    """The fidelity study's references for one optimizer, per forget set: ``floor_kl`` (set -> mean and 95% interval
+    of the test KL from a retraining with another seed and order to the dropped replay: the retrain floor) and
+    ``repair_only`` (set -> (seconds, test KL) means of one untuned epoch of fine-tuning, the repair-only control).
+    Both are empty where the study has no seed of that optimizer and setting."""
+    from .fidelity import summary_rows as fidelity_rows
+
+    rows = fidelity_rows(fid, setting, optimizer) if fid.seeds_of(setting, optimizer) else []
+    return {"floor_kl": {r["set"]: r["floor_kl"] for r in rows},
+            "repair_only": {r["set"]: (r["ft_seconds"][0], r["ft_kl"][0]) for r in rows if "ft_seconds" in r}}
+
+
 def comparison_brief(comp, fid, *, setting: str = "full") -> str:
     """One Markdown bullet for the introduction: per optimizer and forget set of the fair comparison, the method
     whose trial chosen on validation comes closest to the dropped replay on the test set (mean KL of the softmax),
     beside the ledger subtraction, the original model and the retrain floor."""
     from .comparison import LABELS, complete_seeds, summary_rows
-    from .fidelity import summary_rows as fidelity_rows
 
     parts = []
     for opt in comp.study.optimizers:
         seeds = complete_seeds(comp, opt)
         if not seeds:
             continue
-        floors = {r["set"]: r["floor_kl"] for r in fidelity_rows(fid, setting, opt)} if fid.seeds_of(setting, opt) \
-            else {}
+        floors = fidelity_references(fid, opt, setting)["floor_kl"]
         for name in comp.study.sets:
             rows = {r["method"]: r for r in summary_rows(comp, opt, name)}
             best = min(rows.values(), key=_finite_key)
-            recs = [comp.records[(opt, s)][f"{name}/{best['method']}"] for s in seeds]
-            original = mean_ci([r["original"]["drop"]["kl"] for r in recs])
+            original = best["original_kl"]
             text = f"{opt}, {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): closest {best['label']} " \
                    f"{_tuned(best)}"
             if best["method"] != "amnesiac" and "amnesiac" in rows:
@@ -1440,10 +1449,18 @@ def comparison_results(*, profile: str = "full", recompute: bool = False, device
 
 
 def comparison_provenance(result) -> str:
-    """Where the comparison's numbers come from, or that they are not computed yet."""
-    return _study_provenance(result, what="comparison", command="comparison", minutes="25",
+    """Where the comparison's numbers come from, or that they are not computed yet; pieces on disk that were
+    computed under an earlier search space or code of their method are counted and not shown."""
+    text = _study_provenance(result, what="comparison", command="comparison", minutes="25",
                              needs=", once the fidelity study's weights of that seed are on disk",
                              detail=f"{result.study.budget} trials per method, ")
+    stale = getattr(result, "stale", [])
+    if stale:
+        methods = sorted({s.rsplit("/", 1)[1] for s in stale})
+        text += (f" {len(stale)} piece(s) on disk ({', '.join(methods)}) were computed under an earlier search space "
+                 f"or code of their method and are not shown; `python -m amnesiac comparison --profile "
+                 f"{result.study.profile}` recomputes them, and only them.")
+    return text
 
 
 def _compact(params: Sequence[dict]) -> str:
@@ -1531,8 +1548,7 @@ def comparison_findings(comp) -> str:
         for name in comp.study.sets if seeds else ():
             rows = summary_rows(comp, opt, name)
             recs = {r["method"]: [comp.records[(opt, s)][f"{name}/{r['method']}"] for s in seeds] for r in rows}
-            first = next(iter(recs.values()))
-            original = mean_ci([rec["original"]["drop"]["kl"] for rec in first])
+            original = rows[0]["original_kl"]
             closer = [r for r in rows if _finite_key(r) < original[0]]
             best = min(rows, key=_finite_key)
             never = [r["label"] for r in rows
@@ -1570,13 +1586,12 @@ def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
     random set. The original model, retraining with another seed (the floor) and the replay itself close the
     table."""
     from .comparison import complete_seeds, summary_rows
-    from .fidelity import summary_rows as fidelity_rows
 
     cols = [(o, n) for o in comp.study.optimizers if complete_seeds(comp, o) for n in comp.study.sets]
     if not cols:
         return "*No complete seed of the comparison yet.*"
-    floors = {(o, r["set"]): r["floor_kl"] for o in {o for o, _ in cols} if fid.seeds_of(setting, o)
-              for r in fidelity_rows(fid, setting, o)}
+    floors = {(o, n): kl for o in {o for o, _ in cols}
+              for n, kl in fidelity_references(fid, o, setting)["floor_kl"].items()}
     lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
     rows = {col: summary_rows(comp, *col) for col in cols}
 
@@ -1592,12 +1607,8 @@ def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
         auc = lira.get(LIRA_OF.get(r0["method"], ""))
         body.append([f"{r0['label']}, tuned"] + [cell(rows[col][i]["chosen_kl"], col, rows[col][i]) for col in cols]
                     + [f"{auc['auc']:.3f}" if auc else "not measured", _ci(r0["chosen_seconds"])])
-    originals = []
-    for col in cols:
-        seeds = complete_seeds(comp, col[0])
-        originals.append(cell(mean_ci([comp.records[(col[0], s)][f"{col[1]}/{rows[col][0]['method']}"]
-                                       ["original"]["drop"]["kl"] for s in seeds]), col))
-    body.append(["original model (no unlearning)"] + originals + ["–", "0"])
+    body.append(["original model (no unlearning)"] + [cell(rows[col][0]["original_kl"], col) for col in cols]
+                + ["–", "0"])
     retrain = ["0.5 (by construction)", _ci(rows[cols[0]][0]["replay_seconds"])]
     body.append(["retrain, another seed and order (the floor)"]
                 + [cell(floors[col], col) if col in floors else "–" for col in cols] + retrain)

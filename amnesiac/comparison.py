@@ -14,7 +14,11 @@ The trained model, its exact delta ledger and the replays are the fidelity study
 the same parameters bit for bit): this study adds no reference, only methods and their tuning.
 
 Results: ``results/comparison-mnist-simple/<profile>-<hash>/<optimizer>/seed<k>/<set>/<method>.json``, one
-piece per (set, method), resumable.
+piece per (set, method), resumable. The folder's hash covers what every method shares (the fidelity study
+underneath, the forget sets, the budget, the protocol's semantics); each piece is current while its stored trials
+are the configurations :func:`trials` draws from the method's space today and its ``method_semantics`` is the
+method's entry of :data:`METHOD_SEMANTICS`. Changing one method's space or code so recomputes that method's
+pieces only; a stale piece is never shown (:func:`load_study` leaves it out and lists it in ``stale``).
 """
 
 from __future__ import annotations
@@ -44,16 +48,23 @@ PROFILES = ("smoke", "full")
 
 # Each method's search space: hyper-parameter -> candidate values. ``lr_scale`` multiplies the recipe's learning
 # rate (Adam's and SGD's differ tenfold, so a scale is the comparable quantity); ``alpha`` of the ledger is the
-# fidelity study's grid. Configurations a method refuses (SCRUB's max_epochs > epochs) are left out.
+# fidelity study's grid. Configurations a method refuses (SCRUB's max_epochs > epochs) are left out. The two
+# methods that *ascend* a loss on the forget set (NegGrad+, SCRUB's max steps) maximise an unbounded objective, and
+# their papers train at rates far below training's (SCRUB: 5e-4 with SGD), so their grid reaches 100x below the
+# recipe: at 0.3-3x every trial of both diverged on the whole class in the first computation of this study.
+ASCENT_LR_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0)
 SPACES: dict[str, dict[str, tuple]] = {
     "amnesiac": {"alpha": fi.FULL_ALPHAS},
     "finetune": {"epochs": (1, 2, 3), "lr_scale": (0.3, 1.0, 3.0)},
     "relabel": {"epochs": (1, 2, 3), "lr_scale": (0.3, 1.0, 3.0)},
-    "neggrad_plus": {"epochs": (1, 2), "beta": (0.9, 0.95, 0.99), "lr_scale": (0.3, 1.0, 3.0)},
+    "neggrad_plus": {"epochs": (1, 2), "beta": (0.9, 0.95, 0.99), "lr_scale": ASCENT_LR_SCALES},
     "ssd": {"selection": (1.0, 3.0, 10.0, 30.0, 100.0), "dampening": (0.1, 0.3, 1.0, 3.0)},
-    "scrub": {"epochs": (1, 2, 3), "max_epochs": (1, 2), "alpha": (0.3, 1.0), "lr_scale": (0.3, 1.0)},
+    "scrub": {"epochs": (1, 2, 3), "max_epochs": (1, 2), "alpha": (0.3, 1.0), "lr_scale": ASCENT_LR_SCALES},
 }
 METHODS = tuple(SPACES)
+# Bump a method's entry when its unlearning code or how its trials are measured changes: its pieces recompute,
+# the other methods' stay.
+METHOD_SEMANTICS: dict[str, int] = {m: 1 for m in METHODS}
 LABELS = {"amnesiac": "ledger subtraction", "finetune": "fine-tune (retain set)", "relabel": "random relabelling",
           "neggrad_plus": "NegGrad+", "ssd": "SSD", "scrub": "SCRUB"}
 
@@ -76,9 +87,12 @@ class ComparisonStudy:
 
     @property
     def hash(self) -> str:
-        config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "optimizers")}
-        blob = json.dumps({"config": config, "spaces": {m: SPACES[m] for m in self.methods}, "base": self.base.hash,
-                           "semantics": COMPARISON_SEMANTICS}, sort_keys=True)
+        """What every method's pieces share: the config but the seeds, optimizers and methods, the fidelity study
+        underneath and the protocol's semantics. Each method's space and code are checked per piece
+        (:func:`piece_is_current`), so changing one method recomputes that method only."""
+        config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "optimizers", "methods")}
+        blob = json.dumps({"config": config, "base": self.base.hash, "semantics": COMPARISON_SEMANTICS},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def folder(self, root: Path | None = None) -> Path:
@@ -163,6 +177,25 @@ def trials(method: str, budget: int) -> list[dict]:
     return [first] + [rest[i] for i in order[:budget - 1]]
 
 
+def piece_is_current(record: dict, budget: int) -> bool:
+    """Whether a stored (set, method) piece is what the method would compute today: its trials are the
+    configurations :func:`trials` draws from the method's current space with this ``budget``, in order, and its
+    ``method_semantics`` (1 where a piece predates the field) is the method's entry of :data:`METHOD_SEMANTICS`.
+
+    Example:
+        >>> piece_is_current({"method": "amnesiac", "trials": [{"params": p} for p in trials("amnesiac", 2)]}, 2)
+        True
+    """
+    method = record["method"]
+    if method not in SPACES or record.get("method_semantics", 1) != METHOD_SEMANTICS[method]:
+        return False
+    try:
+        expected = trials(method, budget)
+    except ValueError:  # the budget no longer fits the method's space
+        return False
+    return [t["params"] for t in record["trials"]] == expected
+
+
 def _call_params(config: dict, lr: float) -> dict:
     """A trial's configuration as the method's keyword arguments (``lr_scale`` becomes ``lr``)."""
     out = {k: v for k, v in config.items() if k != "lr_scale"}
@@ -181,22 +214,18 @@ def retain_passes(method: str, config: dict) -> float:
 # ---------------------------------------------------------------------------------------------------- runner
 
 
-def pick(values: Sequence[float]) -> int:
-    """Index of the smallest finite value; a diverged trial (NaN or infinite divergence) ranks last, and where
-    every trial diverged the defaults (index 0) stand."""
-    return argmin_finite(values)
-
-
 def chosen_index(record: dict, which: str = "chosen") -> int:
     """The trial chosen on validation (``"chosen"``) or on the test set (``"oracle"``), derived from the trials
-    with :func:`pick` (pieces computed before the fix stored an index that could point at a diverged trial)."""
+    with :func:`amnesiac.metrics.argmin_finite`: a diverged trial (non-finite divergence) ranks last, and where every
+    trial diverged the defaults (index 0) stand. Pieces computed before that fix stored an index that could point at
+    a diverged trial, so the stored one is never read."""
     key = {"chosen": lambda t: t["val"]["kl"], "oracle": lambda t: t["test"]["drop"]["kl"]}[which]
-    return pick([key(t) for t in record["trials"]])
+    return argmin_finite([key(t) for t in record["trials"]])
 
 
-def diverged(record: dict, which: str = "chosen") -> bool:
-    """Whether the selected trial's test outputs diverged (non-finite KL to the replay): every trial did."""
-    return not np.isfinite(record["trials"][chosen_index(record, which)]["test"]["drop"]["kl"])
+def diverged(record: dict) -> bool:
+    """Whether the trial chosen on validation has non-finite test outputs (KL to the replay): every trial did."""
+    return not np.isfinite(record["trials"][chosen_index(record)]["test"]["drop"]["kl"])
 
 
 def _measure(ev: fi._Evaluator, theta: torch.Tensor, ref_val: torch.Tensor) -> tuple[dict, dict]:
@@ -248,11 +277,12 @@ def _evaluate_method(c: fi._Combo, state: dict, ctx: _SetContext, method: str, b
         val, test = _measure(ev, new_theta, ctx.ref_val)
         rows.append({"params": config, "seconds": seconds, "retain_passes": retain_passes(method, config),
                      "val": val, "test": test})
-    chosen = pick([r["val"]["kl"] for r in rows])
-    oracle = pick([r["test"]["drop"]["kl"] for r in rows])
+    chosen = argmin_finite([r["val"]["kl"] for r in rows])
+    oracle = argmin_finite([r["test"]["drop"]["kl"] for r in rows])
     return {"original_fingerprint": fi.fingerprint(state["theta"]), "set": fset.name, "kind": fset.kind,
-            "size": len(fset.ids), "method": method, "budget": budget, "trials": rows, "chosen": chosen,
-            "oracle": oracle, "criterion": "validation KL(dropped replay || method)",
+            "size": len(fset.ids), "method": method, "method_semantics": METHOD_SEMANTICS[method],
+            "space": {k: list(v) for k, v in SPACES[method].items()}, "budget": budget, "trials": rows,
+            "chosen": chosen, "oracle": oracle, "criterion": "validation KL(dropped replay || method)",
             "original": ctx.original, "reference": ctx.reference, "replay_seconds": float(ctx.drop["seconds"])}
 
 
@@ -277,8 +307,13 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
         for method in study.methods:
             path = folder / name / f"{method}.json"
             if path.exists():
-                out[f"{name}/{method}"] = json.loads(path.read_text())
-                continue
+                record = json.loads(path.read_text())
+                if piece_is_current(record, study.budget):
+                    out[f"{name}/{method}"] = record
+                    continue
+                if progress:
+                    print(f"{path}: computed under another search space or code of {method!r}; recomputing",
+                          flush=True)
             if state is None:
                 state = fi._original(c)
             start = time.perf_counter()
@@ -294,8 +329,9 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
 @dataclass
 class ComparisonResult:
     study: ComparisonStudy
-    records: dict  # (optimizer, seed) -> "<set>/<method>" -> record
+    records: dict  # (optimizer, seed) -> "<set>/<method>" -> record (current pieces only)
     folder: Path
+    stale: list[str] = dataclasses.field(default_factory=list)  # "<opt>/seed<k>/<set>/<method>" not shown
 
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, optimizers: Sequence[str] | None = None,
@@ -307,25 +343,35 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
         >>> # python -m amnesiac comparison --profile full --threads 2
     """
     study = get_comparison_study(profile, seeds=seeds, optimizers=optimizers, methods=methods)
-    config = {"config": asdict(study), "hash": study.hash, "spaces": {m: SPACES[m] for m in study.methods},
-              "base_hash": study.base.hash, "semantics": COMPARISON_SEMANTICS}
-    folder, records = run_combos(study, run_combo, config, results_root=results_root, device=device,
+    folder, records = run_combos(study, run_combo, study_config(study), results_root=results_root, device=device,
                                  progress=progress)
     return ComparisonResult(study, records, folder)
+
+
+def study_config(study: ComparisonStudy) -> dict:
+    """The study folder's ``config.json``: the config, its hash, and each method's space and semantics today."""
+    return {"config": asdict(study), "hash": study.hash, "spaces": {m: SPACES[m] for m in study.methods},
+            "method_semantics": {m: METHOD_SEMANTICS[m] for m in study.methods}, "base_hash": study.base.hash,
+            "semantics": COMPARISON_SEMANTICS}
 
 
 def load_study(profile: str = "full", *, results_root: Path | None = None) -> ComparisonResult:
     """Whatever pieces are on disk, computing nothing."""
     study = get_comparison_study(profile)
     folder = study.folder(results_root)
-    records = {}
+    records, stale = {}, []
     for opt in study.optimizers:
         for seed in study.seeds:
-            pieces = {f"{name}/{key}": rec for name in study.sets
-                      for key, rec in read_pieces(folder / opt / f"seed{seed}" / name).items()}
+            pieces = {}
+            for name in study.sets:
+                for key, rec in read_pieces(folder / opt / f"seed{seed}" / name).items():
+                    if key in study.methods and piece_is_current(rec, study.budget):
+                        pieces[f"{name}/{key}"] = rec
+                    else:
+                        stale.append(f"{opt}/seed{seed}/{name}/{key}")
             if pieces:
                 records[(opt, seed)] = pieces
-    return ComparisonResult(study, records, folder)
+    return ComparisonResult(study, records, folder, stale)
 
 
 # ------------------------------------------------------------------------------------------------ summaries
@@ -353,7 +399,9 @@ def complete_seeds(result: ComparisonResult, optimizer: str) -> list[int]:
 
 def summary_rows(result: ComparisonResult, optimizer: str, set_name: str) -> list[dict]:
     """Per method: mean and 95% interval over the complete seeds of every :func:`trial_summary` number at the
-    chosen trial (``chosen_*``) and the oracle trial (``oracle_*``), and how often each configuration was chosen."""
+    chosen trial (``chosen_*``) and the oracle trial (``oracle_*``), the configurations chosen, how many seeds
+    diverged, the replay's seconds and the original model's test KL to the replay (``original_kl``, doing
+    nothing: the same in every method's row)."""
     seeds = complete_seeds(result, optimizer)
     rows = []
     for method in result.study.methods:
@@ -368,6 +416,7 @@ def summary_rows(result: ComparisonResult, optimizer: str, set_name: str) -> lis
             for key in per_seed[0]:
                 row[f"{which}_{key}"] = fi.mean_ci([p[key] for p in per_seed])
         row["replay_seconds"] = fi.mean_ci([r["replay_seconds"] for r in recs])
+        row["original_kl"] = fi.mean_ci([r["original"]["drop"]["kl"] for r in recs])  # doing nothing
         rows.append(row)
     return rows
 

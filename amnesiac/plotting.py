@@ -427,11 +427,10 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
     where ``repair_only`` (set -> (seconds, KL): one untuned epoch of fine-tuning, the fidelity study's control)
     is given, that control as a grey square.
     """
-    from .comparison import complete_seeds, summary_rows
+    from .comparison import summary_rows
 
     sets = list(result.study.sets)
     fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.6), squeeze=False)
-    seeds = complete_seeds(result, optimizer)
     for ax, name in zip(axes[0], sets):
         rows = summary_rows(result, optimizer, name)
         blown = []
@@ -447,8 +446,7 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
             ax.annotate(f"{r['chosen_retain_passes'][0]:g} p", (max(x, 1e-4), y), textcoords="offset points",
                         xytext=(4, 3), fontsize=6, color=f"C{i}")
         if rows:
-            recs = [result.records[(optimizer, s)][f"{name}/{rows[0]['method']}"] for s in seeds]
-            ax.axhline(float(np.mean([r["original"]["drop"]["kl"] for r in recs])), color="0.4", ls=":", lw=1.0,
+            ax.axhline(rows[0]["original_kl"][0], color="0.4", ls=":", lw=1.0,
                        label="original model (no unlearning)")
             if floor_kl is not None and name in floor_kl:
                 ax.scatter([rows[0]["replay_seconds"][0]], [floor_kl[name]], color="k", marker="*", s=90, zorder=4,

@@ -123,6 +123,11 @@ def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_tab
     assert "retrain (the dropped replay)" in table and "| 40 ± 0 |" in table
     assert "acc. test class" in book.comparison_table(comp, "adam", "class-3")
     assert "Comparison `full`: 6 trials per method, 2 (optimizer, seed)" in book.comparison_provenance(comp)
+    assert "not shown" not in book.comparison_provenance(comp)
+    old = comparison.ComparisonResult(comp.study, comp.records, None, ["sgd/seed1/class-3/scrub",
+                                                                        "sgd/seed1/class-3/neggrad_plus"])
+    assert ("2 piece(s) on disk (neggrad_plus, scrub) were computed under an earlier search space or code of their "
+            "method and are not shown") in book.comparison_provenance(old)
     fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     lines = book.consolidated_table(fid, membership.load_study("full"), comp).splitlines()
     assert len(lines) == 2 + len(book.CONSOLIDATED_ROWS) + len(comparison.METHODS)
@@ -180,6 +185,22 @@ def test_the_comparison_findings_measure_every_method_against_doing_nothing():
     assert book.comparison_findings(comparison.ComparisonResult(comp.study, {}, None)).startswith("*No complete")
 
 
+def test_the_fidelity_references_are_the_floor_and_the_repair_only_control_of_each_set():
+    from amnesiac import book
+    from amnesiac.fidelity import summary_rows
+
+    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    refs = book.fidelity_references(fid, "adam")
+    rows = summary_rows(fid, "full", "adam")
+    assert set(refs["floor_kl"]) == {r["set"] for r in rows} and "class-3" in refs["repair_only"]
+    for r in rows:
+        assert refs["floor_kl"][r["set"]] == r["floor_kl"]
+        if "ft_seconds" in r:
+            assert refs["repair_only"][r["set"]] == (r["ft_seconds"][0], r["ft_kl"][0])
+    assert book.fidelity_references(fid, "sgd", "graves")["floor_kl"] == {}  # no seed of that setting
+    assert book.fidelity_references(fid, "rmsprop") == {"floor_kl": {}, "repair_only": {}}
+
+
 def test_the_comparison_overview_puts_every_tuned_method_between_doing_nothing_and_retraining():
     from amnesiac import book, comparison, membership
     from amnesiac.fidelity import summary_rows
@@ -230,7 +251,7 @@ def test_a_method_whose_every_trial_diverged_reads_as_diverged_not_as_a_number()
     scrub = next(x for x in book.comparison_table(comp, "adam", "class-3").splitlines() if x.startswith("| SCRUB"))
     assert "| diverged | diverged |" in scrub
     findings = book.comparison_findings(comp).splitlines()[1]
-    assert ("(SCRUB: every trial diverged, non-finite outputs; the learning rates of the search space, 0.3-1 × the "
+    assert ("(SCRUB: every trial diverged, non-finite outputs; the learning rates of the search space, 0.01-1 × the "
             "recipe's, hold no stable setting here)") in findings and "closest: SSD" in findings
     assert "class-3 (2 seeds): closest SSD" in book.comparison_brief(
         comp, book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu"))

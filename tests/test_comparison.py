@@ -11,6 +11,7 @@ import torch
 import amnesiac
 from amnesiac import comparison as cmp
 from amnesiac import fidelity as fi
+from amnesiac.metrics import argmin_finite
 
 
 def test_every_method_gets_the_same_budget_of_distinct_trials_with_its_defaults_first():
@@ -105,10 +106,31 @@ def test_the_comparison_chooses_on_validation_reports_on_test_and_caches(small_s
     assert [r["method"] for r in rows] == list(cmp.METHODS) and rows[0]["seeds"] == [0]
     assert rows[0]["chosen_recovered"][2] == 1 and "chosen_acc_test_class" in rows[0]
     assert all(r["oracle_kl"][0] <= r["chosen_kl"][0] for r in rows)  # the oracle is the best on test by definition
+    # doing nothing: the original model's test KL to the replay, the same in every method's row
+    assert rows[0]["original_kl"][0] == rec["class-3/amnesiac"]["original"]["drop"]["kl"] > 0
+    assert all(r["original_kl"][0] == rows[0]["original_kl"][0] for r in rows)
     # cached: a second run and a load compute nothing and read the same
     monkeypatch.setattr(cmp, "_evaluate_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = cmp.run_study("smoke", results_root=root, progress=False)
     assert again.records == res.records == cmp.load_study("smoke", results_root=root).records
+    assert cmp.load_study("smoke", results_root=root).stale == []
+    # a new space for one method: its pieces are stale (never shown) and only they recompute
+    monkeypatch.setitem(cmp.SPACES, "relabel", {"epochs": (1, 2), "lr_scale": (0.1, 1.0)})
+    assert cmp.get_comparison_study("smoke").hash == study.hash  # the folder stays
+    loaded = cmp.load_study("smoke", results_root=root)
+    assert sorted(loaded.stale) == ["adam/seed0/class-3/relabel", "adam/seed0/random-10/relabel"]
+    assert "random-10/relabel" not in loaded.records[("adam", 0)] and cmp.complete_seeds(loaded, "adam") == []
+    done = []
+    monkeypatch.setattr(cmp, "_evaluate_method", lambda c, state, ctx, method, budget: done.append(method) or {
+        **res.records[("adam", 0)][f"{ctx.fset.name}/{method}"], "method_semantics": 1,
+        "trials": [{"params": p} for p in cmp.trials(method, budget)]})
+    cmp.run_study("smoke", results_root=root, progress=False)
+    assert done == ["relabel", "relabel"]
+    assert cmp.load_study("smoke", results_root=root).stale == []
+    # new code of a method (its semantics bumped) makes its pieces stale too
+    monkeypatch.setitem(cmp.METHOD_SEMANTICS, "ssd", 2)
+    assert sorted(cmp.load_study("smoke", results_root=root).stale) == ["adam/seed0/class-3/ssd",
+                                                                          "adam/seed0/random-10/ssd"]
 
 
 def test_committed_comparison_results_match_the_study_and_one_original_per_combo():
@@ -118,6 +140,9 @@ def test_committed_comparison_results_match_the_study_and_one_original_per_combo
         for combo in sorted(p for p in folder.glob("*/seed*") if p.is_dir()):
             pieces = [json.loads(p.read_text()) for p in combo.glob("*/*.json")]
             assert pieces and len({p["original_fingerprint"] for p in pieces}) == 1, combo
+            budget = cmp.get_comparison_study("full").budget
+            stale = [f"{p['set']}/{p['method']}" for p in pieces if not cmp.piece_is_current(p, budget)]
+            assert not stale, f"{combo}: {stale} were computed under another space or code; recompute them"
             assert not any(p["provenance"]["git"].endswith("+dirty") for p in pieces), combo
             # the original (and so the replays) are the fidelity study's own, where that combo is committed
             opt, seed = combo.parent.name, combo.name
@@ -130,8 +155,8 @@ def test_committed_comparison_results_match_the_study_and_one_original_per_combo
 
 def test_a_diverged_trial_ranks_last_and_a_method_whose_trials_all_diverged_says_so():
     nan, inf = float("nan"), float("inf")
-    assert cmp.pick([nan, 0.3, inf, 0.1, nan]) == 3
-    assert cmp.pick([nan, nan]) == 0  # every trial diverged: the defaults stand
+    assert argmin_finite([nan, 0.3, inf, 0.1, nan]) == 3
+    assert argmin_finite([nan, nan]) == 0  # every trial diverged: the defaults stand
 
     def trial(val, test):
         return {"params": {}, "seconds": 1.0, "retain_passes": 1.0, "val": {"kl": val},
