@@ -435,10 +435,30 @@ def _conv_unsupported(module: nn.modules.conv._ConvNd) -> str | None:
     return None
 
 
+# How a convolution's group sums are formed: "loop" calls the layer's weight-gradient kernel once per present group
+# on that group's rows; "grouped" makes one call for all groups, side by side in the channels of a grouped
+# convolution (rows padded with zeros to the largest group). "auto": "grouped" on CUDA, where the per-group calls
+# are bound by kernel launches, "loop" elsewhere (on the CPU "grouped" measured 2-3x slower). The benchmark times
+# both (``bench.overhead``).
+CONV_GROUP_KERNELS = ("auto", "loop", "grouped")
+conv_group_kernel = "auto"
+
+
+def _conv_kernel(x: torch.Tensor) -> str:
+    if conv_group_kernel not in CONV_GROUP_KERNELS:
+        raise ValueError(f"amnesiac.grads.conv_group_kernel must be one of {', '.join(CONV_GROUP_KERNELS)}, got "
+                         f"{conv_group_kernel!r}")
+    if conv_group_kernel == "auto":
+        return "grouped" if x.is_cuda else "loop"
+    return conv_group_kernel
+
+
 @register_layer_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, unsupported=_conv_unsupported)
 def _conv(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
-    """The layer's own weight-gradient kernel once per group, on that group's rows (a grouped convolution with
-    the groups side by side in the channels computes the same in one call, but measured 2-3x slower on CPU)."""
+    """The layer's own weight-gradient kernel on each group's rows: once per group, or once for all groups as one
+    grouped convolution (:data:`conv_group_kernel`)."""
+    if rows.n > 1 and _conv_kernel(x) == "grouped":
+        return _conv_grouped(module, x, g, rows)
     xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
     weight, has_bias = module.weight.detach(), module.bias is not None
     gws, gbs = [], []
@@ -451,6 +471,24 @@ def _conv(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, row
         gws.append(gw)
         gbs.append(gb)
     return {"weight": gws, "bias": gbs if has_bias else None}
+
+
+def _conv_grouped(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
+    """Every present group's weight gradient in one call: the groups' rows, padded to the largest group, become the
+    batch, and the groups sit side by side in the channels of a convolution with ``groups * n`` groups; padded
+    rows are zeros and add nothing."""
+    n, width = rows.n, rows.width
+    xp, gp = rows.padded(x), rows.padded(g)  # [n, width, C, *spatial]
+    xs = xp.transpose(0, 1).reshape(width, n * x.shape[1], *x.shape[2:])
+    gs = gp.transpose(0, 1).reshape(width, n * g.shape[1], *g.shape[2:])
+    weight, has_bias = module.weight.detach(), module.bias is not None
+    stacked = weight.repeat(n, *([1] * (weight.dim() - 1)))  # [n * C_out, C_in / groups, *kernel]
+    _, gw, gb = torch.ops.aten.convolution_backward(
+        gs, xs, stacked, [stacked.shape[0]] if has_bias else None,
+        list(module.stride), list(module.padding), list(module.dilation), False, [0] * (x.dim() - 2),
+        module.groups * n, [False, True, has_bias],
+    )
+    return {"weight": gw.reshape(n, *weight.shape), "bias": gb.reshape(n, -1) if has_bias else None}
 
 
 @register_layer_rule(nn.GroupNorm)

@@ -67,3 +67,26 @@ def test_a_log_built_on_the_cpu_follows_the_model_to_the_gpu():
     change = flat(model).cpu() - theta0
     total = (log.delta_vector(log.group_names) + log.remainder_vector).cpu()
     assert (total - change).abs().max().item() < 1e-12 * max(1.0, change.abs().max().item())
+
+
+@cuda
+def test_convolution_group_sums_on_cuda_in_one_grouped_call_equal_one_call_per_group(monkeypatch):
+    import torch.nn.functional as F
+
+    import amnesiac.grads as G
+
+    torch.manual_seed(0)
+    model = amnesiac.resnet18_gn(1, 3, stem="imagenet").double().cuda()
+    ds = tiny_dataset(n=9, classes=3, size=16)
+    x, y = ds.x.double().cuda(), ds.y.cuda()
+    assign = torch.tensor([3, -1, 0, 3, 3, 0, -1, 1, 3])
+    assert G._conv_kernel(x) == "grouped"  # the default on CUDA
+    got = {}
+    for kernel in ("loop", "grouped"):
+        monkeypatch.setattr(G, "conv_group_kernel", kernel)
+        model.zero_grad()
+        with G.GroupGradients(model) as cap:
+            F.cross_entropy(model(x), y).backward()
+            got[kernel] = cap.group_sums(assign, 4)
+    torch.testing.assert_close(got["grouped"], got["loop"], rtol=1e-9, atol=1e-12)
+    assert got["loop"][3].abs().max() > 0

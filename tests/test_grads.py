@@ -161,3 +161,41 @@ def test_training_with_hooks_and_with_vmap_log_the_same_deltas(indexing, p):
 def test_group_sums_without_a_backward_pass_is_a_clear_error():
     with GroupGradients(tiny_model()) as cap, pytest.raises(RuntimeError, match="backward"):
         cap.group_sums(torch.tensor([0]), 1)
+
+
+@pytest.mark.parametrize("conv", [
+    lambda: torch.nn.Conv1d(4, 6, 3, stride=2, padding=1),
+    lambda: torch.nn.Conv2d(4, 6, 3, stride=(2, 1), padding=2, dilation=2, groups=2, bias=False),
+    lambda: torch.nn.Conv3d(2, 3, 2, padding=1),
+], ids=["conv1d", "conv2d-grouped-dilated", "conv3d"])
+def test_convolution_group_sums_in_one_grouped_call_equal_one_call_per_group(conv, monkeypatch):
+    import amnesiac.grads as G
+
+    torch.manual_seed(0)
+    layer = conv().double()
+    spatial = {torch.nn.Conv1d: (9,), torch.nn.Conv2d: (7, 6), torch.nn.Conv3d: (4, 5, 3)}[type(layer)]
+    model = torch.nn.Sequential(layer, torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.LazyLinear(3)).double()
+    x = torch.randn(9, layer.in_channels, *spatial, dtype=torch.float64)
+    model(x)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    assign = torch.tensor([3, -1, 0, 3, 3, 0, -1, 1, 3])  # uneven groups, untracked rows, group 2 absent
+    got = {}
+    for kernel in ("loop", "grouped"):
+        monkeypatch.setattr(G, "conv_group_kernel", kernel)
+        model.zero_grad()
+        with GroupGradients(model) as cap:
+            F.cross_entropy(model(x), y).backward()
+            got[kernel] = cap.group_sums(assign, 4)
+    want = torch.zeros_like(got["loop"])
+    per_sample = loop_oracle(model, x, y, torch.arange(9))
+    for i, k in enumerate(assign.tolist()):
+        if k >= 0:
+            want[k] += per_sample[i] / 9
+    torch.testing.assert_close(got["loop"], want, rtol=1e-9, atol=1e-13)
+    torch.testing.assert_close(got["grouped"], want, rtol=1e-9, atol=1e-13)
+    assert got["grouped"][2].abs().max() == 0 and want[3].abs().max() > 1e-3
+    monkeypatch.setattr(G, "conv_group_kernel", "auto")
+    assert G._conv_kernel(x) == "loop"  # on the CPU; "grouped" for a CUDA tensor
+    monkeypatch.setattr(G, "conv_group_kernel", "batched")
+    with pytest.raises(ValueError, match="must be one of auto, loop, grouped, got 'batched'"):
+        G._conv_kernel(x)
