@@ -342,3 +342,15 @@ def test_run_combos_writes_the_config_and_runs_every_optimizer_of_a_seed_first(t
     assert [c[:2] for c in calls] == [("adam", 0), ("sgd", 0), ("adam", 1), ("sgd", 1)]
     assert all(c[2:] == (tmp_path, "cpu") for c in calls)
     assert records == {("adam", 0): "adam0", ("sgd", 0): "sgd0", ("adam", 1): "adam1", ("sgd", 1): "sgd1"}
+
+
+def test_the_resnet_experiment_repairs_the_seed_reports_rows_and_the_controls_only():
+    from amnesiac import book
+
+    exp = E.get_experiment("mnist-class3-resnet18", "full")
+    seed_rows = {label for label, *_ in book.SEED_REPORT["mnist-class3-resnet18"]}
+    assert {m.label for m in exp.methods if m.repair} == seed_rows | {"Relabel (1 epoch)", "Fine-tune (1 epoch)"}
+    assert seed_rows <= {m.label for m in exp.methods} and exp.ps == (0.2, 0.1, 0.075)
+    assert exp.recipe.epochs == exp.repair_epochs == 4 and exp.graves_keep == 100
+    simple = E.get_experiment("mnist-class3-simple", "full")  # SimpleModel keeps every p and repair
+    assert len([m for m in simple.methods if m.repair]) == 13 and simple.ps == E.SEED_PS
