@@ -228,8 +228,21 @@ def scaling(data: ArrayDataset, cfg: BenchConfig, device) -> dict:
     return out
 
 
+def bench_path(profile: str, device_type: str = "cpu", root: Path | None = None) -> Path:
+    """Where a profile's benchmark lives: ``results/bench/<profile>.json`` for the CPU, ``<profile>-cuda.json`` for a
+    CUDA run, so that a GPU run never replaces the CPU figures and the book can show both.
+
+    Example:
+        >>> bench_path("full", "cuda").name
+        'full-cuda.json'
+    """
+    base = (root or RESULTS_ROOT) / "bench"
+    return base / (f"{profile}.json" if device_type == "cpu" else f"{profile}-{device_type}.json")
+
+
 def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None = None) -> dict:
-    """Run every benchmark at a profile, write the JSON and return it."""
+    """Run every benchmark at a profile, write the JSON (by default to :func:`bench_path` of the device) and return
+    it."""
     if profile not in BENCH_PROFILES:
         raise ValueError(f"unknown bench profile {profile!r}; valid: {', '.join(BENCH_PROFILES)}")
     cfg = BENCH_PROFILES[profile]
@@ -248,7 +261,7 @@ def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None =
         retrain_estimate(o, lat)
     result["targets"] = targets(result)
     result["wall_seconds"] = time.perf_counter() - start
-    _atomic_write_json(out or RESULTS_ROOT / "bench" / f"{profile}.json", result)
+    _atomic_write_json(out or bench_path(profile, dev.type), result)
     return result
 
 
@@ -274,6 +287,28 @@ def targets(result: dict) -> dict:
         met = value <= bound if op == "<=" else value >= bound
         out[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
     return out
+
+
+def side_by_side(cpu: dict, gpu: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows comparing two benchmark runs (the CPU's and a CUDA one): each overhead row both runs hold,
+    per model, as × plain training on each device, then each device's targets judged on its own run."""
+    header = ["", f"CPU ({cpu['provenance'].get('device_name') or 'cpu'})",
+              f"GPU ({gpu['provenance'].get('device_name') or 'cuda'})"]
+    rows = []
+    for a, b in zip(cpu["overhead"], gpu["overhead"]):
+        for name in a["rows"]:
+            if name != "plain" and name in b["rows"]:
+                rows.append([f"{a['model']}: {name} (× plain)", f"{a['rows'][name]['ratio']:.2f}×",
+                             f"{b['rows'][name]['ratio']:.2f}×"])
+        rows.append([f"{a['model']}: plain training, s per epoch of the benchmark",
+                     f"{a['rows']['plain']['seconds']:.3g}", f"{b['rows']['plain']['seconds']:.3g}"])
+    for name, t in targets(cpu).items():
+        rows.append([f"CPU target: {name} {t['target']}", f"{t['value']:,.2f} ({'met' if t['met'] else 'not met'})",
+                     ""])
+    for name, t in targets(gpu).items():
+        rows.append([f"GPU target: {name} {t['target']}", "",
+                     f"{t['value']:,.2f} ({'met' if t['met'] else 'not met'})"])
+    return header, rows
 
 
 def format_bench(result: dict) -> str:

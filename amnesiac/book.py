@@ -923,11 +923,11 @@ def bench_results(profile: str = "full", *, recompute: bool = False, device: str
     """The benchmark output for a profile: ``results/bench/<profile>.json``, computed if missing or asked."""
     import json
 
-    from .bench import run_bench
+    from .bench import bench_path, run_bench
     from .experiments import RESULTS_ROOT
 
     validate(profile=profile, recompute=recompute, device=device)
-    path = RESULTS_ROOT / "bench" / f"{profile}.json"
+    path = bench_path(profile)
     if recompute:
         return run_bench(profile, device=device)
     if path.exists():
@@ -935,6 +935,26 @@ def bench_results(profile: str = "full", *, recompute: bool = False, device: str
     # the full benchmark takes long on a CPU: without a committed one, run (and label) the small one
     smoke = RESULTS_ROOT / "bench" / "smoke.json"
     return json.loads(smoke.read_text()) if smoke.exists() else run_bench("smoke", device=device)
+
+
+def bench_gpu_comparison(cpu: dict, profile: str = "full") -> str:
+    """The CPU benchmark beside the committed CUDA one of the same profile (``results/bench/<profile>-cuda.json``),
+    as a Markdown table, or a sentence saying that none is committed and how to make one."""
+    import json
+
+    from .bench import bench_path, side_by_side
+
+    path = bench_path(profile, "cuda")
+    if not path.exists():
+        return (f"*No GPU benchmark is committed for the `{profile}` profile, so only the CPU's figures are shown. On "
+                f"a machine with CUDA, `python -m amnesiac bench --profile {profile} --device cuda` writes "
+                f"`results/bench/{path.name}` (or `bash tools/device_check.sh bench`), and this chapter then shows it "
+                "beside the CPU's.*")
+    gpu = json.loads(path.read_text())
+    header, rows = side_by_side(cpu, gpu)
+    prov = gpu["provenance"]
+    return (f"The same benchmark on a GPU ({prov.get('device_name')}, torch {prov['torch']}, revision {prov['git']}), "
+            "beside the CPU's; ratios are within one run and device:\n\n" + markdown_table(header, rows))
 
 
 # ------------------------------------------------------------------------------------ counterfactual fidelity

@@ -69,3 +69,28 @@ def test_targets_are_judged_against_the_device_the_run_was_on():
     resnet = result["overhead"][1]["rows"]["class groups"]["ratio"]
     assert gpu["class-group log, ResNet-18-GN (x plain)"] == {"value": resnet, "target": "<= 1.5",
                                                               "met": resnet <= 1.5}
+
+
+def test_a_gpu_benchmark_has_its_own_file_and_the_book_shows_it_beside_the_cpus(tmp_path, monkeypatch):
+    import copy
+    import json
+    from pathlib import Path
+
+    from amnesiac import bench, book
+
+    assert bench.bench_path("full").name == "full.json" and bench.bench_path("smoke", "cuda").name == "smoke-cuda.json"
+    cpu = json.loads((Path(__file__).resolve().parent.parent / "results" / "bench" / "full.json").read_text())
+    monkeypatch.setattr(bench, "RESULTS_ROOT", tmp_path)
+    assert "No GPU benchmark is committed" in book.bench_gpu_comparison(cpu)
+    gpu = copy.deepcopy(cpu)
+    gpu["provenance"].update(device="cuda:0", device_name="NVIDIA H200")
+    gpu["overhead"][0]["rows"]["class groups"]["ratio"] = 3.65
+    bench.bench_path("full", "cuda").parent.mkdir(parents=True)
+    bench.bench_path("full", "cuda").write_text(json.dumps(gpu))
+    text = book.bench_gpu_comparison(cpu)
+    assert "The same benchmark on a GPU (NVIDIA H200" in text
+    simple_class = cpu["overhead"][0]["rows"]["class groups"]["ratio"]
+    assert f"| simple: class groups (× plain) | {simple_class:.2f}× | 3.65× |" in text
+    # each device's targets are judged on its own run: 3.65 misses the GPU's 1.5
+    assert "| GPU target: class-group log, SimpleModel (x plain) <= 1.5 |  | 3.65 (not met) |" in text
+    assert "CPU target: class-group log, SimpleModel (x plain) <= 1.15" in text

@@ -38,12 +38,14 @@ for step in "${steps[@]}"; do
       timeout "${TESTS_S:-300}" python -m pytest -q -x -p no:cacheprovider -m "not book" --ignore=tests/test_cuda.py \
         > "$OUT/tests-suite.log" 2>&1
       echo "tests-suite rc=$?" | tee -a "$OUT/steps.txt" ;;
-    bench)  # logging overhead ratios on the device (the CPU's committed results/bench/full.json is not touched here)
+    bench)  # logging overhead ratios on the device, written as $OUT/results/bench/<profile>-cuda.json: copy it into
+            # results/bench/ and the "Memory and time" chapter shows it beside the CPU's figures
       timeout "${BENCH_S:-240}" python -c "
-import json, sys
 from pathlib import Path
-from amnesiac.bench import format_bench, run_bench
-r = run_bench('$PROFILE', device='$DEVICE', out=Path('$OUT') / 'bench-$DEVICE-$PROFILE.json')
+import torch
+from amnesiac.bench import bench_path, format_bench, run_bench
+dev = torch.device('$DEVICE')
+r = run_bench('$PROFILE', device='$DEVICE', out=bench_path('$PROFILE', dev.type, root=Path('$OUT') / 'results'))
 print(format_bench(r))" > "$OUT/bench.log" 2>&1
       echo "bench rc=$?" | tee -a "$OUT/steps.txt" ;;
     resnet)  # one seed of the ResNet-18 class experiment (resumable per method; results only, no weights)
