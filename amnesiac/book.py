@@ -1474,7 +1474,7 @@ def comparison_provenance(result) -> str:
     text = _study_provenance(result, what="comparison", command="comparison", minutes="25",
                              needs=", once the fidelity study's weights of that seed are on disk",
                              detail=f"{result.study.budget} trials per method, ")
-    stale = getattr(result, "stale", [])
+    stale = result.stale
     if stale:
         methods = sorted({s.rsplit("/", 1)[1] for s in stale})
         text += (f" {len(stale)} piece(s) on disk ({', '.join(methods)}) were computed under an earlier search space "

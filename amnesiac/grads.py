@@ -7,6 +7,7 @@ sample, in the order of :class:`ParamLayout`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -444,20 +445,35 @@ CONV_GROUP_KERNELS = ("auto", "loop", "grouped")
 conv_group_kernel = "auto"
 
 
-def _conv_kernel(x: torch.Tensor) -> str:
+def _conv_kernel(device: torch.device | str) -> str:
+    """The kernel :data:`conv_group_kernel` resolves to for tensors on ``device``."""
     if conv_group_kernel not in CONV_GROUP_KERNELS:
         raise ValueError(f"amnesiac.grads.conv_group_kernel must be one of {', '.join(CONV_GROUP_KERNELS)}, got "
                          f"{conv_group_kernel!r}")
     if conv_group_kernel == "auto":
-        return "grouped" if x.is_cuda else "loop"
+        return "grouped" if torch.device(device).type == "cuda" else "loop"
     return conv_group_kernel
+
+
+@contextlib.contextmanager
+def conv_kernel(kernel: str):
+    """Within the block, convolutions form their group sums with ``kernel`` (one of :data:`CONV_GROUP_KERNELS`);
+    the previous setting is restored on leaving, also after an error."""
+    global conv_group_kernel
+    if kernel not in CONV_GROUP_KERNELS:
+        raise ValueError(f"conv_kernel: kernel must be one of {', '.join(CONV_GROUP_KERNELS)}, got {kernel!r}")
+    saved, conv_group_kernel = conv_group_kernel, kernel
+    try:
+        yield
+    finally:
+        conv_group_kernel = saved
 
 
 @register_layer_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, unsupported=_conv_unsupported)
 def _conv(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
     """The layer's own weight-gradient kernel on each group's rows: once per group, or once for all groups as one
     grouped convolution (:data:`conv_group_kernel`)."""
-    if rows.n > 1 and _conv_kernel(x) == "grouped":
+    if rows.n > 1 and _conv_kernel(x.device) == "grouped":
         return _conv_grouped(module, x, g, rows)
     xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
     weight, has_bias = module.weight.detach(), module.bias is not None
@@ -482,7 +498,8 @@ def _conv_grouped(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Ten
     xs = xp.transpose(0, 1).reshape(width, n * x.shape[1], *x.shape[2:])
     gs = gp.transpose(0, 1).reshape(width, n * g.shape[1], *g.shape[2:])
     weight, has_bias = module.weight.detach(), module.bias is not None
-    stacked = weight.repeat(n, *([1] * (weight.dim() - 1)))  # [n * C_out, C_in / groups, *kernel]
+    # [n * C_out, C_in / groups, *kernel]: only its shape matters, the weight gradient does not read the weight
+    stacked = weight.new_empty(n * weight.shape[0], *weight.shape[1:])
     _, gw, gb = torch.ops.aten.convolution_backward(
         gs, xs, stacked, [stacked.shape[0]] if has_bias else None,
         list(module.stride), list(module.padding), list(module.dilation), False, [0] * (x.dim() - 2),

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from amnesiac.bench import TARGETS, format_bench, run_bench
 
 
@@ -38,6 +40,11 @@ def test_readme_performance_tables_are_generated_from_the_committed_bench():
     want = readme_tables(json.loads((root / "results" / "bench" / "full.json").read_text()))
     assert block == want, "README tables differ from results/bench/full.json: regenerate with " \
                           "python -m amnesiac bench --profile full --tables"
+
+    result = json.loads((root / "results" / "bench" / "full.json").read_text())
+    del result["overhead"][1]["rows"]["1% samples"]  # a row the README names and every run writes: an error
+    with pytest.raises(KeyError, match="no overhead row '1% samples'.*python -m amnesiac bench --profile full"):
+        readme_tables(result)
 
 
 def test_readme_scaleout_tables_are_generated_from_the_committed_results():

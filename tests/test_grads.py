@@ -181,11 +181,11 @@ def test_convolution_group_sums_in_one_grouped_call_equal_one_call_per_group(con
     assign = torch.tensor([3, -1, 0, 3, 3, 0, -1, 1, 3])  # uneven groups, untracked rows, group 2 absent
     got = {}
     for kernel in ("loop", "grouped"):
-        monkeypatch.setattr(G, "conv_group_kernel", kernel)
         model.zero_grad()
-        with GroupGradients(model) as cap:
+        with G.conv_kernel(kernel), GroupGradients(model) as cap:
             F.cross_entropy(model(x), y).backward()
             got[kernel] = cap.group_sums(assign, 4)
+        assert G.conv_group_kernel == "auto"  # restored on leaving
     want = torch.zeros_like(got["loop"])
     per_sample = loop_oracle(model, x, y, torch.arange(9))
     for i, k in enumerate(assign.tolist()):
@@ -194,8 +194,13 @@ def test_convolution_group_sums_in_one_grouped_call_equal_one_call_per_group(con
     torch.testing.assert_close(got["loop"], want, rtol=1e-9, atol=1e-13)
     torch.testing.assert_close(got["grouped"], want, rtol=1e-9, atol=1e-13)
     assert got["grouped"][2].abs().max() == 0 and want[3].abs().max() > 1e-3
-    monkeypatch.setattr(G, "conv_group_kernel", "auto")
-    assert G._conv_kernel(x) == "loop"  # on the CPU; "grouped" for a CUDA tensor
+    assert G._conv_kernel(x.device) == "loop" and G._conv_kernel("cuda:0") == "grouped"  # what "auto" resolves to
+    with pytest.raises(RuntimeError, match="inside"), G.conv_kernel("grouped"):
+        assert G._conv_kernel("cpu") == "grouped"
+        raise RuntimeError("inside")
+    assert G.conv_group_kernel == "auto"  # restored after an error too
+    with pytest.raises(ValueError, match="must be one of auto, loop, grouped, got 'batched'"), G.conv_kernel("batched"):
+        pass
     monkeypatch.setattr(G, "conv_group_kernel", "batched")
     with pytest.raises(ValueError, match="must be one of auto, loop, grouped, got 'batched'"):
-        G._conv_kernel(x)
+        G._conv_kernel(x.device)
