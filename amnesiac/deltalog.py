@@ -699,6 +699,7 @@ class DeltaLog(Ledger):
             "counters": {k: getattr(self, k) for k in self._COUNTERS},
             "segment": seg,
             "optimizer_attached": self._optimizer_ref is not None,
+            "masks_cached": self._mask_cache is not None,
         }
 
     def load_state_dict(self, state: dict) -> DeltaLog:
@@ -739,6 +740,11 @@ class DeltaLog(Ledger):
             "events": [(j, rows, sh) for j, rows, sh in seg["events"]], "carried": seg["carried"],
             "bytes": seg["bytes"]}
         self._optimizer_ref = _RESUMED if state["optimizer_attached"] else None
+        cached = state.get("masks_cached")  # as the saved log held its masks (finalize may have dropped them)
+        if cached is False:
+            self._mask_cache = None
+        elif cached and self._mask_cache is None:
+            self._mask_cache = self._masks(range(len(self.group_names)))
         return self
 
     # -------------------------------------------------------------------------------------- read out

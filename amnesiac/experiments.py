@@ -4,8 +4,10 @@ An experiment trains the original model once per seed with every log its methods
 method (with and without repair), evaluates everything against a model retrained from scratch, and writes
 the metrics to ``results/<experiment>/<profile>-<hash>/seed<k>.json``. The hash covers the config and
 :data:`SEMANTICS_VERSION`; a second run with the same config loads instead of recomputing. Each finished
-method is saved as it completes (``seed<k>.partial.json``), so an interrupted seed resumes where it stopped.
-Writes are atomic (temporary file, then rename).
+method is saved as it completes (``seed<k>.partial.json``), and the training's state after every epoch, then the
+trained model with its logs and the retrained reference, under the git-ignored ``weights/seed<k>/`` (removed when
+the seed is done), so an interrupted seed resumes where it stopped: at its last finished epoch or method, with the
+same numbers as an uninterrupted run. Writes are atomic (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -40,9 +43,9 @@ from .data import (
     test_views,
 )
 from .deltalog import DeltaLog
-from .ledger import Ledger
+from .ledger import Ledger, load_ledger, save_ledger
 from .models import build_model
-from .training import Recipe, accuracy, pick_device, train
+from .training import History, Recipe, accuracy, pick_device, train
 from .unlearning import Request, repair, subtract, unlearn
 
 SEMANTICS_VERSION = 1
@@ -658,38 +661,152 @@ def provenance(device: torch.device) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": SEMANTICS_VERSION}
 
 
-def _train_original(exp: Experiment, seed: int, dev: torch.device, progress: bool, desc: str):
+def _train_original(exp: Experiment, seed: int, dev: torch.device, progress: bool, desc: str,
+                    checkpoints: Path | None = None):
     """Seed ``seed``'s original training with every log of the experiment attached (finalized after training):
     (split, model, model_fn, logs by key, history). The one place that fixes the data, initialisation and order
-    of an experiment's run, so diagnostics retrace :func:`run_seed` exactly."""
+    of an experiment's run, so diagnostics retrace :func:`run_seed` exactly.
+
+    With ``checkpoints`` (a folder), the model, optimizer, logs and random state are saved after every epoch but
+    the last, and a later call resumes from the newest complete one: the same model and logs bit for bit as an
+    uninterrupted run (one epoch is then the longest piece of work that an interruption can lose)."""
     split = make_split(exp, seed)
     model_fn = lambda: build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])  # noqa: E731
     torch.manual_seed(seed)
     model = model_fn()
     logs = make_logs(exp, model, split)
     opt = exp.recipe.make_optimizer(model.parameters())
-    history = train(model, split.train.loader(exp.recipe.batch_size, seed=seed), opt, epochs=exp.recipe.epochs,
-                    delta_log=list(logs.values()), device=dev, progress=progress, desc=desc)
+    loader = split.train.loader(exp.recipe.batch_size, seed=seed)
+    done, history = _resume_training(checkpoints, model, opt, logs, dev) if checkpoints else (0, History())
+    loader.epoch = done  # each epoch's order comes from the seed and the epoch number
+    epochs = exp.recipe.epochs
+    for epoch in range(done, epochs):
+        history.extend(train(model, loader, opt, epochs=1, delta_log=list(logs.values()), device=dev,
+                             progress=progress, desc=f"{desc}, epoch {epoch + 1}/{epochs}"))
+        if checkpoints is not None and epoch + 1 < epochs:
+            _save_training(checkpoints, epoch + 1, model, opt, logs, history, dev)
     for log in logs.values():
         if isinstance(log, DeltaLog):
             log.finalize()
     return split, model, model_fn, logs, history
 
 
-def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool = True,
-             partial_path: Path | None = None) -> dict:
-    """Run one seed: train with logs, retrain the reference, apply and evaluate every method."""
-    dev = pick_device(device)
-    done = json.loads(partial_path.read_text()) if partial_path and partial_path.exists() else {}
-    n_classes = NUM_CLASSES[exp.dataset]
-    split, model, model_fn, deltas, history = _train_original(exp, seed, dev, progress, f"{exp.name} seed {seed}")
-    train_seconds = history.wall_seconds
-    memory = {key: log.nbytes for key, log in deltas.items()}  # stored bytes after training
-    request = Request(forget_groups=("forget",), forget=split.forget, retain=split.retain, recipe=exp.recipe,
-                      model_fn=model_fn, num_classes=n_classes, seed=seed, device=str(dev))
+def _atomic_torch_save(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rng_state(dev: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+
+
+def _set_rng_state(state: dict, dev: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if dev.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
+def _save_training(folder: Path, epoch: int, model, opt, logs: dict, history: History, dev: torch.device) -> None:
+    """The state after ``epoch`` epochs into ``folder/epoch<k>/`` (its ``training.pt``, written last, marks it
+    complete); older epochs' folders are removed once it is."""
+    target = folder / f"epoch{epoch}"
+    if target.exists():
+        shutil.rmtree(target)
+    for key, log in logs.items():
+        save_ledger(target / f"log-{key}.pt", log)
+    _atomic_torch_save(target / "training.pt", {"epoch": epoch, "model": model.state_dict(),
+                                                "optimizer": opt.state_dict(), "rng": _rng_state(dev),
+                                                "history": history.to_dict()})
+    for old in folder.glob("epoch*"):
+        if old != target:
+            shutil.rmtree(old)
+
+
+def _resume_training(folder: Path, model, opt, logs: dict, dev: torch.device) -> tuple[int, History]:
+    """Load the newest complete epoch checkpoint of ``folder`` into the freshly built model, optimizer and logs:
+    (epochs done, history so far); (0, empty history) when there is none."""
+    complete = [p for p in folder.glob("epoch*") if (p / "training.pt").exists()]
+    if not complete:
+        return 0, History()
+    newest = max(complete, key=lambda p: int(p.name.removeprefix("epoch")))
+    state = torch.load(newest / "training.pt", map_location="cpu", weights_only=True)
+    model.to(dev)  # before the optimizer's state, which is cast to its parameters' device
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    for key, log in logs.items():
+        load_ledger(newest / f"log-{key}.pt", log)
+    _set_rng_state(state["rng"], dev)
+    return int(state["epoch"]), History.from_dict(state["history"])
+
+
+def _trained_seed(exp: Experiment, seed: int, dev: torch.device, progress: bool, checkpoints: Path | None):
+    """The original training (logs finalized) and the retrained reference of one seed: (split, model, model_fn,
+    logs, history, reference, retrain seconds, resumed). With ``checkpoints``, both are cached in
+    ``checkpoints/trained/`` once done (its ``models.pt``, written last, marks it complete), so a seed interrupted
+    in its methods resumes without training again; ``resumed`` says what came from disk."""
+    cache = checkpoints / "trained" if checkpoints is not None else None
+    desc = f"{exp.name} seed {seed}"
+    if cache is not None and (cache / "models.pt").exists():
+        split = make_split(exp, seed)
+        model_fn = lambda: build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])  # noqa: E731
+        state = torch.load(cache / "models.pt", map_location="cpu", weights_only=True)
+        model, reference = model_fn(), model_fn()
+        logs = make_logs(exp, model, split)
+        for key, log in logs.items():
+            load_ledger(cache / f"log-{key}.pt", log)
+        model.load_state_dict(state["original"])
+        reference.load_state_dict(state["reference"])
+        model.to(dev)
+        reference.to(dev)
+        _set_rng_state(state["rng"], dev)  # as the uninterrupted run leaves it for the methods
+        return (split, model, model_fn, logs, History.from_dict(state["history"]), reference,
+                float(state["retrain_seconds"]), "trained")
+    resumed = None
+    if checkpoints is not None and any(p.is_dir() for p in checkpoints.glob("epoch*")):
+        resumed = "epochs"
+    split, model, model_fn, logs, history = _train_original(exp, seed, dev, progress, desc, checkpoints)
+    request = _request(exp, split, model_fn, seed, dev)
     t0 = time.perf_counter()
     reference = unlearn("retrain", model, request, progress=progress)
     retrain_seconds = time.perf_counter() - t0
+    if cache is not None:
+        for key, log in logs.items():
+            save_ledger(cache / f"log-{key}.pt", log)
+        _atomic_torch_save(cache / "models.pt", {"original": model.state_dict(), "reference": reference.state_dict(),
+                                                 "history": history.to_dict(), "retrain_seconds": retrain_seconds,
+                                                 "rng": _rng_state(dev)})
+        for old in checkpoints.glob("epoch*"):
+            shutil.rmtree(old)
+    return split, model, model_fn, logs, history, reference, retrain_seconds, resumed
+
+
+def _request(exp: Experiment, split: Split, model_fn, seed: int, dev: torch.device) -> Request:
+    return Request(forget_groups=("forget",), forget=split.forget, retain=split.retain, recipe=exp.recipe,
+                   model_fn=model_fn, num_classes=NUM_CLASSES[exp.dataset], seed=seed, device=str(dev))
+
+
+def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool = True,
+             partial_path: Path | None = None, checkpoints: Path | None = None) -> dict:
+    """Run one seed: train with logs, retrain the reference, apply and evaluate every method.
+
+    ``partial_path`` keeps the finished methods (a rerun skips them); ``checkpoints`` (a folder) keeps the
+    training's state after each epoch and, once trained, the original model, its logs and the reference, so a
+    rerun neither repeats finished epochs nor trains again (see :func:`_trained_seed`)."""
+    dev = pick_device(device)
+    done = json.loads(partial_path.read_text()) if partial_path and partial_path.exists() else {}
+    split, model, model_fn, deltas, history, reference, retrain_seconds, resumed = _trained_seed(
+        exp, seed, dev, progress, checkpoints)
+    train_seconds = history.wall_seconds
+    memory = {key: log.nbytes for key, log in deltas.items()}  # stored bytes after training
+    request = _request(exp, split, model_fn, seed, dev)
     record = {
         "seed": seed, "n_train": len(split.train), "n_forget": len(split.forget), "n_retain": len(split.retain),
         "n_test": len(split.test), "n_params": sum(q.numel() for q in model.parameters()),
@@ -707,6 +824,8 @@ def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool
         "retrain": evaluate(reference, split, None, seed=seed, keep_losses=True),
         "methods": done.get("methods", {}),
     }
+    if resumed or record["methods"]:  # what an earlier, interrupted run of this seed had finished
+        record["resumed"] = {"from": resumed or "methods", "methods_done": len(record["methods"])}
     if exp.inversion_steps and exp.kind == "class":
         shape = tuple(split.train.x.shape[1:])
         record["inversion"] = {"original": _round(M.invert(model, exp.forget_class, shape,
@@ -778,10 +897,14 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
         if path.exists() and not recompute:
             records[seed] = json.loads(path.read_text())
             continue
+        if recompute:  # afresh: an interrupted run's finished methods and checkpoints are not reused either
+            (folder / f"seed{seed}.partial.json").unlink(missing_ok=True)
+            shutil.rmtree(folder / "weights" / f"seed{seed}", ignore_errors=True)
         try:
             start = time.perf_counter()
             partial = folder / f"seed{seed}.partial.json"
-            record = run_seed(exp, seed, device=device, progress=progress, partial_path=partial)
+            record = run_seed(exp, seed, device=device, progress=progress, partial_path=partial,
+                              checkpoints=folder / "weights" / f"seed{seed}")
         except DatasetUnavailable as err:
             result = Result(exp, records, prov, folder, available=False, reason=str(err))
             _atomic_write_json(folder / "unavailable.json", {"reason": str(err), "config": exp.to_dict(),
@@ -791,6 +914,7 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
         record["provenance"] = prov
         _atomic_write_json(path, record)
         (folder / f"seed{seed}.partial.json").unlink(missing_ok=True)
+        shutil.rmtree(folder / "weights" / f"seed{seed}", ignore_errors=True)  # checkpoints: the seed is done
         records[seed] = record
     (folder / "unavailable.json").unlink(missing_ok=True)
     return Result(exp, records, prov, folder)

@@ -120,6 +120,23 @@ class History:
     def wall_seconds(self) -> float:
         return float(sum(self.seconds))
 
+    def extend(self, later: History) -> History:
+        """Append a later run of the same training (its next epochs) to this history, in place."""
+        self.loss += later.loss
+        self.accuracy += later.accuracy
+        self.seconds += later.seconds
+        self.steps += later.steps
+        self.samples += later.samples
+        self.log_seconds += later.log_seconds
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        return cls(**d)
+
 
 def train(
     model: nn.Module,

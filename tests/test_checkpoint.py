@@ -112,3 +112,21 @@ def test_ledger_read_times_on_a_small_memory_mapped_ledger(tmp_path):
     out = ledger_read_times(tmp_path / "l", model="simple", n_samples=20, dtype="float16", reads=(1, 5), repeats=2)
     assert out["file_bytes"] == 20 * out["n_params"] * 2  # float16 rows, nothing else left on disk
     assert set(out["reads"]) == {"1", "5"} and out["reads"]["5"]["warm_median_seconds"] > 0
+
+
+def test_a_finalized_masked_ledger_reloads_with_its_bytes_and_deltas(tmp_path):
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, SINGLES, p=0.3)
+    amnesiac.train(model, tiny_dataset().loader(8, seed=1), torch.optim.Adam(model.parameters(), lr=0.01), epochs=1,
+                   delta_log=log, progress=False)
+    log.finalize()  # drops the cached mask indices (regenerated from their seeds when read)
+    fresh = amnesiac.DeltaLog(tiny_model(), SINGLES, p=0.3)  # a new log caches them
+    assert fresh.nbytes > log.nbytes
+    amnesiac.load_ledger(amnesiac.save_ledger(tmp_path / "log.pt", log), fresh)
+    assert fresh.nbytes == log.nbytes and fresh.finalized
+    for k in SINGLES:
+        assert torch.equal(fresh.delta_vector([k]), log.delta_vector([k]))
+    kept = amnesiac.DeltaLog(tiny_model(), SINGLES, p=0.3).finalize(keep_masks=True)
+    again = amnesiac.load_ledger(amnesiac.save_ledger(tmp_path / "kept.pt", kept),
+                                 amnesiac.DeltaLog(tiny_model(), SINGLES, p=0.3))
+    assert again.nbytes == kept.nbytes

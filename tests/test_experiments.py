@@ -105,7 +105,9 @@ def test_interrupted_seed_resumes_from_finished_methods(fake_mnist, tmp_path, mo
     calls.clear()
     result = E.run(exp.name, "smoke", progress=False, results_root=tmp_path)
     assert len(result.seeds[0]["methods"]) == len(exp.methods)
-    assert len(calls) == 1 + len(exp.methods) - 1  # retrain + every method but the one already done
+    assert len(calls) == len(exp.methods) - 1  # every method but the one already done; the training and the
+    # reference come from the seed's checkpoint (removed once the seed is done)
+    assert not (tmp_path / exp.name / f"smoke-{exp.hash}" / "weights" / "seed0").exists()
 
 
 def _committed_result_folders() -> list[Path]:
@@ -354,3 +356,61 @@ def test_the_resnet_experiment_repairs_the_seed_reports_rows_and_the_controls_on
     assert exp.recipe.epochs == exp.repair_epochs == 4 and exp.graves_keep == 100
     simple = E.get_experiment("mnist-class3-simple", "full")  # SimpleModel keeps every p and repair
     assert len([m for m in simple.methods if m.repair]) == 13 and simple.ps == E.SEED_PS
+
+
+def _without_timings(x):
+    """A record without its wall times (and the note of what was resumed): what must not depend on interruptions."""
+    timing = {"seconds", "train_seconds", "log_seconds", "retrain_seconds", "repair_seconds", "resumed"}
+    if isinstance(x, dict):
+        return {k: _without_timings(v) for k, v in x.items() if k not in timing}
+    if isinstance(x, list):
+        return [_without_timings(v) for v in x]
+    return x
+
+
+def test_a_seed_interrupted_in_training_and_in_its_methods_resumes_with_the_uninterrupted_numbers(
+        fake_mnist, tmp_path, monkeypatch):
+    exp = dataclasses.replace(E.get_experiment("mnist-samples1-simple", "smoke"),
+                              recipe=E.Recipe(batch_size=64, epochs=3))
+    whole = E.run_seed(exp, 0, device="cpu", progress=False)
+    ck, partial = tmp_path / "weights" / "seed0", tmp_path / "seed0.partial.json"
+    real_train, epochs_run = E.train, []
+
+    def train_until(stop):
+        def fake(*args, **kwargs):
+            if len(epochs_run) == stop:
+                raise KeyboardInterrupt("interrupted in training")
+            epochs_run.append(kwargs["desc"])
+            return real_train(*args, **kwargs)
+        return fake
+
+    monkeypatch.setattr(E, "train", train_until(2))  # stopped in the third epoch
+    with pytest.raises(KeyboardInterrupt):
+        E.run_seed(exp, 0, device="cpu", progress=False, partial_path=partial, checkpoints=ck)
+    assert [p.name for p in ck.iterdir()] == ["epoch2"]  # the newest complete epoch only
+    assert (ck / "epoch2" / "training.pt").exists()
+    assert len(list((ck / "epoch2").glob("log-*.pt"))) == len(E.needed_logs(exp)) == 3
+    real_unlearn, methods_run = E.unlearn, []
+
+    def unlearn_until(method, *args, **kwargs):
+        if len(methods_run) == 3:  # the retraining, two methods, then stopped in the third
+            raise KeyboardInterrupt("interrupted in the methods")
+        methods_run.append(method)
+        return real_unlearn(method, *args, **kwargs)
+
+    epochs_run.clear()
+    monkeypatch.setattr(E, "train", train_until(99))
+    monkeypatch.setattr(E, "unlearn", unlearn_until)
+    with pytest.raises(KeyboardInterrupt):
+        E.run_seed(exp, 0, device="cpu", progress=False, partial_path=partial, checkpoints=ck)
+    assert epochs_run == ["mnist-samples1-simple seed 0, epoch 3/3"]  # resumed at the last epoch
+    assert sorted(p.name for p in ck.iterdir()) == ["trained"]  # the epochs' checkpoints are dropped once trained
+    epochs_run.clear()
+    retrains = []
+    monkeypatch.setattr(E, "unlearn", lambda m, *a, **k: retrains.append(m) or real_unlearn(m, *a, **k))
+    resumed = E.run_seed(exp, 0, device="cpu", progress=False, partial_path=partial, checkpoints=ck)
+    assert epochs_run == [] and "retrain" not in retrains  # neither trained nor retrained again
+    assert len(retrains) == len(exp.methods) - 2 and resumed["resumed"] == {"from": "trained", "methods_done": 2}
+    assert _without_timings(resumed) == _without_timings(whole)
+    assert resumed["train_history"]["loss"] == whole["train_history"]["loss"]
+    assert len(whole["train_history"]["loss"]) == 3
