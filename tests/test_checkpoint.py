@@ -130,3 +130,20 @@ def test_a_finalized_masked_ledger_reloads_with_its_bytes_and_deltas(tmp_path):
     again = amnesiac.load_ledger(amnesiac.save_ledger(tmp_path / "kept.pt", kept),
                                  amnesiac.DeltaLog(tiny_model(), SINGLES, p=0.3))
     assert again.nbytes == kept.nbytes
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "momentum-dampening-wd"])
+def test_training_one_epoch_per_call_equals_one_call_for_every_epoch(opt_name):
+    """The experiment runner trains one epoch per call (to checkpoint between them): the same model and ledgers
+    bit for bit as one call over every epoch, the data order continuing from the loader's epoch counter."""
+    ds = tiny_dataset()
+    model, logs, inner = _fresh(opt_name)
+    amnesiac.train(model, ds.loader(8, seed=1), inner, epochs=3, delta_log=logs, progress=False)
+    model2, logs2, inner2 = _fresh(opt_name)
+    loader = ds.loader(8, seed=1)
+    for _ in range(3):
+        amnesiac.train(model2, loader, inner2, epochs=1, delta_log=logs2, progress=False)
+    assert torch.equal(flat(model2), flat(model))
+    for a, b, n in zip(logs, logs2, [list(GROUPS), list(SINGLES), list(SINGLES)]):
+        for k in n:
+            assert torch.equal(a.delta_vector([k]), b.delta_vector([k])), k
