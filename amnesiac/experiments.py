@@ -43,7 +43,7 @@ from .data import (
     test_views,
 )
 from .deltalog import DeltaLog
-from .ledger import Ledger, load_ledger, save_ledger
+from .ledger import Ledger, atomic_torch_save, load_ledger, save_ledger
 from .models import build_model
 from .training import History, Recipe, accuracy, pick_device, train
 from .unlearning import Request, repair, subtract, unlearn
@@ -691,18 +691,6 @@ def _train_original(exp: Experiment, seed: int, dev: torch.device, progress: boo
     return split, model, model_fn, logs, history
 
 
-def _atomic_torch_save(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _rng_state(dev: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
@@ -722,7 +710,7 @@ def _save_training(folder: Path, epoch: int, model, opt, logs: dict, history: Hi
         shutil.rmtree(target)
     for key, log in logs.items():
         save_ledger(target / f"log-{key}.pt", log)
-    _atomic_torch_save(target / "training.pt", {"epoch": epoch, "model": model.state_dict(),
+    atomic_torch_save(target / "training.pt", {"epoch": epoch, "model": model.state_dict(),
                                                 "optimizer": opt.state_dict(), "rng": _rng_state(dev),
                                                 "history": history.to_dict()})
     for old in folder.glob("epoch*"):
@@ -780,7 +768,7 @@ def _trained_seed(exp: Experiment, seed: int, dev: torch.device, progress: bool,
     if cache is not None:
         for key, log in logs.items():
             save_ledger(cache / f"log-{key}.pt", log)
-        _atomic_torch_save(cache / "models.pt", {"original": model.state_dict(), "reference": reference.state_dict(),
+        atomic_torch_save(cache / "models.pt", {"original": model.state_dict(), "reference": reference.state_dict(),
                                                  "history": history.to_dict(), "retrain_seconds": retrain_seconds,
                                                  "rng": _rng_state(dev)})
         for old in checkpoints.glob("epoch*"):

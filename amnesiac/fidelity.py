@@ -45,6 +45,7 @@ from .data import ArrayDataset, class_ids, graves_mnist, load_dataset
 from .deltalog import DeltaLog
 from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict
 from .grads import ParamLayout
+from .ledger import atomic_torch_save
 from .metrics import argmin_finite, mean_ci  # noqa: F401  (mean_ci re-exported: fi.mean_ci)
 from .models import build_model
 from .training import Recipe, pick_reproducible_device, predict, train
@@ -464,10 +465,7 @@ def _cached(path: Path, make):
     if path.exists():
         return torch.load(path, weights_only=True)
     value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(value, tmp)
-    tmp.replace(path)
+    atomic_torch_save(path, value)
     return value
 
 

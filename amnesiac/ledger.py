@@ -166,12 +166,18 @@ def save_ledger(path: str | Path, log: Ledger) -> Path:
     payload = buf.getvalue()
     record = {"format": "amnesiac-ledger-1", "sha256": hashlib.sha256(payload).hexdigest(),
               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    return atomic_torch_save(path, record)
+
+
+def atomic_torch_save(path: str | Path, obj) -> Path:
+    """``torch.save(obj)`` to a temporary file beside ``path``, then renamed onto it: ``path`` holds the old file or
+    the whole new one, never half of it (the temporary is removed if saving fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(record, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
