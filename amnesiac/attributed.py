@@ -32,6 +32,7 @@ from torch.optim import Optimizer
 from .grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
 
 GROUP_GRAD_METHODS = ("auto", "hooks", "vmap")
+WEIGHT_GRAD_MODES = ("autograd", "partitioned")
 
 
 class AttributedOptimizer(Optimizer):
@@ -50,6 +51,13 @@ class AttributedOptimizer(Optimizer):
         grad_chunk: per-sample gradients are computed this many rows at a time (``"vmap"`` path).
         check_finite: refuse a step whose batch gradient holds NaN or infinity (raises before the optimizer
             and the logs change, so the ledger stays as of the last good step).
+        weight_grads: ``"autograd"`` (the default: autograd computes every weight gradient as in plain
+            training, and the groups' shares are formed again over the tracked rows) or ``"partitioned"``:
+            the weight gradients of the layers with a rule are computed once, as a partition of the batch
+            rows into the groups of the log that tracks the most rows of the batch and the untracked rows,
+            and ``.grad`` is set to the sum of the parts (:meth:`amnesiac.grads.GroupGradients.arm`). The
+            gradient then equals plain training's up to the order of float sums (not bit for bit). Hooks
+            path only; not under DistributedDataParallel (its reducer needs autograd's gradients).
 
     Example:
         >>> from amnesiac import DeltaLog
@@ -73,6 +81,7 @@ class AttributedOptimizer(Optimizer):
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
         grad_chunk: int = 32,
         check_finite: bool = True,
+        weight_grads: str = "autograd",
     ):
         if isinstance(optimizer, AttributedOptimizer):
             raise TypeError("the optimizer is already wrapped; pass its logs to the existing AttributedOptimizer")
@@ -80,12 +89,22 @@ class AttributedOptimizer(Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if group_grads not in GROUP_GRAD_METHODS:
             raise ValueError(f"unknown group_grads {group_grads!r}; valid: {', '.join(GROUP_GRAD_METHODS)}")
+        if weight_grads not in WEIGHT_GRAD_MODES:
+            raise ValueError(f"unknown weight_grads {weight_grads!r}; valid: {', '.join(WEIGHT_GRAD_MODES)}")
+        if weight_grads == "partitioned" and group_grads == "vmap":
+            raise ValueError("weight_grads='partitioned' forms the weight gradients in the hooks' backward pass; "
+                             "it needs group_grads='auto' or 'hooks', not 'vmap'")
+        if weight_grads == "partitioned" and isinstance(model, nn.parallel.DistributedDataParallel):
+            raise ValueError("weight_grads='partitioned' is not available under DistributedDataParallel (its "
+                             "reducer averages autograd's gradients); use weight_grads='autograd'")
         self.original_optimizer = optimizer
         self.model = model
+        self.weight_grads = weight_grads
         self.logs = [] if logs is None else list(logs) if isinstance(logs, Sequence) else [logs]
         self.loss_fn, self.grad_chunk, self.check_finite = loss_fn, grad_chunk, check_finite
         self.layout = ParamLayout.of(model)
-        self.log_seconds = 0.0
+        self.share_seconds = 0.0  # pre_step: the groups' shares (and the partitioned weight gradients' bookkeeping)
+        self.update_seconds = 0.0  # after the optimizer's step: the logs fold the step in
         # what torch.optim.Optimizer's own hooks expect to find (schedulers and hooks read these)
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
@@ -174,6 +193,29 @@ class AttributedOptimizer(Optimizer):
         self._raw, self._backwards = {}, {}
         if self._capture is not None:
             self._capture.clear()  # e.g. a step skipped by a GradScaler left its activations behind
+            if self.weight_grads == "partitioned":
+                self._arm(ids)
+
+    @property
+    def log_seconds(self) -> float:
+        """Seconds spent in the logging work (:attr:`share_seconds` + :attr:`update_seconds`)."""
+        return self.share_seconds + self.update_seconds
+
+    def _arm(self, ids: torch.Tensor) -> None:
+        """Partition the coming backward pass's weight gradients by the grouping that covers the most rows."""
+        best = None
+        for log in self.logs:
+            if log.needs_per_sample_grads and hasattr(log, "assignment_for"):
+                assign, n = log.assignment_for(ids)
+                tracked = int((assign >= 0).sum())
+                if best is None or tracked > best[0]:
+                    best = (tracked, assign, n)
+        if best is not None:
+            self._capture.arm(best[1], best[2], on_grads=self._on_partitioned)
+
+    def _on_partitioned(self, params: list) -> None:
+        for q in params:  # what the post-accumulate hook records for autograd's gradients
+            self._on_grad(q)
 
     def pre_step(self) -> None:
         """The logging work of this step: begin it in every log and hand each delta log its groups' shares.
@@ -236,12 +278,12 @@ class AttributedOptimizer(Optimizer):
                 loss = closure()
         t0 = time.perf_counter()
         self.pre_step()
-        self.log_seconds += time.perf_counter() - t0
+        self.share_seconds += time.perf_counter() - t0
         self.original_optimizer.step()
         t0 = time.perf_counter()
         for log in self.logs:
             log.end_step(self.original_optimizer)
-        self.log_seconds += time.perf_counter() - t0
+        self.update_seconds += time.perf_counter() - t0
         self._batch, self._prepared = None, False
         return loss
 
@@ -338,6 +380,10 @@ class AttributedOptimizer(Optimizer):
                     wanted.append((log, (n, tuple(assign.tolist())), assign))
         users = Counter(key for _, key, _ in wanted)
         done: dict[tuple, torch.Tensor] = {}
+        armed = self._capture.armed_key
+        if armed is not None and armed in users:  # formed in the backward pass, with the weight gradients
+            done[armed] = self._capture.partition()
+        self._capture.disarm()
         for log, key, assign in wanted:
             if key not in done:
                 done[key] = self._capture.group_sums(assign, key[0])

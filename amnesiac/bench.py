@@ -47,7 +47,7 @@ class BenchConfig:
 BENCH_PROFILES = {
     "smoke": BenchConfig(n_simple=128, n_resnet=16, repeats=1, group_counts=(1, 8), batch_sizes=(32, 64),
                          widths=(25, 50), epochs_for_memory=(1, 2)),
-    "full": BenchConfig(n_simple=1920, n_resnet=320, repeats=3, group_counts=(1, 10, 100, 1000),
+    "full": BenchConfig(n_simple=1920, n_resnet=320, repeats=5, group_counts=(1, 10, 100, 1000),
                         batch_sizes=(32, 64, 128), widths=(25, 50, 100, 200), epochs_for_memory=(1, 2, 4, 8)),
 }
 
@@ -78,33 +78,42 @@ def _data(n: int, shape: tuple[int, ...], classes: int, seed: int = 0) -> ArrayD
 
 
 def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable | None, device,
-                 repeats: int, group_grads: str = "auto") -> tuple[float, list]:
-    """Median seconds of one epoch (from the same seed each time) and the logs of the last repeat."""
-    times, logs = [], []
+                 repeats: int, **how) -> tuple[float, list, dict]:
+    """Median seconds of one epoch (from the same seed each time), the logs of the last repeat, and the median
+    seconds of the logging work's two phases (``share``: the groups' shares before the optimizer's step;
+    ``update``: folding the step into the logs after it). ``how``: ``group_grads`` / ``weight_grads`` of train."""
+    times, shares, updates, logs = [], [], [], []
     for _ in range(repeats):
         torch.manual_seed(0)
         model = model_fn().to(device)
         logs = make_logs(model) if make_logs else []
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         h = train(model, data.loader(batch, seed=0), opt, epochs=1, delta_log=logs or None, device=device,
-                  progress=False, group_grads=group_grads)
+                  progress=False, **how)
         times.append(h.wall_seconds)
-    return statistics.median(times), logs
+        shares.append(h.share_seconds)
+        updates.append(h.update_seconds)
+    phases = {"share": statistics.median(shares), "update": statistics.median(updates)}
+    return statistics.median(times), logs, phases
 
 
 def _paired(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable, device, repeats: int,
-            group_grads: str = "auto") -> tuple[float, float, list]:
-    """(logged seconds, plain seconds, logs of the last repeat): one untimed plain epoch to warm up, then plain and
-    logged epochs alternately, ``repeats`` of each, medians. Timing each configuration against plain epochs run
-    beside it keeps slow drifts of the machine (warm-up, frequency, allocator) out of the ratio: measured once at
-    the start, plain training came out slower than logged training (ratios of 0.8-0.97 for the cheapest logs)."""
+            **how) -> tuple[float, float, list, dict]:
+    """(logged seconds, plain seconds, logs of the last repeat, the logging phases' seconds): one untimed plain
+    epoch to warm up, then plain and logged epochs alternately, ``repeats`` of each, medians. Timing each
+    configuration against plain epochs run beside it keeps slow drifts of the machine (warm-up, frequency,
+    allocator) out of the ratio: measured once at the start, plain training came out slower than logged training
+    (ratios of 0.8-0.97 for the cheapest logs)."""
     _timed_train(model_fn, data, batch, None, device, 1)
-    plain, logged, logs = [], [], []
+    plain, logged, shares, updates, logs = [], [], [], [], []
     for _ in range(repeats):
         plain.append(_timed_train(model_fn, data, batch, None, device, 1)[0])
-        secs, logs = _timed_train(model_fn, data, batch, make_logs, device, 1, group_grads=group_grads)
+        secs, logs, phases = _timed_train(model_fn, data, batch, make_logs, device, 1, **how)
         logged.append(secs)
-    return statistics.median(logged), statistics.median(plain), logs
+        shares.append(phases["share"])
+        updates.append(phases["update"])
+    phases = {"share": statistics.median(shares), "update": statistics.median(updates)}
+    return statistics.median(logged), statistics.median(plain), logs, phases
 
 
 def _median_seconds(fn: Callable, repeats: int) -> float:
@@ -117,6 +126,8 @@ def _median_seconds(fn: Callable, repeats: int) -> float:
 
 
 CONV_KERNEL_NAMES = {"loop": "one call per group", "grouped": "in one grouped call"}
+PARTITIONED_ROWS = ("class groups, weight gradients once (partitioned)",
+                    "1% samples, weight gradients once (partitioned)")
 
 
 def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig, device, batch: int = 64) -> dict:
@@ -126,29 +137,32 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
     ids1 = random_ids(data, 0.01, seed=0)
     ids10 = random_ids(data, 0.10, seed=0)
     other = "loop" if grads._conv_kernel(device) == "grouped" else "grouped"
-    configs = {  # name -> (logs, how group shares are formed)
-        "class groups": (lambda m: [DeltaLog(m, groups_by_class(data))], "auto"),
-        f"class groups, convolution groups {CONV_KERNEL_NAMES[other]}": (
-            lambda m: [DeltaLog(m, groups_by_class(data))], "auto", other),
-        "class groups, torch.func per-sample (before)": (lambda m: [DeltaLog(m, groups_by_class(data))], "vmap"),
-        "1% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids1))], "auto"),
-        "10% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids10))], "auto"),
+    classes_log = lambda m: [DeltaLog(m, groups_by_class(data))]  # noqa: E731
+    configs = {  # name -> (logs, train's keyword arguments, the convolution kernel if not the default)
+        "class groups": (classes_log, {}),
+        PARTITIONED_ROWS[0]: (classes_log, {"weight_grads": "partitioned"}),
+        f"class groups, convolution groups {CONV_KERNEL_NAMES[other]}": (classes_log, {}, other),
+        "class groups, torch.func per-sample (before)": (classes_log, {"group_grads": "vmap"}),
+        "1% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {}),
+        PARTITIONED_ROWS[1]: (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {"weight_grads": "partitioned"}),
+        "10% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids10))], {}),
         "10% samples, moments every step (before)": (
-            lambda m: [DeltaLog(m, groups_per_sample(ids10), lazy_momentum=False)], "auto"),
+            lambda m: [DeltaLog(m, groups_per_sample(ids10), lazy_momentum=False)], {}),
         "1% samples, p=0.1 gradient (seed)": (
-            lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient", p=0.1)], "auto"),
-        "per-batch store, 1% samples": (lambda m: [BatchLog(m, groups_per_sample(ids1))], "auto"),
+            lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient", p=0.1)], {}),
+        "per-batch store, 1% samples": (lambda m: [BatchLog(m, groups_per_sample(ids1))], {}),
     }
     rows, plains = {}, []
     for name, (make, how, *kernel) in configs.items():
         with grads.conv_kernel(kernel[0] if kernel else grads.conv_group_kernel):
-            secs, plain, logs = _paired(model_fn, data, batch, make, device, cfg.repeats, group_grads=how)
+            secs, plain, logs, phases = _paired(model_fn, data, batch, make, device, cfg.repeats, **how)
         plains.append(plain)
         peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)
         for log in logs:
             if isinstance(log, DeltaLog):
                 log.finalize()
         rows[name] = {"seconds": secs, "plain_seconds": plain, "ratio": secs / plain,
+                      "share_seconds": phases["share"], "update_seconds": phases["update"],
                       "bytes": sum(log.nbytes for log in logs), "peak_bytes": peak}
     rows = {"plain": {"seconds": statistics.median(plains), "ratio": 1.0, "bytes": 0, "peak_bytes": 0}} | rows
     return {"model": model_name, "n_params": sum(q.numel() for q in model_fn().parameters()), "n": len(data),
@@ -214,20 +228,19 @@ def scaling(data: ArrayDataset, cfg: BenchConfig, device) -> dict:
     model_fn = lambda w=100: build_model("simple", 1, 10, width=w)  # noqa: E731
     for g in cfg.group_counts:
         ids = data.ids[torch.randperm(len(data), generator=torch.Generator().manual_seed(g))[:g]]
-        secs, plain, logs = _paired(model_fn, data, 64, lambda m, ids=ids: [DeltaLog(m, groups_per_sample(ids)),
-                                                                            BatchLog(m, groups_per_sample(ids))],
-                                    device, cfg.repeats)
+        make = lambda m, ids=ids: [DeltaLog(m, groups_per_sample(ids)), BatchLog(m, groups_per_sample(ids))]  # noqa: E731
+        secs, plain, logs, _ = _paired(model_fn, data, 64, make, device, cfg.repeats)
         logs[0].finalize()
         out["groups"].append({"groups": g, "ratio": secs / plain, "ledger_bytes": logs[0].nbytes,
                               "per_batch_bytes": logs[1].nbytes})
     for b in cfg.batch_sizes:
-        secs, plain, logs = _paired(model_fn, data, b, lambda m: [DeltaLog(m, groups_by_class(data))], device,
-                                    cfg.repeats)
+        secs, plain, logs, _ = _paired(model_fn, data, b, lambda m: [DeltaLog(m, groups_by_class(data))], device,
+                                       cfg.repeats)
         out["batch"].append({"batch": b, "ratio": secs / plain})
     for w in cfg.widths:
         fn = lambda w=w: model_fn(w)  # noqa: E731
-        secs, plain, logs = _paired(fn, data, 64, lambda m: [DeltaLog(m, groups_by_class(data))], device,
-                                    cfg.repeats)
+        secs, plain, logs, _ = _paired(fn, data, 64, lambda m: [DeltaLog(m, groups_by_class(data))], device,
+                                       cfg.repeats)
         logs[0].finalize()
         out["params"].append({"params": logs[0].layout.numel, "ratio": secs / plain, "ledger_bytes": logs[0].nbytes})
     # bytes against epochs at the seed's settings: the class ledger is one vector whatever the epochs; the
@@ -353,10 +366,12 @@ def format_bench(result: dict) -> str:
 KERNEL_ROWS = {f"class groups, convolution groups {name}" for name in CONV_KERNEL_NAMES.values()}
 README_ROWS = (  # (overhead row, how the README names it)
     ("class groups", "class groups (10 groups, every row tracked)"),
+    (PARTITIONED_ROWS[0], "the same, each weight gradient computed once, partitioned (`weight_grads=\"partitioned\"`)"),
     ("class groups, convolution groups in one grouped call", "the same, each convolution's groups in one grouped call"),
     ("class groups, convolution groups one call per group", "the same, one convolution call per group"),
     ("class groups, torch.func per-sample (before)", "the same with `torch.func` per-sample gradients (before)"),
     ("1% samples", "1% of samples tracked individually"),
+    (PARTITIONED_ROWS[1], "the same, weight gradients once, partitioned"),
     ("10% samples", "10% of samples tracked individually"),
     ("10% samples, moments every step (before)", "the same with Adam moments updated every step (before)"),
     ("per-batch store, 1% samples", "per-batch store (Graves), 1% tracked"),

@@ -253,18 +253,7 @@ class DeltaLog(Ledger):
         self._param_ids = [id(q) for q in self.layout.params(model)]
         ids = sample_ids.reshape(-1).to(torch.long).cpu()
         B = len(ids)
-        owner = self.table.owners(ids)
-        tracked_pos = torch.nonzero(owner >= 0).flatten()
-        row_owner = torch.full((B,), -1, dtype=torch.long)  # batch position -> group whose gradient it is
-        if self.indexing == "position":
-            row_owner[tracked_pos] = owner[tracked_pos]
-            rows = tracked_pos
-        else:  # the seed's bug: the k-th tracked sample takes the gradient at batch position k
-            rows = torch.arange(len(tracked_pos))
-            row_owner[rows] = owner[tracked_pos]
-        present = torch.unique(owner[tracked_pos])
-        local = torch.full((len(self.group_names),), -1, dtype=torch.long)
-        local[present] = torch.arange(len(present))
+        rows, row_owner, present, local = self._owners(ids)
         batch_grad = None
         if self.attribution != "gradient":
             batch_grad = torch.cat(
@@ -289,6 +278,36 @@ class DeltaLog(Ledger):
         )
         self.samples_seen += B
         return rows
+
+    def _owners(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows whose gradients the log needs, each batch position's group (-1: none), the groups present,
+        group -> its index among the present groups (-1: absent)) for a batch of sample ids (on the CPU)."""
+        owner = self.table.owners(ids)
+        tracked_pos = torch.nonzero(owner >= 0).flatten()
+        row_owner = torch.full((len(ids),), -1, dtype=torch.long)  # batch position -> group whose gradient it is
+        if self.indexing == "position":
+            row_owner[tracked_pos] = owner[tracked_pos]
+            rows = tracked_pos
+        else:  # the seed's bug: the k-th tracked sample takes the gradient at batch position k
+            rows = torch.arange(len(tracked_pos))
+            row_owner[rows] = owner[tracked_pos]
+        present = torch.unique(owner[tracked_pos])
+        local = torch.full((len(self.group_names),), -1, dtype=torch.long)
+        local[present] = torch.arange(len(present))
+        return rows, row_owner, present, local
+
+    @staticmethod
+    def _assignment(row_owner: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        assign = torch.full_like(row_owner, -1)
+        keep = row_owner >= 0
+        assign[keep] = local[row_owner[keep]]
+        return assign
+
+    def assignment_for(self, sample_ids) -> tuple[torch.Tensor, int]:
+        """What :meth:`group_assignment` will return for a step over this batch, known before its backward pass
+        (nothing changes in the log): batch position -> present-group index (-1: no group), groups present."""
+        _, row_owner, present, local = self._owners(torch.as_tensor(sample_ids).reshape(-1).to(torch.long).cpu())
+        return self._assignment(row_owner, local), len(present)
 
     def _follow(self, model: nn.Module) -> None:
         """A log built before ``model.to(device)`` moves its buffers to the model's device before the first step
@@ -332,11 +351,7 @@ class DeltaLog(Ledger):
         pend = self._pending
         if pend is None:
             raise RuntimeError("group_assignment called outside a step: call begin_step first")
-        owner = pend["row_owner"]
-        assign = torch.full_like(owner, -1)
-        keep = owner >= 0
-        assign[keep] = pend["local"][owner[keep]]
-        return assign, len(pend["present"])
+        return self._assignment(pend["row_owner"], pend["local"]), len(pend["present"])
 
     def add_shares(self, shares: torch.Tensor) -> None:
         """Add the present groups' shares of the batch gradient, [n_present, P] (rows as :meth:`group_assignment`).

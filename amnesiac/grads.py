@@ -8,6 +8,8 @@ sample, in the order of :class:`ParamLayout`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -304,32 +306,42 @@ class GroupGradients:
         self._records: dict[int, list] = {}
         self._handles: list = []
         self._paused = False
+        self._armed: dict | None = None  # the partition of the coming backward pass (arm)
+        self._anchor: torch.Tensor | None = None
 
     def __enter__(self) -> GroupGradients:
-        self._handles = [m.register_forward_hook(self._forward_hook) for m, _, _ in self._slots]
+        self._handles = [m.register_forward_hook(functools.partial(self._forward_hook, slot=(rule, own)))
+                         for m, rule, own in self._slots]
         return self
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self.disarm()
         self.clear()
 
     def clear(self) -> None:
         """Forget the captured activations (call after each step)."""
         self._records = {}
 
-    def _forward_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if self._paused or not (torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad):
-            return
+    def _forward_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor, *, slot: tuple):
+        rule, own = slot
+        tapped = self._armed is not None and rule is not _functorch_rule
+        if self._paused or not (torch.is_grad_enabled() and torch.is_tensor(output)
+                                and (output.requires_grad or tapped)):
+            return None
         x = inputs[0].detach()
         rec = [x, x._version, None, len(inputs)]
         self._records.setdefault(id(module), []).append(rec)
+        if tapped:  # the weight gradient is formed, partitioned, in the backward pass (arm)
+            return _Tap.apply(output, self._anchor, functools.partial(self._tap_backward, module, rule, own, rec))
 
         def keep(g: torch.Tensor) -> None:
             rec[2] = g.detach()
 
         output.register_hook(keep)
+        return None
 
     def group_sums(self, assign: torch.Tensor, n_groups: int) -> torch.Tensor:
         """Sum, per group, of the batch gradient's per-sample parts: [n_groups, P].
@@ -338,60 +350,184 @@ class GroupGradients:
             assign: [B] group index (0 .. n_groups-1) of each batch position, -1 for rows in no group.
             n_groups: number of groups (rows of the result).
         """
-        assign = assign.reshape(-1).to(torch.long).cpu()
         first = next(iter(self._records.values()), None)
         if first is None or first[0][2] is None:
             raise RuntimeError("no captured backward pass: call loss.backward() inside the context first")
         dev, dtype = first[0][0].device, first[0][2].dtype
         out = torch.zeros(n_groups, self.layout.numel, dtype=dtype, device=dev)
-        tracked = torch.nonzero(assign >= 0).flatten()
-        if tracked.numel() == 0 or n_groups == 0:
-            return out
-        order = tracked[torch.argsort(assign[tracked], stable=True)]  # tracked rows, grouped
-        counts = torch.bincount(assign[order], minlength=n_groups)
-        groups = torch.nonzero(counts).flatten()  # the groups present, ascending
-        slot = torch.zeros(n_groups, dtype=torch.long)
-        slot[groups] = torch.arange(len(groups))
-        which = slot[assign[order]]  # each ordered row's place among the present groups
-        starts = torch.cumsum(counts, 0) - counts
-        within = torch.arange(len(order)) - starts[assign[order]]  # its place within its group
-        sizes = counts[groups].tolist()
-        layout = _RowLayout(order.to(dev), which.to(dev), within.to(dev), len(groups), int(counts.max()), sizes)
-        every = len(groups) == n_groups  # then the rows of the result are the present groups in order
-        groups = groups.to(dev)
-        offsets = self.layout.offsets
+        layout, groups = _RowLayout.of(assign, n_groups, dev)
+        if layout is not None:
+            self._add_sums(out, layout, groups, layout.n == n_groups, self._slots)
+        return out
+
+    def _add_sums(self, out: torch.Tensor, layout: _RowLayout, groups: torch.Tensor, every: bool, slots: list) -> None:
+        """Add the group sums of these layers (``slots``), from the captured passes, into ``out``."""
         self._paused = True  # a fallback layer's functional call must not record itself
         try:
-            for module, rule, own in self._slots:
+            for module, rule, own in slots:
                 for x, version, g, n_inputs in self._records.get(id(module), ()):
                     if g is None:
                         continue
-                    if x._version != version:
-                        raise RuntimeError(
-                            f"the input of a {type(module).__name__} layer was modified in place after the forward "
-                            "pass; its group gradients cannot be formed. Avoid in-place operations on layer inputs."
-                        )
-                    if rule is _functorch_rule and n_inputs != 1:
-                        raise TypeError(
-                            f"{type(module).__name__} has no layer rule and takes {n_inputs} inputs; the torch.func "
-                            "fallback needs one tensor input. Register a rule with amnesiac.grads.register_layer_rule"
-                        )
-                    sums = rule(module, x, g, layout)
-                    for pn, i in own.items():
-                        part = sums.get(pn)
-                        if part is None:
-                            continue
-                        a, z = offsets[i], offsets[i + 1]
-                        if isinstance(part, list):  # one tensor per present group
-                            for k, t in zip(groups.tolist(), part):
-                                out[k, a:z] += t.reshape(-1)
-                        elif every:  # in place on a view
-                            out[:, a:z] += part.reshape(layout.n, -1)
-                        else:
-                            out[groups, a:z] += part.reshape(layout.n, -1)
+                    self._check_record(module, rule, x, version, n_inputs)
+                    self._scatter(out, own, rule(module, x, g, layout), groups, every)
         finally:
             self._paused = False
+
+    @staticmethod
+    def _check_record(module: nn.Module, rule: LayerRule, x: torch.Tensor, version: int, n_inputs: int) -> None:
+        if x._version != version:
+            raise RuntimeError(
+                f"the input of a {type(module).__name__} layer was modified in place after the forward "
+                "pass; its group gradients cannot be formed. Avoid in-place operations on layer inputs."
+            )
+        if rule is _functorch_rule and n_inputs != 1:
+            raise TypeError(
+                f"{type(module).__name__} has no layer rule and takes {n_inputs} inputs; the torch.func "
+                "fallback needs one tensor input. Register a rule with amnesiac.grads.register_layer_rule"
+            )
+
+    def _scatter(self, out: torch.Tensor, own: dict, sums: dict, groups: torch.Tensor, every: bool) -> None:
+        """Add a layer's per-group sums (a rule's result) into the rows ``groups`` of ``out`` [n_groups, P];
+        ``every``: the present groups are all the rows of ``out``, in order (then in place on a view)."""
+        offsets = self.layout.offsets
+        for pn, i in own.items():
+            part = sums.get(pn)
+            if part is None:
+                continue
+            a, z = offsets[i], offsets[i + 1]
+            if isinstance(part, list):  # one tensor per present group
+                for k, t in zip(groups.tolist(), part):
+                    out[k, a:z] += t.reshape(-1)
+            elif every:
+                out[:, a:z] += part.reshape(len(groups), -1)
+            else:
+                out[groups, a:z] += part.reshape(len(groups), -1)
+
+    # ------------------------------------------------------------------ weight gradients once, partitioned
+
+    def arm(self, assign: torch.Tensor, n_groups: int, on_grads: Callable[[list], None] | None = None) -> None:
+        """Compute the next backward pass's weight gradients once, partitioned, instead of twice.
+
+        Call before the forward pass. Until its backward pass ends, the parameters of every layer with a rule
+        stop requiring gradients, so autograd computes only the gradients flowing to the inputs; each such
+        layer's output passes through a tap that, in the backward pass, forms the layer's weight gradient from
+        its captured input and output gradient as a partition of the batch rows: the groups of ``assign`` (as
+        in :meth:`group_sums`) and the untracked rows, one rule call each. The parameter's ``.grad`` is the sum
+        of the parts, and the groups' parts are kept for :meth:`partition`. The weight-gradient arithmetic is
+        then done once per step instead of once by autograd and again over the tracked rows; the gradient
+        equals autograd's up to the order of float sums. At the end of the backward pass the parameters
+        require gradients again and ``on_grads`` is called with those whose ``.grad`` the taps wrote. Layers
+        without a rule (the ``torch.func`` fallback) keep autograd's gradients.
+        """
+        self.disarm()
+        first = next((m for m, rule, _ in self._slots if rule is not _functorch_rule), None)
+        if first is None:
+            return
+        dev = next(first.parameters()).device
+        layout, groups = _RowLayout.of(assign, n_groups, dev)
+        untracked = torch.nonzero(assign.reshape(-1).cpu() < 0).flatten()
+        B = assign.numel()
+        rest = (None if len(untracked) == 0 else _RowLayout.every_row(B, dev) if len(untracked) == B
+                else _RowLayout.one(untracked.to(dev)))
+        params = [q for m, rule, _ in self._slots if rule is not _functorch_rule
+                  for _, q in _own_params(m) if q.requires_grad]
+        for q in params:
+            q.requires_grad_(False)
+        self._armed = dict(
+            groups=layout, where=groups, every=layout is not None and layout.n == n_groups, rest=rest,
+            out=torch.zeros(n_groups, self.layout.numel, dtype=params[0].dtype if params else torch.float32,
+                            device=dev),
+            params={id(q): q for q in params}, written={}, on_grads=on_grads, queued=False, ran=False,
+            key=(n_groups, tuple(assign.reshape(-1).tolist())),
+        )
+        if self._anchor is None or self._anchor.device != dev:
+            self._anchor = torch.zeros((), device=dev, requires_grad=True)
+
+    @property
+    def armed_key(self) -> tuple | None:
+        """``(n_groups, assignment)`` of the armed partition, if any."""
+        return None if self._armed is None else self._armed["key"]
+
+    def disarm(self) -> None:
+        """Give the parameters back their ``requires_grad`` and drop an armed partition (used or not)."""
+        if self._armed is not None:
+            for q in self._armed["params"].values():
+                q.requires_grad_(True)
+        self._armed = None
+
+    def partition(self) -> torch.Tensor:
+        """The groups' shares of the armed backward pass, [n_groups, P]: the parts the taps formed with the weight
+        gradients, and those of the layers without a rule as :meth:`group_sums` forms them (the same numbers as
+        :meth:`group_sums` gives, up to the order of float sums); disarms."""
+        arm = self._armed
+        if arm is None or not arm["ran"]:
+            raise RuntimeError("no captured backward pass: arm(...) before the forward pass, then loss.backward(), "
+                               "then read the partition")
+        self._armed = None
+        fallback = [slot for slot in self._slots if slot[1] is _functorch_rule]  # their parts: as in group_sums
+        if fallback and arm["groups"] is not None:
+            self._add_sums(arm["out"], arm["groups"], arm["where"], arm["every"], fallback)
+        return arm["out"]
+
+    def _tap_backward(self, module: nn.Module, rule: LayerRule, own: dict, rec: list, g: torch.Tensor) -> None:
+        """In the backward pass: one layer's weight gradient, partitioned (see :meth:`arm`)."""
+        arm = self._armed
+        rec[2] = g.detach()
+        if arm is None:
+            return
+        g = rec[2]
+        x = rec[0]
+        self._check_record(module, rule, x, rec[1], rec[3])
+        if not arm["queued"]:
+            torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
+            arm["queued"] = True
+        total: dict[str, torch.Tensor] = {}
+        if arm["groups"] is not None:
+            sums = rule(module, x, g, arm["groups"])
+            self._scatter(arm["out"], own, sums, arm["where"], arm["every"])
+            for pn, part in sums.items():
+                if part is not None:
+                    total[pn] = torch.stack(part).sum(0) if isinstance(part, list) else part.sum(0)
+        if arm["rest"] is not None:
+            for pn, part in rule(module, x, g, arm["rest"]).items():
+                if part is not None:
+                    t = part[0]
+                    total[pn] = total[pn] + t if pn in total else t
+        params = dict(module.named_parameters(recurse=False))  # armed ones do not require grad just now
+        for pn, t in total.items():
+            q = params[pn]
+            if id(q) in arm["params"]:
+                t = t.reshape(q.shape).to(q.dtype)
+                q.grad = t if q.grad is None else q.grad + t
+                arm["written"][id(q)] = q
+
+    def _backward_done(self) -> None:
+        arm = self._armed
+        if arm is None:
+            return
+        arm["ran"] = True
+        for q in arm["params"].values():
+            q.requires_grad_(True)
+        arm["params"] = {}
+        if arm["on_grads"] is not None:
+            arm["on_grads"](list(arm["written"].values()))
+
+
+class _Tap(torch.autograd.Function):
+    """Identity on a layer's output whose backward hands the output gradient to a callback. The anchor (a scalar
+    that requires grad) makes the output require grad when nothing else does (a first layer whose parameters were
+    armed); the output is returned as the same tensor (marked dirty, so later in-place operations stay legal)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, anchor: torch.Tensor, callback: Callable) -> torch.Tensor:
+        ctx.callback = callback
+        ctx.mark_dirty(out)
         return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        ctx.callback(g)
+        return g, None, None
 
 
 @dataclass(frozen=True)
@@ -404,9 +540,48 @@ class _RowLayout:
     n: int  # groups present
     width: int  # rows in the largest group
     sizes: list  # rows in each present group
+    whole: bool = False  # one group holding every row of the batch, in order (no rows are copied)
+
+    @classmethod
+    def of(cls, assign: torch.Tensor, n_groups: int, dev) -> tuple[_RowLayout | None, torch.Tensor]:
+        """The layout of the groups of ``assign`` ([B]: group index or -1) and the present groups (ascending);
+        ``None`` when no row is in a group."""
+        assign = assign.reshape(-1).to(torch.long).cpu()
+        tracked = torch.nonzero(assign >= 0).flatten()
+        if tracked.numel() == 0 or n_groups == 0:
+            return None, torch.empty(0, dtype=torch.long, device=dev)
+        order = tracked[torch.argsort(assign[tracked], stable=True)]  # tracked rows, grouped
+        counts = torch.bincount(assign[order], minlength=n_groups)
+        groups = torch.nonzero(counts).flatten()  # the groups present, ascending
+        slot = torch.zeros(n_groups, dtype=torch.long)
+        slot[groups] = torch.arange(len(groups))
+        which = slot[assign[order]]  # each ordered row's place among the present groups
+        starts = torch.cumsum(counts, 0) - counts
+        within = torch.arange(len(order)) - starts[assign[order]]  # its place within its group
+        sizes = counts[groups].tolist()
+        layout = cls(order.to(dev), which.to(dev), within.to(dev), len(groups), int(counts.max()), sizes)
+        return layout, groups.to(dev)
+
+    @classmethod
+    def one(cls, rows: torch.Tensor) -> _RowLayout:
+        """One group of these rows."""
+        n = len(rows)
+        return cls(rows, torch.zeros(n, dtype=torch.long, device=rows.device),
+                   torch.arange(n, device=rows.device), 1, n, [n])
+
+    @classmethod
+    def every_row(cls, B: int, dev) -> _RowLayout:
+        """One group of every row of a batch of ``B``."""
+        return dataclasses.replace(cls.one(torch.arange(B, device=dev)), whole=True)
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        """The rows of ``t`` [B, ...] in ``order``."""
+        return t if self.whole else t.index_select(0, self.order)
 
     def padded(self, t: torch.Tensor) -> torch.Tensor:
         """Rows of ``t`` [B, ...] arranged as [n, width, ...], zeros where a group has fewer rows."""
+        if self.whole:
+            return t.unsqueeze(0)
         out = t.new_zeros(self.n, self.width, *t.shape[1:])
         out[self.which, self.within] = t.index_select(0, self.order)
         return out
@@ -475,7 +650,7 @@ def _conv(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, row
     grouped convolution (:data:`conv_group_kernel`)."""
     if rows.n > 1 and _conv_kernel(x.device) == "grouped":
         return _conv_grouped(module, x, g, rows)
-    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    xr, gr = rows.take(x), rows.take(g)
     weight, has_bias = module.weight.detach(), module.bias is not None
     gws, gbs = [], []
     for xk, gk in zip(xr.split(rows.sizes), gr.split(rows.sizes)):
@@ -510,7 +685,7 @@ def _conv_grouped(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Ten
 
 @register_layer_rule(nn.GroupNorm)
 def _groupnorm(module: nn.GroupNorm, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
-    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    xr, gr = rows.take(x), rows.take(g)
     xhat = F.group_norm(xr, module.num_groups, eps=module.eps)
     space = list(range(2, x.dim()))
     gw = (xhat * gr).sum(space) if space else xhat * gr
@@ -519,7 +694,7 @@ def _groupnorm(module: nn.GroupNorm, x: torch.Tensor, g: torch.Tensor, rows: _Ro
 
 @register_layer_rule(nn.LayerNorm)
 def _layernorm(module: nn.LayerNorm, x: torch.Tensor, g: torch.Tensor, rows: _RowLayout) -> dict:
-    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    xr, gr = rows.take(x), rows.take(g)
     xhat = F.layer_norm(xr, module.normalized_shape, eps=module.eps)
     inner = list(range(1, x.dim() - len(module.normalized_shape)))
     gw, gb = xhat * gr, gr
@@ -537,6 +712,6 @@ def _functorch_rule(module: nn.Module, x: torch.Tensor, g: torch.Tensor, rows: _
         _, pull = vjp(lambda p: functional_call(module, p, (xi.unsqueeze(0),)), params)
         return pull(gi.unsqueeze(0))[0]
 
-    xr, gr = x.index_select(0, rows.order), g.index_select(0, rows.order)
+    xr, gr = rows.take(x), rows.take(g)
     per_row = vmap(row_grads)(xr, gr)  # name -> [n_rows, *shape]
     return {n: rows.summed(t) for n, t in per_row.items()}

@@ -115,6 +115,8 @@ class History:
     steps: int = 0
     samples: int = 0
     log_seconds: float = 0.0  # time spent in the logs' hooks and per-sample gradients
+    share_seconds: float = 0.0  # of which forming the groups' shares (before the optimizer's step)
+    update_seconds: float = 0.0  # of which folding each step into the logs (after it)
 
     @property
     def wall_seconds(self) -> float:
@@ -128,6 +130,8 @@ class History:
         self.steps += later.steps
         self.samples += later.samples
         self.log_seconds += later.log_seconds
+        self.share_seconds += later.share_seconds
+        self.update_seconds += later.update_seconds
         return self
 
     def to_dict(self) -> dict:
@@ -152,6 +156,7 @@ def train(
     desc: str = "train",
     grad_chunk: int = 32,
     group_grads: str = "auto",
+    weight_grads: str = "autograd",
     zero_weight_ids: Sequence[int] | torch.Tensor | None = None,
     drop_ids: Sequence[int] | torch.Tensor | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -176,6 +181,10 @@ def train(
             without a rule falls back, alone, to ``torch.func``); ``"hooks"``: the same, refusing layers
             without a rule; ``"vmap"``: whole-model per-sample gradients of the tracked rows with
             ``torch.func``, summed per group.
+        weight_grads: ``"autograd"`` (every weight gradient as in plain training; the shares are a second pass
+            over the tracked rows) or ``"partitioned"`` (each hooked layer's weight gradient computed once, as a
+            partition of the batch rows into groups and untracked rows; equal to plain training's gradient up to
+            the order of float sums). See :class:`~amnesiac.AttributedOptimizer`.
         zero_weight_ids: the *zero-weighted replay*: these samples stay in their batches (same order, same
             RNG stream) but their loss is multiplied by 0, while the batch mean still divides by the full
             batch size B. Batches that hold none of them take exactly the ordinary step.
@@ -213,7 +222,8 @@ def train(
         raise ValueError("the scheduler was built on another optimizer; build it on the one passed to train()")
     opt = optimizer
     if logs:
-        opt = AttributedOptimizer(optimizer, model, logs, group_grads=group_grads, loss_fn=loss_fn,
+        opt = AttributedOptimizer(optimizer, model, logs, group_grads=group_grads, weight_grads=weight_grads,
+                                  loss_fn=loss_fn,
                                   grad_chunk=grad_chunk)
     history = History()
     total = epochs * len(loader) if hasattr(loader, "__len__") else None
@@ -264,6 +274,7 @@ def train(
         if logs:
             opt.close()
             history.log_seconds = opt.log_seconds
+            history.share_seconds, history.update_seconds = opt.share_seconds, opt.update_seconds
         bar.close()
         model.train(was_training)
     return history
