@@ -487,6 +487,41 @@ def seed_report_table(name: str) -> str:
     return markdown_table(["method (seed report)", "after training", "no retrain", "after retrain"], rows)
 
 
+def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgotten", "acc_test_rest")) -> str:
+    """The seed report's table for ``result``'s experiment beside ours, row by row for the methods both have:
+    accuracy on the forgotten class / on the rest right after unlearning (the seed's "no retrain") and after
+    the repair (its "after retrain"), ours as mean ± 95% interval over seeds. Our rows the seed did not report
+    follow, and the original and retrained models close the table.
+
+    Example:
+        >>> # seed_beside_ours(experiments.load("mnist-class3-resnet18", "full"))
+    """
+    name = result.experiment.name
+    if name not in SEED_REPORT:
+        raise ValueError(f"the seed report has no table for {name!r}; it has: {', '.join(SEED_REPORT)}")
+    if not result.seeds:
+        raise ValueError(f"{name} has no computed seeds to set beside the seed report")
+    ours = {stage: {r["method"]: r for r in summarize(result, metrics, stage)}
+            for stage in ("no_repair", "after_repair")}
+
+    def cell(row: dict | None) -> str:
+        if row is None or all(np.isnan(row.get(m, float("nan"))) for m in metrics):
+            return "–"
+        return " / ".join(pm(row, m) for m in metrics)
+
+    seed = {label: cells for label, *cells in SEED_REPORT[name]}
+    rows = []
+    for label in list(seed) + [k for k in ours["no_repair"] if k not in seed]:
+        no, after = ours["no_repair"].get(label), ours["after_repair"].get(label)
+        s = seed.get(label)
+        rows.append([label, f"{s[1][0]:.2f} / {s[1][1]:.2f}" if s else "–", cell(no),
+                     f"{s[2][0]:.2f} / {s[2][1]:.2f}" if s else "–", cell(after)])
+    first = ("After training (original)", "Retrain from scratch (reference)")
+    rows.sort(key=lambda r: (r[0] == first[1], r[0] != first[0]))  # original first, retrained last, stable between
+    return markdown_table(["method", "seed: no retrain", "ours: no repair", "seed: after retrain",
+                           "ours: after repair"], rows)
+
+
 def availability_note(result: Result, profile: str) -> str:
     """Why a result has no seeds, as a Markdown sentence (empty when it has some): the data set is missing
     where the book was built (``result.reason`` or a failed :func:`amnesiac.data.dataset_available`), or the

@@ -13,6 +13,7 @@ same numbers as an uninterrupted run. Writes are atomic (temporary file, then re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -661,6 +662,11 @@ def provenance(device: torch.device) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": SEMANTICS_VERSION}
 
 
+def _model_fn(exp: Experiment) -> Callable[[], torch.nn.Module]:
+    """Builds a fresh model of the experiment (initialised from torch's global generator)."""
+    return functools.partial(build_model, exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])
+
+
 def _train_original(exp: Experiment, seed: int, dev: torch.device, progress: bool, desc: str,
                     checkpoints: Path | None = None):
     """Seed ``seed``'s original training with every log of the experiment attached (finalized after training):
@@ -671,7 +677,7 @@ def _train_original(exp: Experiment, seed: int, dev: torch.device, progress: boo
     the last, and a later call resumes from the newest complete one: the same model and logs bit for bit as an
     uninterrupted run (one epoch is then the longest piece of work that an interruption can lose)."""
     split = make_split(exp, seed)
-    model_fn = lambda: build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])  # noqa: E731
+    model_fn = _model_fn(exp)
     torch.manual_seed(seed)
     model = model_fn()
     logs = make_logs(exp, model, split)
@@ -744,7 +750,7 @@ def _trained_seed(exp: Experiment, seed: int, dev: torch.device, progress: bool,
     desc = f"{exp.name} seed {seed}"
     if cache is not None and (cache / "models.pt").exists():
         split = make_split(exp, seed)
-        model_fn = lambda: build_model(exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])  # noqa: E731
+        model_fn = _model_fn(exp)
         state = torch.load(cache / "models.pt", map_location="cpu", weights_only=True)
         model, reference = model_fn(), model_fn()
         logs = make_logs(exp, model, split)

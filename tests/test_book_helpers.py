@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from amnesiac import book
 from amnesiac.experiments import load, summarize
 
@@ -310,3 +312,25 @@ def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_l
     table = book.mask_control_table([rec(0, "full_times_p")])
     assert "| 0.001 | 6.32: 0.50 / 0.970 | 0.1: 0.50 / 0.970 |" in table
     assert "not computed" in book.mask_control_sentence([]) and "not computed" in book.mask_control_table([])
+
+
+def test_the_seed_report_is_set_beside_ours_row_by_row():
+    res = load("mnist-class3-simple", "full")
+    metrics = ("acc_test_forgotten", "acc_test_rest")
+    lines = book.seed_beside_ours(res, metrics).splitlines()
+    assert lines[0] == "| method | seed: no retrain | ours: no repair | seed: after retrain | ours: after repair |"
+    rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in lines[2:]}
+    assert lines[2].startswith("| After training (original) |") and lines[-1].startswith("| Retrain from scratch")
+    no = {r["method"]: r for r in summarize(res, metrics, "no_repair")}
+    after = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
+    for label, _, (f_no, r_no), (f_after, r_after) in book.SEED_REPORT["mnist-class3-simple"]:
+        cells = [c.strip() for c in rows[label]]
+        assert cells[1] == f"{f_no:.2f} / {r_no:.2f}" and cells[3] == f"{f_after:.2f} / {r_after:.2f}"
+        assert cells[2] == f"{book.pm(no[label], metrics[0])} / {book.pm(no[label], metrics[1])}"
+        assert cells[4] == f"{book.pm(after[label], metrics[0])} / {book.pm(after[label], metrics[1])}"
+    seed_labels = {x[0] for x in book.SEED_REPORT["mnist-class3-simple"]}
+    unrepaired = next(k for k, r in after.items() if k not in seed_labels and r["acc_test_rest"] != r["acc_test_rest"])
+    cells = [c.strip() for c in rows[unrepaired]]
+    assert cells[1] == cells[3] == cells[4] == "–" and cells[2] != "–"  # ours only, and never repaired
+    with pytest.raises(ValueError, match="no computed seeds"):
+        book.seed_beside_ours(dataclasses.replace(res, seeds={}))

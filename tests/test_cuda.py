@@ -30,15 +30,30 @@ def test_a_reproducible_device_turns_on_deterministic_algorithms_on_cuda_only(mo
     assert calls == [True] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
-def _run(device, opt_fn):
+def _run(device, opt_fn, weight_grads="autograd"):
     ds = tiny_dataset()
     model = tiny_model()
     groups = amnesiac.groups_by_user(torch.arange(0, 40, 2), 4, seed=1)
     log = amnesiac.DeltaLog(model, groups)
     theta0 = flat(model).clone()
     amnesiac.train(model, ds.loader(8, seed=1), opt_fn(model.parameters()), epochs=2, delta_log=log, device=device,
-                   progress=False)
+                   progress=False, weight_grads=weight_grads)
     return flat(model).cpu(), theta0, log, list(groups)
+
+
+@cuda
+def test_partitioned_weight_gradients_on_cuda_agree_with_the_cpus_default_path():
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    adam = lambda p: torch.optim.Adam(p, lr=0.01)  # noqa: E731
+    theta_g, theta0, log_g, names = _run("cuda", adam, "partitioned")
+    change = theta_g - theta0
+    total = (log_g.delta_vector(names) + log_g.remainder_vector).cpu()
+    assert (total - change).abs().max().item() < 1e-12 * max(1.0, change.abs().max().item())
+    theta_c, _, log_c, _ = _run("cpu", adam)
+    torch.testing.assert_close(theta_g, theta_c, rtol=1e-8, atol=1e-10)
+    for k in names:
+        torch.testing.assert_close(log_g.delta_vector([k]).cpu(), log_c.delta_vector([k]).cpu(), rtol=1e-8,
+                                   atol=1e-10)
 
 
 @cuda
