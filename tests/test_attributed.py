@@ -210,31 +210,35 @@ def _clipped_oracle(groups, ds, max_norm, lr=0.1, mu=0.9):
     return delta, clipped
 
 
-def test_global_norm_clipping_is_attributed_exactly():
+@pytest.mark.parametrize("weight_grads", ["autograd", "partitioned"])
+def test_global_norm_clipping_is_attributed_exactly(weight_grads):
     ds = tiny_dataset()
     groups = _groups()
     want, clipped = _clipped_oracle(groups, ds, max_norm=0.3)
     assert clipped >= 3  # the clipping was really active on several steps
     model = tiny_model()
     log = amnesiac.DeltaLog(model, groups)
-    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, log)
+    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, log,
+                                       weight_grads=weight_grads)
     for x, y, ids in ds.loader(8, seed=1):
         opt.zero_grad()
         opt.set_batch(ids)
         F.cross_entropy(model(x), y).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.3)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.3)  # partitioned: reads the .grad the taps wrote
         opt.step()
     opt.close()
     for k in groups:
         torch.testing.assert_close(log.delta_vector([k]), want[k], rtol=1e-9, atol=1e-12)
 
 
-def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_step():
+@pytest.mark.parametrize("weight_grads", ["autograd", "partitioned"])
+def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_step(weight_grads):
     ds = tiny_dataset()
     batches = list(ds.loader(8, seed=1))
     model = tiny_model()
     log = amnesiac.DeltaLog(model, _groups())
-    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log)
+    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log,
+                                       weight_grads=weight_grads)
     x, y, ids = batches[0]
     opt.set_batch(ids)
     F.cross_entropy(model(x), y).backward()
@@ -254,5 +258,9 @@ def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_ste
     with pytest.raises(RuntimeError, match="accumulated over several backward passes"):
         opt.step()
     assert log.steps == 0 and float(log.delta_vector(list(_groups())).abs().max()) == 0.0
+    opt.zero_grad()
+    opt.set_batch(ids)  # then abandoned without a backward pass (partitioned: armed, parameters frozen)
+    assert all(q.requires_grad for q in model.parameters()) == (weight_grads == "autograd")
     opt.close()
     assert all(len(q._post_accumulate_grad_hooks or {}) == 0 for q in model.parameters())
+    assert all(q.requires_grad for q in model.parameters())  # close gives requires_grad back

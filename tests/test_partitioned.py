@@ -1,7 +1,8 @@
 """weight_grads="partitioned": each hooked layer's weight gradient computed once, as a partition of the batch rows
 into the log's groups and the untracked rows. The gradient must equal autograd's, the groups' parts the float64
 loop oracle's, the logs those of the default path; the parameters must require gradients again after every
-backward pass, and what the default path refuses must still be refused."""
+backward pass. (Clipping, and the refusals of gradient accumulation and per-value clipping, are tested for both
+paths in test_attributed.py.)"""
 
 import copy
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_dataset, tiny_model
-from test_attributed import _clipped_oracle, _groups
+from test_attributed import _groups
 from test_grads import Scale, loop_oracle, small_resnet
 
 import amnesiac
@@ -98,53 +99,6 @@ def test_training_partitioned_logs_what_the_default_path_logs(make_opt, make_mod
     for a, b in zip(d_a, d_p):
         assert a.abs().max() > 1e-4
         torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-10)
-
-
-def test_partitioned_global_norm_clipping_is_attributed_exactly():
-    ds = tiny_dataset()
-    groups = _groups()
-    want, clipped = _clipped_oracle(groups, ds, max_norm=0.3)
-    assert clipped >= 3
-    model = tiny_model()
-    log = amnesiac.DeltaLog(model, groups)
-    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, log,
-                                       weight_grads="partitioned")
-    for x, y, ids in ds.loader(8, seed=1):
-        opt.zero_grad()
-        opt.set_batch(ids)
-        F.cross_entropy(model(x), y).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.3)  # reads the .grad the taps wrote
-        opt.step()
-    opt.close()
-    for k in groups:
-        torch.testing.assert_close(log.delta_vector([k]), want[k], rtol=1e-9, atol=1e-12)
-
-
-def test_partitioned_refuses_accumulation_and_per_value_clipping_and_gives_requires_grad_back():
-    ds = tiny_dataset()
-    batches = list(ds.loader(8, seed=1))
-    model = tiny_model()
-    log = amnesiac.DeltaLog(model, _groups())
-    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log,
-                                       weight_grads="partitioned")
-    x, y, ids = batches[0]
-    opt.set_batch(ids)
-    F.cross_entropy(model(x), y).backward()
-    torch.nn.utils.clip_grad_value_(model.parameters(), 1e-3)
-    with pytest.raises(RuntimeError, match="more than one common factor"):
-        opt.step()
-    opt.zero_grad()
-    opt.set_batch(ids)
-    for x, y, _ in batches[:2]:  # two backward passes into one step
-        F.cross_entropy(model(x), y).backward()
-    with pytest.raises(RuntimeError, match="accumulated over several backward passes"):
-        opt.step()
-    assert log.steps == 0 and float(log.delta_vector(list(_groups())).abs().max()) == 0.0
-    opt.zero_grad()
-    opt.set_batch(ids)  # armed, then abandoned without a backward pass: close gives requires_grad back
-    assert not all(q.requires_grad for q in model.parameters())
-    opt.close()
-    assert all(q.requires_grad for q in model.parameters())
 
 
 def test_partitioned_is_refused_where_it_cannot_work():
