@@ -414,10 +414,14 @@ def provenance(result: Result) -> str:
     recs = list(result.seeds.values())
     prov = recs[0].get("provenance", {})
     wall = sum(r.get("wall_seconds", 0.0) for r in recs)
+    resumed = sorted(k for k, r in result.seeds.items() if r.get("resumed"))
+    note = (f" (seed(s) {resumed} resumed after an interruption: only their last run's time is counted)"
+            if resumed else "")
     return (f"**Provenance.** Experiment `{result.experiment.name}`, profile `{result.experiment.profile}`, config "
             f"hash `{result.experiment.hash}`, seeds {sorted(result.seeds)}; computed with code revision "
             f"`{prov.get('git', '?')}` on {prov.get('device', '?')} ({prov.get('threads', '?')} threads), torch "
-            f"{prov.get('torch', '?')}, on {prov.get('date', '?')[:10]}; {wall / 60:.1f} min of compute in all.")
+            f"{prov.get('torch', '?')}, on {prov.get('date', '?')[:10]}; {wall / 60:.1f} min of compute in all"
+            f"{note}.")
 
 
 def missing_seeds_note(result: Result, profile: str) -> str:
@@ -487,14 +491,15 @@ def seed_report_table(name: str) -> str:
     return markdown_table(["method (seed report)", "after training", "no retrain", "after retrain"], rows)
 
 
-def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgotten", "acc_test_rest")) -> str:
-    """The seed report's table for ``result``'s experiment beside ours, row by row for the methods both have:
-    accuracy on the forgotten class / on the rest right after unlearning (the seed's "no retrain") and after
-    the repair (its "after retrain"), ours as mean ± 95% interval over seeds. Our rows the seed did not report
-    follow, and the original and retrained models close the table.
+def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgotten", "acc_test_rest"), *,
+                     every_method: bool = False) -> str:
+    """The seed report's table for ``result``'s experiment beside ours, row by row: accuracy on the forgotten class
+    / on the rest after training, right after unlearning (the seed's "no retrain") and after the repair (its "after
+    retrain"), ours as mean ± 95% interval over seeds (our "after train" is the one trained model every row
+    shares). With ``every_method``, our rows the seed did not report follow; the retrained model closes the table.
 
     Example:
-        >>> # seed_beside_ours(experiments.load("mnist-class3-resnet18", "full"))
+        >>> # seed_beside_ours(experiments.load("mnist-class3-resnet18", "full"), every_method=True)
     """
     name = result.experiment.name
     if name not in SEED_REPORT:
@@ -509,17 +514,21 @@ def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgo
             return "–"
         return " / ".join(pm(row, m) for m in metrics)
 
+    def quoted(pair) -> str:
+        return f"{pair[0]:.2f} / {pair[1]:.2f}" if pair else "–"
+
     seed = {label: cells for label, *cells in SEED_REPORT[name]}
+    trained, reference = "After training (original)", "Retrain from scratch (reference)"
+    labels = list(seed) + ([k for k in ours["no_repair"] if k not in seed and k not in (trained, reference)]
+                           if every_method else [])
     rows = []
-    for label in list(seed) + [k for k in ours["no_repair"] if k not in seed]:
-        no, after = ours["no_repair"].get(label), ours["after_repair"].get(label)
+    for label in labels:
         s = seed.get(label)
-        rows.append([label, f"{s[1][0]:.2f} / {s[1][1]:.2f}" if s else "–", cell(no),
-                     f"{s[2][0]:.2f} / {s[2][1]:.2f}" if s else "–", cell(after)])
-    first = ("After training (original)", "Retrain from scratch (reference)")
-    rows.sort(key=lambda r: (r[0] == first[1], r[0] != first[0]))  # original first, retrained last, stable between
-    return markdown_table(["method", "seed: no retrain", "ours: no repair", "seed: after retrain",
-                           "ours: after repair"], rows)
+        rows.append([label, quoted(s and s[0]), cell(ours["no_repair"][trained]), quoted(s and s[1]),
+                     cell(ours["no_repair"].get(label)), quoted(s and s[2]), cell(ours["after_repair"].get(label))])
+    rows.append([reference, "–", "–", "–", cell(ours["no_repair"][reference]), "–", "–"])
+    return markdown_table(["method", "seed: after train", "ours: after train", "seed: no retrain", "ours: no repair",
+                           "seed: after retrain", "ours: after repair"], rows)
 
 
 def availability_note(result: Result, profile: str) -> str:

@@ -317,20 +317,38 @@ def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_l
 def test_the_seed_report_is_set_beside_ours_row_by_row():
     res = load("mnist-class3-simple", "full")
     metrics = ("acc_test_forgotten", "acc_test_rest")
-    lines = book.seed_beside_ours(res, metrics).splitlines()
-    assert lines[0] == "| method | seed: no retrain | ours: no repair | seed: after retrain | ours: after repair |"
-    rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in lines[2:]}
-    assert lines[2].startswith("| After training (original) |") and lines[-1].startswith("| Retrain from scratch")
     no = {r["method"]: r for r in summarize(res, metrics, "no_repair")}
     after = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
-    for label, _, (f_no, r_no), (f_after, r_after) in book.SEED_REPORT["mnist-class3-simple"]:
-        cells = [c.strip() for c in rows[label]]
-        assert cells[1] == f"{f_no:.2f} / {r_no:.2f}" and cells[3] == f"{f_after:.2f} / {r_after:.2f}"
-        assert cells[2] == f"{book.pm(no[label], metrics[0])} / {book.pm(no[label], metrics[1])}"
-        assert cells[4] == f"{book.pm(after[label], metrics[0])} / {book.pm(after[label], metrics[1])}"
-    seed_labels = {x[0] for x in book.SEED_REPORT["mnist-class3-simple"]}
+
+    def ours(row):
+        return f"{book.pm(row, metrics[0])} / {book.pm(row, metrics[1])}"
+
+    seed_rows = book.SEED_REPORT["mnist-class3-simple"]
+    for every in (False, True):
+        lines = book.seed_beside_ours(res, metrics, every_method=every).splitlines()
+        assert lines[0] == ("| method | seed: after train | ours: after train | seed: no retrain | ours: no repair | "
+                            "seed: after retrain | ours: after repair |")
+        rows = {line.strip("|").split(" | ")[0].strip(): [c.strip() for c in line.strip("|").split(" | ")]
+                for line in lines[2:]}
+        for label, train, (f_no, r_no), (f_after, r_after) in seed_rows:
+            cells = rows[label]
+            assert cells[1] == f"{train[0]:.2f} / {train[1]:.2f}" and cells[2] == ours(no["After training (original)"])
+            assert cells[3] == f"{f_no:.2f} / {r_no:.2f}" and cells[4] == ours(no[label])
+            assert cells[5] == f"{f_after:.2f} / {r_after:.2f}" and cells[6] == ours(after[label])
+        assert lines[-1].startswith("| Retrain from scratch (reference) |")
+        assert rows["Retrain from scratch (reference)"][4] == ours(no["Retrain from scratch (reference)"])
+        assert len(rows) == len(seed_rows) + 1 if not every else len(rows) == len(no) - 1  # all but the original
+    seed_labels = {x[0] for x in seed_rows}
     unrepaired = next(k for k, r in after.items() if k not in seed_labels and r["acc_test_rest"] != r["acc_test_rest"])
-    cells = [c.strip() for c in rows[unrepaired]]
-    assert cells[1] == cells[3] == cells[4] == "–" and cells[2] != "–"  # ours only, and never repaired
+    cells = rows[unrepaired]
+    assert cells[1] == cells[3] == cells[5] == cells[6] == "–" and cells[4] == ours(no[unrepaired])
     with pytest.raises(ValueError, match="no computed seeds"):
         book.seed_beside_ours(dataclasses.replace(res, seeds={}))
+
+
+def test_provenance_says_when_a_seed_was_resumed_and_its_wall_time_is_partial():
+    res = load("mnist-class3-simple", "full")
+    assert "resumed" not in book.provenance(res)
+    rec = dict(res.seeds[0], resumed={"from": "trained", "methods_done": 1})
+    text = book.provenance(dataclasses.replace(res, seeds={**res.seeds, 0: rec}))
+    assert "seed(s) [0] resumed after an interruption: only their last run's time is counted" in text
