@@ -531,6 +531,85 @@ def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgo
                            "seed: after retrain", "ours: after repair"], rows)
 
 
+def seed_comparison_reading(result: Result, *, forget_tol: float = 0.05, rest_drop: float = 0.02) -> str:
+    """How to read :func:`seed_beside_ours` for a class experiment, as a Markdown paragraph computed from
+    ``result`` (means over its seeds, no repair, test-set accuracy on the forgotten class / on the rest): the
+    original and retrained models, Graves's per-batch removal, the seed's masked records against the full record
+    scaled by ``alpha = p``, which of our p = 0.1 records (correctly indexed or mis-indexed) lies nearer the seed's
+    own p = 0.1 row, the update-attribution scales that forget like the retrained model while keeping the rest
+    (the :func:`smallest_alpha_matching` rule with ``forget_tol`` and ``rest_drop``), and the repair-only control.
+
+    Example:
+        >>> # seed_comparison_reading(experiments.load("mnist-class3-resnet18", "full"))
+    """
+    name, exp = result.experiment.name, result.experiment
+    if name not in SEED_REPORT:
+        raise ValueError(f"the seed report has no table for {name!r}; it has: {', '.join(SEED_REPORT)}")
+    if not result.seeds:
+        raise ValueError(f"{name} has no computed seeds to read")
+    F, R = metrics = ("acc_test_forgotten", "acc_test_rest")
+    rows = {r["method"]: r for r in summarize(result, metrics + ("agreement_to_retrain",), "no_repair")}
+
+    def fr(row: dict) -> str:
+        return f"{row[F]:.2f} / {row[R]:.2f}"
+
+    orig, ref = rows["After training (original)"], rows["Retrain from scratch (reference)"]
+    batch, ft = rows[exp.per_batch().label], rows[exp.finetune().label]
+    ps = sorted(exp.ps, reverse=True)
+    masked = [rows[exp.seed_record(p).label] for p in ps]
+    scaled = [rows[exp.gradient_record(p).label] for p in ps]
+    gap = max(abs(a[m] - b[m]) for a, b in zip(masked, scaled) for m in metrics)
+    seed = {label: cells for label, *cells in SEED_REPORT[name]}
+    mine, mis = rows[exp.seed_record(0.1).label], rows[exp.misindexed().label]
+    theirs = seed[exp.seed_record(0.1).label][1]
+
+    def far(row: dict) -> float:
+        return abs(row[F] - theirs[0]) + abs(row[R] - theirs[1])
+
+    nearer, other = (("mis-indexed", "correctly indexed") if far(mis) < far(mine)
+                     else ("correctly indexed", "mis-indexed"))
+    n = len(result.seeds)
+    step = (", so the mask acts as a step size" if gap <= forget_tol else
+            f": more than {forget_tol:g} at some p, where the mask is not only a step size")
+    text = (f"**Reading the table** (means over {n} seed{'s' if n > 1 else ''}, test accuracy on the forgotten class / "
+            f"on the rest, no repair). The original model gives {fr(orig)}, the model retrained without the "
+            f"forget set {fr(ref)}. Graves's per-batch removal gives {fr(batch)}. The seed's per-sample records at "
+            f"p = {', '.join(f'{p:g}' for p in ps)} give {'; '.join(fr(r) for r in masked)}; the full gradient "
+            f"record scaled by α = p gives {'; '.join(fr(r) for r in scaled)} (largest gap {gap:.2f})"
+            f"{step}. The seed's own p = 0.1 row ({theirs[0]:.2f} / {theirs[1]:.2f} without "
+            f"retraining) lies nearer our {nearer} record ({fr(mis if nearer == 'mis-indexed' else mine)}) than our "
+            f"{other} one ({fr(mine if nearer == 'mis-indexed' else mis)}). ")
+    update = [(spec.alpha, rows[spec.label]) for spec in exp.methods
+              if spec.log == UPDATE_LOG and spec.alpha is not None and spec.label in rows]
+    good = sorted(a for a, r in update if abs(r[F] - ref[F]) <= forget_tol and orig[R] - r[R] < rest_drop)
+    if good:
+        text += (f"Exact update attribution forgets like the retrained model (within {forget_tol:g} on the "
+                 f"forgotten class) while costing the rest less than {rest_drop:g} at α = "
+                 f"{', '.join(f'{a:g}' for a in good)}; these scales are read against the retrained model, so they "
+                 f"show what the method can reach, not a rule for choosing α without it. ")
+    else:
+        text += (f"No scale of the exact update attribution forgets like the retrained model (within {forget_tol:g})"
+                 f" while costing the rest less than {rest_drop:g}. ")
+    full = next((r for a, r in update if a == 1), None)
+    if full is not None:
+        text += f"At α = 1 it gives {fr(full)}. "
+    ft_forgets = abs(ft[F] - ref[F]) <= forget_tol and orig[R] - ft[R] < rest_drop
+    text += (f"The repair-only control ({exp.finetune().label}: training on the retain set, no unlearning step) "
+             f"gives {fr(ft)}: ")
+    if ft_forgets:
+        text += ("training on the rest alone removes the class, so on this forget set the accuracies cannot tell an "
+                 "unlearning method from forgetting by neglect. ")
+    else:
+        text += "training on the rest alone does not forget like the retrained model. "
+    best = min(good) if good else None
+    agree = [("the original", orig), (exp.finetune().label, ft)]
+    if best is not None:
+        agree.insert(1, (f"update attribution at α = {best:g}", rows[exp.update(best).label]))
+    text += ("Agreement with the retrained model's test predictions: "
+             + "; ".join(f"{pm(r, 'agreement_to_retrain', 3)} for {lab}" for lab, r in agree) + ".")
+    return text
+
+
 def availability_note(result: Result, profile: str) -> str:
     """Why a result has no seeds, as a Markdown sentence (empty when it has some): the data set is missing
     where the book was built (``result.reason`` or a failed :func:`amnesiac.data.dataset_available`), or the

@@ -352,3 +352,31 @@ def test_provenance_says_when_a_seed_was_resumed_and_its_wall_time_is_partial():
     rec = dict(res.seeds[0], resumed={"from": "trained", "methods_done": 1})
     text = book.provenance(dataclasses.replace(res, seeds={**res.seeds, 0: rec}))
     assert "seed(s) [0] resumed after an interruption: only their last run's time is counted" in text
+
+
+def test_the_reading_of_the_seed_comparison_follows_the_numbers():
+    res = load("mnist-class3-simple", "full")
+    exp = res.experiment
+    F, R = metrics = ("acc_test_forgotten", "acc_test_rest")
+    rows = {r["method"]: r for r in summarize(res, metrics + ("agreement_to_retrain",), "no_repair")}
+    text = book.seed_comparison_reading(res)
+    assert text.startswith(f"**Reading the table** (means over {len(res.seeds)} seeds")
+    for label in ("After training (original)", "Retrain from scratch (reference)", exp.per_batch().label,
+                  exp.misindexed().label, exp.finetune().label):
+        assert f"{rows[label][F]:.2f} / {rows[label][R]:.2f}" in text, label
+    # the seed's p = 0.1 row (0.00 / 0.83) lies nearer the mis-indexed record than the correctly indexed one
+    assert "nearer our mis-indexed record" in text
+    best = book.smallest_alpha_matching(res)
+    assert best is not None and f"at α = {best['alpha']:g}" in text
+    assert book.pm(rows[exp.update(best["alpha"]).label], "agreement_to_retrain", 3) in text
+    # the rule's thresholds decide the sentences: with no room on the forgotten class nothing matches
+    strict = book.seed_comparison_reading(res, forget_tol=0.0, rest_drop=0.0)
+    assert "No scale of the exact update attribution" in strict and "does not forget like" in strict
+    # the step-size sentence follows the largest gap between masked and scaled records against forget_tol
+    gap = max(abs(rows[exp.seed_record(p).label][m] - rows[exp.gradient_record(p).label][m])
+              for p in exp.ps for m in metrics)
+    assert f"(largest gap {gap:.2f})" in text and 0 < gap < 0.5
+    assert "not only a step size" in strict and "not only a step size" in book.seed_comparison_reading(
+        res, forget_tol=gap / 2) and "acts as a step size" in book.seed_comparison_reading(res, forget_tol=gap)
+    with pytest.raises(ValueError, match="no computed seeds"):
+        book.seed_comparison_reading(dataclasses.replace(res, seeds={}))
