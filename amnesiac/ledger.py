@@ -6,6 +6,10 @@ subtracted: :class:`~amnesiac.DeltaLog` keeps each group's exact share of every 
 driven the same way (:class:`~amnesiac.AttributedOptimizer` calls ``begin_step`` after the backward pass and
 ``end_step`` after the optimizer's step) and read out the same way (``delta_vector(groups)``, a flat vector
 in the model's :class:`~amnesiac.ParamLayout`, which unlearning subtracts).
+
+A ledger is kept on disk with :func:`save_ledger` (written atomically, with a checksum that :func:`load_ledger`
+checks) and identified by :func:`ledger_fingerprint` (a SHA-256 of everything it holds), which binds a
+:class:`~amnesiac.RequestRecord` to the one ledger its requests are served from.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import shutil
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -149,8 +156,83 @@ class Ledger(ABC):
         return self.table.groups_of_samples(sample_ids)
 
 
+LEDGER_FORMAT = "amnesiac-ledger-1"
+
+# Entries of a log's state that say how it was held or timed, not what it holds: left out of its fingerprint.
+_NOT_IDENTITY = frozenset({"optimizer_attached", "masks_cached", "peak_bytes", "hvp_seconds", "lazy_steps"})
+_HASH_CHUNK = 64 * 2**20  # bytes of a tensor hashed at a time (a memory-mapped ledger is read, never copied whole)
+
+
+def _hash_state(h, obj) -> None:
+    """Feed ``obj`` (nested dicts, lists and tuples of tensors, numbers, strings, dtypes) to ``h``, each value
+    tagged with its type, so that different states never give the same stream of bytes."""
+    if torch.is_tensor(obj):
+        t = obj.detach()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        flat = t.reshape(-1)
+        step = max(1, _HASH_CHUNK // max(1, t.element_size()))
+        for a in range(0, flat.numel(), step):
+            part = flat[a: a + step].cpu().contiguous()
+            h.update(part.view(torch.uint8).numpy().data if part.dtype != torch.uint8 else part.numpy().data)
+    elif isinstance(obj, Mapping):
+        items = sorted(((repr(k), v) for k, v in obj.items() if k not in _NOT_IDENTITY), key=lambda kv: kv[0])
+        h.update(f"D{len(items)}:".encode())
+        for k, v in items:
+            h.update(f"{len(k)}:{k}".encode())
+            _hash_state(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}:".encode())
+        for v in obj:
+            _hash_state(h, v)
+    elif obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.dtype, torch.device)):
+        text = repr(obj)
+        h.update(f"{type(obj).__name__}{len(text)}:{text}".encode())
+    else:
+        raise TypeError(f"cannot fingerprint a {type(obj).__name__} in a ledger's state (only tensors, numbers, "
+                        "strings, dtypes and dicts, lists and tuples of them)")
+
+
+def ledger_fingerprint(log: Ledger) -> str:
+    """SHA-256 of what identifies a ledger: its kind, model layout (names, shapes), group names, steps and
+    everything in its :meth:`~Ledger.state_dict` (tensors by dtype, shape and exact bytes). The same ledger saved
+    and loaded again has the same fingerprint; another run's ledger, even with the same groups, another one.
+
+    A pending lazy segment of a :class:`~amnesiac.DeltaLog` is settled first (as reading the log out does), so
+    the fingerprint is the same before and after a read-out. :meth:`~amnesiac.DeltaLog.finalize` changes the
+    stored bytes, so it changes the fingerprint. Entries saying how the log was held or timed (whether an
+    optimizer is attached, whether masks are cached, peak bytes, seconds spent) are left out.
+
+    Cost: every byte of the ledger is hashed (about a second per GB); a memory-mapped ledger is read through in
+    chunks, never copied whole into memory, but one much larger than memory is read from disk each time.
+
+    Raises:
+        RuntimeError: the log is between ``begin_step`` and ``end_step`` (fingerprint it after the step).
+
+    Example:
+        >>> from amnesiac import DeltaLog
+        >>> torch.manual_seed(0); log = DeltaLog(nn.Linear(2, 2), {"a": [0]})  # doctest: +ELLIPSIS
+        <...>
+        >>> fp = ledger_fingerprint(log); len(fp), fp == ledger_fingerprint(log)
+        (64, True)
+    """
+    state = log.state_dict()  # refuses a log in the middle of a step
+    if isinstance(state, Mapping) and state.get("segment") is not None:  # a DeltaLog's lazy segment
+        log.delta_vector([])  # a read-out (of no group) settles its buffered steps, as every read-out does
+        state = log.state_dict()
+    h = hashlib.sha256()
+    layout = getattr(log, "layout", None)
+    _hash_state(h, {
+        "kind": type(log).__name__,
+        "layout": None if layout is None else {"names": list(layout.names), "shapes": [list(x) for x in layout.shapes]},
+        "groups": list(log.group_names),
+        "steps": getattr(log, "steps", None),
+        "state": state,
+    })
+    return h.hexdigest()
+
+
 def save_ledger(path: str | Path, log: Ledger) -> Path:
-    """Write ``log.state_dict()`` to ``path`` atomically (temporary file, then rename) with a SHA-256 of its
+    """Write ``log.state_dict()`` to ``path`` atomically (see :func:`atomic_torch_save`) with a SHA-256 of its
     bytes, so :func:`load_ledger` can tell a truncated or corrupted file from a good one.
 
     Example:
@@ -164,21 +246,121 @@ def save_ledger(path: str | Path, log: Ledger) -> Path:
     buf = io.BytesIO()
     torch.save(log.state_dict(), buf)
     payload = buf.getvalue()
-    record = {"format": "amnesiac-ledger-1", "sha256": hashlib.sha256(payload).hexdigest(),
+    record = {"format": LEDGER_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
     return atomic_torch_save(path, record)
 
 
-def atomic_torch_save(path: str | Path, obj) -> Path:
-    """``torch.save(obj)`` to a temporary file beside ``path``, then renamed onto it: ``path`` holds the old file or
-    the whole new one, never half of it (the temporary is removed if saving fails)."""
+def _temporary_pattern(path: Path) -> re.Pattern:
+    """The names of the temporaries :func:`atomic_torch_save` makes beside ``path``: ``.{name}.XXXXXXXX.tmp``
+    (eight characters of :func:`tempfile.mkstemp`'s alphabet), and nothing else: not another file's
+    temporaries (``.{name}.head.XXXXXXXX.tmp`` is the temporary of ``{name}.head``)."""
+    return re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(".tmp"))
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries an earlier save of ``path`` left when it was killed mid-write (each may be as
+    large as the file); only plain files named by :func:`_temporary_pattern`."""
+    pattern = _temporary_pattern(path)
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if pattern.fullmatch(name):
+            stale = path.parent / name
+            try:
+                if stat.S_ISREG(stale.lstat().st_mode):
+                    stale.unlink()
+            except OSError:  # gone already, or not ours to remove: the save goes on
+                pass
+
+
+def fsync_directory(folder: str | Path) -> None:
+    """Flush a directory's entries (a file just created or renamed in it) to disk, where the platform allows it
+    (Windows cannot open a directory: there it does nothing)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` as :func:`atomic_torch_save` writes: a temporary beside it, flushed to disk,
+    renamed onto ``path``, the directory flushed; ``path`` holds the old bytes or the new ones, never half.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = atomic_write_bytes(pathlib.Path(tempfile.mkdtemp()) / "head", b"{}")
+        >>> p.read_bytes()
+        b'{}'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_directory(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_torch_save(path: str | Path, obj) -> Path:
+    """``torch.save(obj)`` to a temporary file beside ``path``, then renamed onto it: ``path`` holds the old file or
+    the whole new one, never half of it.
+
+    The temporary is flushed to disk (``fsync``) before the rename and the directory after it, so a power cut
+    leaves the old file or the new one. Temporaries an earlier save of ``path`` left when it was killed are
+    removed first (only ``.{name}.XXXXXXXX.tmp`` beside ``path``). Two saves of the same ``path`` at once are not
+    supported: the later rename wins, or one of them fails because the other removed its temporary.
+
+    Raises:
+        OSError: writing the temporary failed (a full disk, typically: torch reports it as a ``RuntimeError``
+            "file write failed"); the temporary is removed and the old file at ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(obj, tmp)
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (RuntimeError, OSError) as err:
+            Path(tmp).unlink(missing_ok=True)
+            try:
+                free = f"{shutil.disk_usage(path.parent).free:,} bytes are free there"
+            except OSError:
+                free = "its free space could not be read"
+            before = (f"the old file at {path} is intact" if path.exists() else
+                      f"no file was there before and none was made at {path}")
+            raise OSError(f"could not write {path}: writing its temporary failed ({type(err).__name__}: {err}); "
+                          f"{free}: the disk is full, or the write failed. The temporary was removed and {before}; "
+                          "free some space (or save elsewhere) and save again") from err
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError as err:
+            raise OSError(f"could not rename the temporary {tmp} onto {path}: it was removed meanwhile, by another "
+                          f"save of {path} (two saves of one path at once are not supported)") from err
+        fsync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -186,17 +368,41 @@ def atomic_torch_save(path: str | Path, obj) -> Path:
 
 
 def load_ledger(path: str | Path, log: Ledger) -> Ledger:
-    """Restore a file written by :func:`save_ledger` into ``log`` (built the same way); a damaged file raises
-    ``ValueError`` naming it, and ``log`` is left as it was."""
+    """Restore a file written by :func:`save_ledger` into ``log`` (built the same way).
+
+    Raises:
+        ValueError: the file is damaged (truncated, its checksum does not match), is not a ledger file, or is
+            one of another format or version; the message names the file and what it holds. ``log`` is left
+            as it was.
+    """
     path = Path(path)
     try:
         record = torch.load(path, weights_only=True)
     except Exception as err:  # torch raises several types for a truncated archive
         raise ValueError(f"{path} is not a readable ledger file ({type(err).__name__}: {err}); it may be truncated") \
             from None
-    if not isinstance(record, dict) or record.get("format") != "amnesiac-ledger-1":
-        raise ValueError(f"{path} is not a ledger written by save_ledger")
-    payload = record["payload"].numpy().tobytes()
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a ledger written by save_ledger (it holds a {type(record).__name__})")
+    if "format" not in record:
+        if "kind" in record:
+            raise ValueError(f"{path} holds a log.state_dict() ({record['kind']!r}) saved with torch.save, not a "
+                             "ledger file of save_ledger: restore it with log.load_state_dict(torch.load(path)), "
+                             "and save ledgers with save_ledger")
+        raise ValueError(f"{path} is not a ledger written by save_ledger: it has no 'format' entry "
+                         f"(its entries: {sorted(map(str, record))[:8]})")
+    fmt = record["format"]
+    if fmt != LEDGER_FORMAT:
+        raise ValueError(f"{path} is a ledger file of format {fmt!r}; this version of amnesiac reads "
+                         f"{LEDGER_FORMAT!r}: load it with the version that wrote it, or save the log again with "
+                         "this one")
+    missing = [k for k in ("sha256", "payload") if k not in record]
+    if missing:
+        raise ValueError(f"{path} is an {LEDGER_FORMAT!r} ledger file without its {' and '.join(map(repr, missing))} "
+                         "entry: it is damaged, or was not written by save_ledger")
+    payload = record["payload"]
+    if not torch.is_tensor(payload) or payload.dtype != torch.uint8:
+        raise ValueError(f"{path} is an {LEDGER_FORMAT!r} ledger file whose payload is not bytes: it is damaged")
+    payload = payload.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != record["sha256"]:
         raise ValueError(f"{path} is corrupted: its checksum does not match its contents")
     return log.load_state_dict(torch.load(io.BytesIO(payload), weights_only=True))

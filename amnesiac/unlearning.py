@@ -44,7 +44,9 @@ class Request:
     """What to forget, and what the methods that train need.
 
     Attributes:
-        forget_groups: names of the log groups to forget (for log-based methods).
+        forget_groups: names of the log groups to forget (for log-based methods): a tuple (a list or other
+            iterable is kept as a tuple), each group once; a bare string is refused (``("class3",)``, not
+            ``"class3"``).
         forget: the forget samples (for ``relabel``).
         retain: the retain set (for ``finetune``, ``retrain`` and repair).
         recipe: the training recipe (optimizer, lr, batch size, epochs) for methods that train.
@@ -62,6 +64,30 @@ class Request:
     num_classes: int | None = None
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self):
+        groups = self.forget_groups
+        if isinstance(groups, (str, bytes)):
+            raise TypeError(f"forget_groups must be a tuple of group names, got the {type(groups).__name__} "
+                            f"{groups!r} (it would be read as one group per character): pass a tuple, e.g. "
+                            f"forget_groups=({groups!r},)")
+        try:
+            groups = tuple(groups)
+        except TypeError:
+            raise TypeError(f"forget_groups must be a tuple of group names, got {type(groups).__name__} "
+                            f"{groups!r}: pass a tuple, e.g. forget_groups=({groups!r},)") from None
+        seen = set()
+        for g in groups:
+            try:
+                again = g in seen
+            except TypeError:
+                raise TypeError(f"group names must be hashable (a str or an int, as the log's groups), got "
+                                f"{g!r} ({type(g).__name__}) in forget_groups") from None
+            if again:
+                raise ValueError(f"forget_groups names group {g!r} more than once: its delta would be subtracted "
+                                 "once per mention; name each group once")
+            seen.add(g)
+        object.__setattr__(self, "forget_groups", groups)  # a list given is kept as a tuple (the request is frozen)
 
     def need(self, *fields: str, method: str) -> None:
         missing = [f for f in fields if getattr(self, f) in (None, ())]

@@ -88,3 +88,128 @@ def test_a_changed_truncated_or_reordered_record_is_refused(saved):
     path.write_text(good[:-20])
     with pytest.raises(ValueError, match="last line is incomplete"):
         amnesiac.RequestRecord(path)
+
+
+def _head(path):
+    return json.loads(path.with_name(path.name + ".head").read_text())
+
+
+@pytest.mark.parametrize("alpha", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_request_with_alpha_not_positive_and_finite_is_refused(saved, alpha):
+    model, log = _load(saved)
+    path = saved / "requests.jsonl"
+    record = amnesiac.RequestRecord(path)
+    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
+        record.serve(model, amnesiac.Request(forget_groups=("a",)), log=log, alpha=alpha)
+    assert not path.exists() and record.entries() == []  # nothing recorded: "a" can still be forgotten
+    record.serve(model, amnesiac.Request(forget_groups=("a",)), log=log)
+    assert record.forgotten() == {"a": 0}
+
+
+def test_a_removed_last_line_or_record_is_caught_by_the_head(saved):
+    model, log = _load(saved)
+    path = saved / "requests.jsonl"
+    record = amnesiac.RequestRecord(path)
+    m = record.serve(model, amnesiac.Request(forget_groups=("a",)), log=log)
+    record.serve(m, amnesiac.Request(forget_groups=("b",)), log=log)
+    assert _head(path)["requests"] == 2
+    good = path.read_text()
+    path.write_text(good.splitlines(keepends=True)[0])  # the last line removed: the chain alone still holds
+    with pytest.raises(ValueError, match="holds 1 requests but its head says 2: lines were removed"):
+        amnesiac.RequestRecord(path)
+    path.unlink()
+    with pytest.raises(ValueError, match="holds 0 requests but its head says 2: lines were removed"):
+        amnesiac.RequestRecord(path)
+    path.write_text(good)
+    assert len(amnesiac.RequestRecord(path).entries()) == 2
+
+
+def test_a_removed_head_is_refused_unless_rewritten_on_purpose(saved):
+    model, log = _load(saved)
+    path = saved / "requests.jsonl"
+    head = path.with_name(path.name + ".head")
+    record = amnesiac.RequestRecord(path)
+    m = record.serve(model, amnesiac.Request(forget_groups=("a",)), log=log)
+    record.serve(m, amnesiac.Request(forget_groups=("b",)), log=log)
+    head.unlink()
+    with pytest.raises(ValueError, match="head .* is missing"):
+        amnesiac.RequestRecord(path)
+    head.write_text("{not json")
+    with pytest.raises(ValueError, match="head .* is not"):
+        amnesiac.RequestRecord(path)
+    assert len(amnesiac.RequestRecord(path, rewrite_head=True).entries()) == 2
+    assert _head(path)["requests"] == 2
+
+
+def test_an_append_interrupted_before_its_head_is_recovered(saved, monkeypatch):
+    import amnesiac.record as rec
+
+    model, log = _load(saved)
+    path = saved / "requests.jsonl"
+    write_head = rec._write_head
+
+    for served in (0, 1):  # the first request of a new record, then a later one
+
+        def killed(head, requests, last, served=served):  # killed after the line is appended, before the head
+            if requests == served + 1:
+                raise KeyboardInterrupt
+            return write_head(head, requests, last)
+
+        monkeypatch.setattr(rec, "_write_head", killed)
+        record = amnesiac.RequestRecord(path)
+        with pytest.raises(KeyboardInterrupt):
+            record.serve(model, amnesiac.Request(forget_groups=(["a", "b"][served],)), log=log)
+        monkeypatch.setattr(rec, "_write_head", write_head)
+        assert len(path.read_text().splitlines()) == served + 1
+        assert (_head(path)["requests"] if path.with_name(path.name + ".head").exists() else 0) == served
+        again = amnesiac.RequestRecord(path)  # one line past the head, chained to it: accepted, head repaired
+        assert len(again.entries()) == served + 1 and _head(path)["requests"] == served + 1
+        model = rec.unlearn("amnesiac", model, amnesiac.Request(forget_groups=(["a", "b"][served],)), log=log)
+    assert again.forgotten() == {"a": 0, "b": 1}
+
+
+def test_a_record_written_before_heads_and_ledger_binding_is_read_and_adopted(saved):
+    model, log = _load(saved)
+    path = saved / "requests.jsonl"
+    record = amnesiac.RequestRecord(path)
+    m = record.serve(model, amnesiac.Request(forget_groups=("a",)), log=log)
+    m = record.serve(m, amnesiac.Request(forget_groups=("b",)), log=log)
+    old, prev = [], None  # the same record as an older version wrote it: no "ledger" key, no head
+    for e in record.entries():
+        e = {k: v for k, v in e.items() if k != "ledger"}
+        e["prev"] = prev
+        e["hash"] = prev = amnesiac.record._line_hash(e)
+        old.append(json.dumps(e, sort_keys=True) + "\n")
+    path.write_text("".join(old))
+    path.with_name(path.name + ".head").unlink()
+    legacy = amnesiac.RequestRecord(path)
+    assert [e["groups"] for e in legacy.entries()] == [["a"], ["b"]]
+    legacy.serve(m, amnesiac.Request(forget_groups=(7,)), log=log)  # bound to the ledger from here on
+    entries = legacy.entries()
+    assert "ledger" not in entries[1] and entries[2]["ledger"] == amnesiac.ledger.ledger_fingerprint(log)
+    assert _head(path)["requests"] == 3
+
+
+def test_a_request_served_with_another_ledger_is_refused(saved):
+    model, log = _load(saved)
+    path = saved / "requests.jsonl"
+    record = amnesiac.RequestRecord(path)
+    m = record.serve(model, amnesiac.Request(forget_groups=("a",)), log=log)
+    run = tiny_model()  # another run: the same groups, another data order
+    other = amnesiac.DeltaLog(run, {"a": [0, 1, 2], "b": [5, 6], 7: [7]})
+    amnesiac.train(run, tiny_dataset().loader(8, seed=2), torch.optim.SGD(run.parameters(), lr=0.1, momentum=0.9),
+                   epochs=2, delta_log=other, progress=False)
+    size = path.stat().st_size
+    with pytest.raises(ValueError, match=r"ledger .* is not the one this record's requests were served from"):
+        record.serve(m, amnesiac.Request(forget_groups=("b",)), log=other)
+    assert path.stat().st_size == size
+    _, same = _load(saved)  # the same ledger, loaded again from its file: accepted
+    record.serve(m, amnesiac.Request(forget_groups=("b",)), log=same)
+    assert record.entries()[1]["ledger"] == record.entries()[0]["ledger"] == amnesiac.ledger.ledger_fingerprint(log)
+
+
+def test_a_model_with_batch_norm_has_a_fingerprint():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))  # num_batches_tracked: 0-dim
+    fp = amnesiac.model_fingerprint(model)
+    model(torch.randn(4, 2))  # a training step's forward pass moves the running statistics and the counter
+    assert len(fp) == 64 and amnesiac.model_fingerprint(model) != fp

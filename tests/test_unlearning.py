@@ -108,3 +108,20 @@ def test_retrain_is_seeded_and_deterministic_on_cpu(trained):
     a = unlearn("retrain", model, request)
     b = unlearn("retrain", model, request)
     assert torch.equal(flat(a), flat(b))
+
+
+def test_a_request_refuses_a_repeated_group_and_a_bare_string():
+    with pytest.raises(ValueError, match=r"forget_groups names group 'a' more than once"):
+        Request(forget_groups=("a", "b", "a"))
+    with pytest.raises(ValueError, match=r"group 3 more than once"):
+        Request(forget_groups=[3, 3])
+    for bare in ("class3", b"class3"):
+        with pytest.raises(TypeError, match=r"forget_groups=\(b?.class3.,\)"):
+            Request(forget_groups=bare)
+    with pytest.raises(TypeError, match="forget_groups must be a tuple"):
+        Request(forget_groups=3)
+    with pytest.raises(TypeError, match="hashable"):
+        Request(forget_groups=(["a"],))
+    assert Request(forget_groups=["a", 7]).forget_groups == ("a", 7)  # a list is kept as a tuple
+    assert Request(forget_groups=("class3",)).forget_groups == ("class3",)
+    assert Request().forget_groups == ()
