@@ -20,6 +20,7 @@ whole-model per-sample gradients instead, which need the batch: ``set_batch(ids,
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -39,8 +40,10 @@ class AttributedOptimizer(Optimizer):
     """Wraps ``optimizer`` so that every step feeds ``logs`` (delta logs and batch logs).
 
     Args:
-        optimizer: any optimizer over ``model``'s parameters; delta logs with ``attribution="update"`` need
-            one with an update rule (:func:`amnesiac.register_update_rule`).
+        optimizer: any optimizer over ``model``'s parameters whose step needs no closure (LBFGS is refused);
+            delta logs with ``attribution="update"`` need one with an update rule
+            (:func:`amnesiac.register_update_rule`), options it can follow and buffers that start with the log,
+            checked when the wrapper is built and again before every step (:meth:`amnesiac.DeltaLog.check_optimizer`).
         model: the model being trained (no BatchNorm: a sample's gradient must not depend on the others).
         logs: a log or a list of logs, created on ``model`` before its first step.
         group_grads: ``"auto"`` (shares read off the backward pass by the layer rules; a layer without a rule
@@ -97,10 +100,16 @@ class AttributedOptimizer(Optimizer):
         if weight_grads == "partitioned" and isinstance(model, nn.parallel.DistributedDataParallel):
             raise ValueError("weight_grads='partitioned' is not available under DistributedDataParallel (its "
                              "reducer averages autograd's gradients); use weight_grads='autograd'")
+        if (reason := _needs_closure(optimizer)) is not None:
+            raise TypeError(reason)
+        logs = [] if logs is None else list(logs) if isinstance(logs, Sequence) else [logs]
+        for log in logs:  # an optimizer the logs cannot follow is refused before anything is attached
+            if hasattr(log, "check_optimizer"):
+                log.check_optimizer(optimizer)
         self.original_optimizer = optimizer
         self.model = model
         self.weight_grads = weight_grads
-        self.logs = [] if logs is None else list(logs) if isinstance(logs, Sequence) else [logs]
+        self.logs = logs
         self.loss_fn, self.grad_chunk, self.check_finite = loss_fn, grad_chunk, check_finite
         self.layout = ParamLayout.of(model)
         self.share_seconds = 0.0  # pre_step: the groups' shares (and the partitioned weight gradients' bookkeeping)
@@ -129,6 +138,10 @@ class AttributedOptimizer(Optimizer):
         if wants_shares:
             self._grad_hooks = [q.register_post_accumulate_grad_hook(self._on_grad)
                                 for q in self.layout.params(model)]
+        self._row_hooks = []
+        if self._capture is not None and weight_grads == "partitioned":
+            self._row_hooks = [m.register_forward_pre_hook(self._on_forward) for m in model.modules()
+                               if any(q.requires_grad for q in m.parameters(recurse=False))]
 
     # ------------------------------------------------------------------------- the optimizer's interface
 
@@ -179,7 +192,9 @@ class AttributedOptimizer(Optimizer):
     def set_batch(self, sample_ids, *, inputs: torch.Tensor | None = None, targets: torch.Tensor | None = None):
         """Say which samples make up this batch (row i of the loss is sample ``sample_ids[i]``).
 
-        Call before ``loss.backward()``; ``inputs`` and ``targets`` are needed only by the ``"vmap"`` path.
+        Call before ``loss.backward()``; ``inputs`` and ``targets`` are needed only by the ``"vmap"`` path. One
+        sample id per row of the batch: a different number is refused (here when ``inputs``/``targets`` show the
+        rows, else at the step, before anything changes).
         """
         if self.closed:
             raise RuntimeError("this AttributedOptimizer was closed; wrap the optimizer again to log more steps")
@@ -188,6 +203,10 @@ class AttributedOptimizer(Optimizer):
             raise TypeError(f"sample_ids must be integers, got dtype {ids.dtype}")
         if len(ids) and int(ids.min()) < 0:
             raise ValueError(f"sample ids must be non-negative dataset indices, got {int(ids.min())}")
+        for t in (inputs, targets):
+            if t is not None and (t.dim() == 0 or len(t) != len(ids)):
+                raise ValueError(_rows_message(len(ids), len(t) if t.dim() else 0, "the first dimension of "
+                                               + ("inputs" if t is inputs else "targets"), "Nothing was recorded"))
         self._batch = (ids.to(torch.long), inputs, targets)
         self._prepared = False
         self._raw, self._backwards = {}, {}
@@ -230,9 +249,13 @@ class AttributedOptimizer(Optimizer):
             raise RuntimeError(
                 "call set_batch(sample_ids) before each step: the logs must know which samples are in the batch"
             )
+        for log in self.logs:  # options changed since construction: refused before the optimizer's step
+            if hasattr(log, "check_optimizer"):
+                log.check_optimizer(self.original_optimizer)
         if self.check_finite:
             self._check_finite()
         scale = self._grad_scale()
+        self._check_rows()
         ids, x, y = self._batch
         if (x is None or y is None) and any(getattr(log, "needs_inputs", False) for log in self.logs):
             self._batch = None
@@ -271,7 +294,15 @@ class AttributedOptimizer(Optimizer):
         self._prepared = True
 
     def step(self, closure=None):
-        """:meth:`pre_step` (if not run yet), the wrapped optimizer's step, then each log folds the step in."""
+        """:meth:`pre_step` (if not run yet), the wrapped optimizer's step, then each log folds the step in.
+
+        Args:
+            closure: optional, as for any torch optimizer: called once, with gradients enabled, before
+                :meth:`pre_step`; it must run the forward and backward pass of the batch given to
+                :meth:`set_batch` (zeroing the gradients first) and return the loss, which ``step`` returns. The
+                wrapped optimizer then steps without it (optimizers that re-evaluate the loss several times per
+                step, such as LBFGS, are refused when the wrapper is built).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -292,9 +323,9 @@ class AttributedOptimizer(Optimizer):
         if self._capture is not None:
             self._capture.__exit__(None, None, None)
             self._capture = None
-        for h in self._grad_hooks:
+        for h in (*self._grad_hooks, *self._row_hooks):
             h.remove()
-        self._grad_hooks, self._raw = [], {}
+        self._grad_hooks, self._row_hooks, self._raw = [], [], {}
         self.closed = True
 
     def __enter__(self) -> AttributedOptimizer:
@@ -304,6 +335,33 @@ class AttributedOptimizer(Optimizer):
         self.close()
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    def _on_forward(self, module: nn.Module, inputs: tuple) -> None:
+        """weight_grads='partitioned': a forward pass over another number of rows than the armed batch's (sample ids
+        that do not match the batch) runs unarmed, as plain autograd; :meth:`_check_rows` then refuses the step."""
+        key = self._capture.armed_key if self._capture is not None else None
+        x = inputs[0] if inputs else None
+        if (key is not None and torch.is_grad_enabled() and torch.is_tensor(x) and x.dim() > 0
+                and x.shape[0] != len(key[1])):
+            self._capture.disarm()
+
+    def _check_rows(self) -> None:
+        """Refuse sample ids whose number is not the batch's row count, as the hooks saw it in the backward pass
+        (the first dimension of every hooked layer's input) or as the inputs give it."""
+        ids, x, _ = self._batch
+        if self._capture is not None:
+            rows = sorted({rec[0].shape[0] for recs in self._capture._records.values() for rec in recs
+                           if rec[2] is not None and rec[0].dim() > 0})
+        else:
+            rows = [] if x is None else [len(x)]
+        if rows and rows != [len(ids)]:
+            self._batch = None
+            if self._capture is not None:
+                self._capture.clear()
+            raise ValueError(_rows_message(len(ids), rows[0] if len(rows) == 1 else rows,
+                                           "the first dimension of the layers' inputs in the backward pass",
+                                           "The step was not taken: call set_batch with the right ids and run the "
+                                           "backward pass again"))
 
     def _on_grad(self, q: torch.Tensor) -> None:
         k = id(q)
@@ -390,3 +448,27 @@ class AttributedOptimizer(Optimizer):
             users[key] -= 1
             log.add_shares(done[key] if users[key] == 0 else done[key].clone())  # a log may change its copy
         self._capture.clear()  # the captured activations are not needed past this point
+
+
+def _rows_message(n_ids: int, rows, seen: str, outcome: str) -> str:
+    return (f"set_batch was given {n_ids} sample ids but the batch has {rows} rows ({seen}); pass one sample id "
+            "per row of the batch, in the order of its rows (row i of the loss is sample_ids[i]), and keep the "
+            f"batch in the first dimension of every layer's input. {outcome}")
+
+
+def _needs_closure(optimizer: Optimizer) -> str | None:
+    """Why ``optimizer`` cannot be wrapped because its step needs a closure (``None`` if it does not)."""
+    name = type(optimizer).__name__
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return ("LBFGS re-evaluates the loss several times per step through a closure; the log cannot attribute a "
+                "step made of several backward passes (it attributes the one backward pass of set_batch's batch). "
+                "Use an optimizer whose step needs no closure (SGD, Adam, AdamW, RMSprop, Adagrad)")
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return None
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        return (f"{name}.step needs a closure: an optimizer that re-evaluates the loss within its step cannot be "
+                "attributed (the log attributes the one backward pass of set_batch's batch). Use an optimizer "
+                "whose step needs no closure")
+    return None

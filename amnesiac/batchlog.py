@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .deltalog import mask_indices, masked_size
+from .deltalog import check_layout, mask_indices, masked_size, require_keys
 from .grads import ParamLayout
 from .ledger import GroupTable, Ledger
 
@@ -123,28 +123,50 @@ class BatchLog(Ledger):
             self.step_numbers.append(self.steps)
             self.step_groups.append(self._present)
 
+    _STATE_KEYS = {"config": {"store": None, "p": None, "seed": None, "request": None},
+                   "layout": {"names": None, "shapes": None}, "dtype": None,
+                   "groups": {"names": None, "group_of": None}, "changes": None,
+                   "step_numbers": None, "step_groups": None, "steps": None, "stored_steps": None,
+                   "summed": None}  # what load_state_dict reads
+
     def state_dict(self) -> dict:
         """The stored changes and bookkeeping, to resume a training with this log (see :class:`DeltaLog`)."""
         if self._before is not None:
             raise RuntimeError("state_dict between begin_step and end_step: checkpoint after the optimizer's step")
         return {"kind": "BatchLog", "config": {"store": self.store, "p": self.p, "seed": self.seed,
                                                "request": sorted(map(str, self.request)) if self.request else None},
+                "layout": {"names": list(self.layout.names), "shapes": [list(x) for x in self.layout.shapes]},
+                "dtype": str(self.dtype),
                 "groups": {"names": [str(n) for n in self.group_names], "group_of": self.table.group_of},
                 "changes": list(self.changes), "step_numbers": list(self.step_numbers),
                 "step_groups": list(self.step_groups), "steps": self.steps, "stored_steps": self.stored_steps,
                 "summed": getattr(self, "summed", None)}
 
     def load_state_dict(self, state: dict) -> BatchLog:
-        """Restore :meth:`state_dict` into a log built the same way."""
-        if state.get("kind") != "BatchLog":
-            raise ValueError(f"not a BatchLog state (kind {state.get('kind')!r})")
+        """Restore :meth:`state_dict` into a log built the same way (same model layout and dtype, groups and
+        settings; all checked before anything changes, a difference in the layout named). A state missing a key
+        (saved by an older or other version) raises ``ValueError`` naming the key."""
+        if not isinstance(state, Mapping) or state.get("kind") != "BatchLog":
+            kind = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"not a BatchLog state (kind {kind!r})")
+        require_keys(state, self._STATE_KEYS, "BatchLog")
         mine = {"store": self.store, "p": self.p, "seed": self.seed,
                 "request": sorted(map(str, self.request)) if self.request else None}
         if state["config"] != mine:
             raise ValueError(f"the saved log was built with other settings: {state['config']} vs {mine}")
+        check_layout(state["layout"], self.layout)
+        if state["dtype"] != str(self.dtype):
+            raise ValueError(f"the saved log was recorded with parameter dtype {state['dtype']}, this log has "
+                             f"{self.dtype}: convert the model with .to(dtype) before building the log")
         if state["groups"]["names"] != [str(n) for n in self.group_names] or not torch.equal(
                 state["groups"]["group_of"], self.table.group_of):
             raise ValueError("the saved log tracks other groups; build the log with the same groups before loading")
+        sizes = {c.numel() for c in state["changes"]} | ({state["summed"].numel()} if state["summed"] is not None
+                                                         else set())
+        want = {self.vector_width} | ({self.layout.numel} if state["summed"] is not None else set())
+        if not sizes <= want:
+            raise ValueError(f"the saved log's stored changes hold {sorted(sizes)} numbers each, this log's "
+                             f"{sorted(want)}: the state does not match its own layout")
         self.changes = [c.to(self.device) for c in state["changes"]]
         self.step_numbers, self.step_groups = list(state["step_numbers"]), list(state["step_groups"])
         self.steps, self.stored_steps = state["steps"], state["stored_steps"]

@@ -32,7 +32,10 @@ instead of stored.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import shutil
 import time
 import zlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -45,6 +48,7 @@ from torch.optim import Optimizer
 from .grads import ParamLayout
 from .ledger import GroupTable, Ledger
 from .rules import NEUTRAL, STEP_FIELDS, rule_for
+from .rules import check_optimizer as check_rule
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
@@ -54,6 +58,124 @@ STORAGE_DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+
+
+def storage_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """``dtype`` (a ``torch.dtype``, its name, or ``None``) as one of :data:`STORAGE_DTYPES`; others raise ValueError.
+
+    Example:
+        >>> storage_dtype("bfloat16"), storage_dtype(None)
+        (torch.bfloat16, None)
+    """
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        found = STORAGE_DTYPES.get(dtype.removeprefix("torch."))
+    else:
+        found = dtype if dtype in STORAGE_DTYPES.values() else None
+    if found is None:
+        raise ValueError(
+            f"dtype {dtype!r} cannot store the deltas (an integer or boolean dtype would round every delta to 0); "
+            f"use one of {', '.join(STORAGE_DTYPES)}, or None for the parameters' own dtype"
+        )
+    return found
+
+
+def _is_ledger_file(name: str) -> bool:
+    """Whether a storage directory's file ``name`` holds a log's deltas or moments (``deltas.<dtype>.bin`` too)."""
+    if name in ("deltas.bin", "moments.bin"):
+        return True
+    return name.startswith("deltas.") and name.endswith(".bin") and name[len("deltas."):-len(".bin")] in STORAGE_DTYPES
+
+
+def _allocated_bytes(path: Path) -> int:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0
+    return st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+
+
+def _no_room(path: Path, nbytes: int, free: int, *, refused: bool = False) -> OSError:
+    why = (f"the file system refused to allocate them ({free} bytes reported free in {path.parent})" if refused
+           else f"only {free} bytes are free in {path.parent}")
+    return OSError(errno.ENOSPC, f"{path.name}: memory-mapped storage needs {nbytes} bytes ({nbytes / 2**30:.2f} GiB) "
+                                 f"but {why}. Free some space or choose another storage= directory (dtype= or p= make "
+                                 "a ledger smaller)", str(path))
+
+
+def _fill(fd: int, nbytes: int) -> None:
+    """Give the open file ``fd`` ``nbytes`` of allocated zeros: ``posix_fallocate`` where the platform and file
+    system have it, else written zeros (never a sparse file, whose pages could find the disk full later)."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            return
+        except OSError as err:
+            if err.errno not in {errno.EINVAL, errno.ENOSYS, getattr(errno, "EOPNOTSUPP", -1),
+                                 getattr(errno, "ENOTSUP", -1)}:
+                raise
+    zeros = bytes(min(nbytes, 64 * 2**20))
+    os.lseek(fd, 0, os.SEEK_SET)
+    done = 0
+    while done < nbytes:
+        done += os.write(fd, zeros[: nbytes - done])
+
+
+def allocate_file(path: Path, nbytes: int, *, replaces: Sequence[Path] = ()) -> None:
+    """Create ``path`` with ``nbytes`` of zeros allocated on disk, replacing the files ``replaces``.
+
+    The free space (``shutil.disk_usage``, plus what the replaced files hold) is checked first and nothing is
+    removed when it is short; a file system that then refuses the allocation leaves no file behind. Both raise
+    ``OSError`` (``ENOSPC``) naming the bytes needed and free.
+    """
+    replaced = {Path(p) for p in replaces}
+    free = shutil.disk_usage(path.parent).free + sum(_allocated_bytes(p) for p in replaced)
+    if nbytes > free:
+        raise _no_room(path, nbytes, free)
+    for p in replaced:
+        p.unlink(missing_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _fill(fd, nbytes)
+    except BaseException as err:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise _no_room(path, nbytes, shutil.disk_usage(path.parent).free, refused=True) from None
+        raise
+    os.close(fd)
+
+
+def require_keys(state: Mapping, required: Mapping, kind: str, *, _path: tuple = ()) -> None:
+    """Raise ``ValueError`` naming the first key of ``required`` that ``state`` lacks (``required``: key -> the
+    keys required inside its value, or ``None``): a state saved by an older or other version of amnesiac."""
+    for k, inner in required.items():
+        path = (*_path, k)
+        if not isinstance(state, Mapping) or k not in state:
+            raise ValueError(
+                f"this {kind} state was saved by an older or other version of amnesiac (or is not a {kind} state): "
+                f"it has no {'/'.join(path)!r}. Load it with the version that wrote it, or record the ledger again"
+            )
+        if inner:
+            require_keys(state[k], inner, kind, _path=path)
+
+
+def check_layout(saved: Mapping, layout: ParamLayout) -> None:
+    """Raise ``ValueError`` naming the first parameter where a saved log's layout (``{"names", "shapes"}``)
+    differs from ``layout``: its count, a name, or a shape (saved vs this model's)."""
+    names, shapes = list(saved["names"]), [tuple(s) for s in saved["shapes"]]
+    where = next((f"parameter {i} is {a!r} in the saved log but {b!r} in this model"
+                  for i, (a, b) in enumerate(zip(names, layout.names)) if a != b), None)
+    if len(names) != len(layout.names):
+        where = (f"the saved log has {len(names)} parameter tensors, this model {len(layout.names)}"
+                 + (f" ({where})" if where else ""))
+    elif where is None:
+        where = next((f"parameter {n!r} has shape {list(a)} in the saved log but {list(b)} in this model"
+                      for n, a, b in zip(names, shapes, layout.shapes) if a != tuple(b)), None)
+    if where is not None:
+        raise ValueError(f"the saved log was recorded on another model layout: {where}. Build the log on the "
+                         "architecture it was recorded on")
 
 
 _RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
@@ -101,7 +223,8 @@ class DeltaLog(Ledger):
         attribution: ``"update"`` (optimizer-consistent, exact) or ``"gradient"`` (the seed's raw gradients).
         p: keep only this fraction of each parameter tensor per group (``None`` keeps all).
         mask_seed: mixed into every group's mask seed.
-        dtype: storage dtype of the deltas after :meth:`finalize` (``None`` keeps the parameters' dtype).
+        dtype: storage dtype of the deltas after :meth:`finalize` (``None`` keeps the parameters' dtype): one of
+            :data:`STORAGE_DTYPES`, as a ``torch.dtype`` or its name (integer dtypes would round every delta to 0).
         device: where the buffers live (default: the parameters' device).
         indexing: ``"position"`` (correct) or ``"seed-misindexed"``: the k-th tracked sample of a batch gets
             the gradient at batch position k, reproducing the seed's bug (an ablation only).
@@ -117,7 +240,13 @@ class DeltaLog(Ledger):
         propagate_after: ``"propagated"`` only: propagate from this step on (e.g. over the last epochs only).
         storage: a directory: keep the [groups x parameters] deltas and moments in memory-mapped files there
             (``deltas.bin``, ``moments.bin``) instead of RAM, so a ledger larger than memory can be trained and
-            read (the operating system pages rows in and out). CPU only.
+            read (the operating system pages rows in and out). CPU only. Each file is allocated on disk when it is
+            created (a full disk is refused then, naming the bytes needed, instead of failing when a page is first
+            written).
+        overwrite: with ``storage``, replace the deltas a directory already holds (``deltas.bin``, ``moments.bin``,
+            a finalized ``deltas.<dtype>.bin``); without it such a directory is refused, so that one ledger is not
+            silently written over by another. Loading a saved ledger (:func:`amnesiac.load_ledger`) into a log
+            built on its old directory needs ``overwrite=True``.
         segment_bytes: memory for a lazy segment's buffered per-step coefficients and group shares; a
             segment is settled when it reaches this size (its length adapts to the model and the groups).
 
@@ -146,6 +275,7 @@ class DeltaLog(Ledger):
         propagate_every: int = 1,
         propagate_after: int = 0,
         storage: str | Path | None = None,
+        overwrite: bool = False,
     ):
         if attribution not in ATTRIBUTIONS:
             raise ValueError(f"unknown attribution {attribution!r}; valid: {', '.join(ATTRIBUTIONS)}")
@@ -161,10 +291,7 @@ class DeltaLog(Ledger):
                              f"{propagate_after}")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        if isinstance(dtype, str):
-            if dtype not in STORAGE_DTYPES:
-                raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(STORAGE_DTYPES)}")
-            dtype = STORAGE_DTYPES[dtype]
+        dtype = storage_dtype(dtype)
         self.layout = ParamLayout.of(model)
         params = self.layout.params(model)
         self.compute_dtype = params[0].dtype
@@ -176,6 +303,7 @@ class DeltaLog(Ledger):
             if self.device.type != "cpu":
                 raise ValueError(f"memory-mapped storage is on the CPU; got device {self.device}: use device='cpu'")
             self.storage.mkdir(parents=True, exist_ok=True)
+            self._stale = self._claim_storage(overwrite)
         self.attribution, self.p, self.mask_seed, self.indexing = attribution, p, mask_seed, indexing
         self.retire_tol, self.loss_reduction = retire_tol, loss_reduction
 
@@ -211,13 +339,26 @@ class DeltaLog(Ledger):
         self.lazy_steps = 0  # steps whose group moments were settled lazily (diagnostics)
         self.peak_bytes = 0  # most bytes held at once during training, step buffers included
 
+    def _claim_storage(self, overwrite: bool) -> list[Path]:
+        """The ledger files already in the storage directory, which the new deltas will replace; refused unless
+        ``overwrite`` (nothing is removed here: the files go when the new deltas are allocated)."""
+        found = sorted(p for p in self.storage.iterdir() if _is_ledger_file(p.name))
+        if found and not overwrite:
+            raise FileExistsError(
+                f"the storage directory {self.storage} already holds a ledger ({', '.join(p.name for p in found)}); "
+                "a new log would replace its deltas. Choose an empty directory, or pass overwrite=True to replace them"
+            )
+        return found
+
     def _zeros(self, name: str, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        """A zero [rows, width] buffer: in RAM, or memory-mapped from ``<storage>/<name>.bin``."""
+        """A zero [rows, width] buffer: in RAM, or memory-mapped from ``<storage>/<name>.bin``, allocated on disk
+        first (a full disk raises ``OSError`` here, not a bus error when a page is first written)."""
         if self.storage is None:
             return torch.zeros(*shape, dtype=dtype, device=self.device)
         path = self.storage / f"{name}.bin"
-        path.unlink(missing_ok=True)  # a fresh, sparse file: zeros
         n = shape[0] * shape[1]
+        stale, self._stale = getattr(self, "_stale", []), []  # what the constructor found: replaced by the deltas
+        allocate_file(path, max(n, 1) * dtype.itemsize, replaces=[*stale, path])
         return torch.from_file(str(path), shared=True, size=max(n, 1), dtype=dtype)[:n].view(*shape)
 
     # ------------------------------------------------------------------------------------------ masks
@@ -633,6 +774,35 @@ class DeltaLog(Ledger):
             self.moments.zero_()
             self.base_moment.zero_()
 
+    def check_optimizer(self, optimizer: Optimizer) -> None:
+        """Refuse, before ``optimizer``'s next step, what :meth:`end_step` would refuse after it: an optimizer
+        without an update rule (``TypeError``), an option its rule cannot follow (``maximize=True``, ...) or
+        buffers that did not start empty with this log (the log attached after the optimizer's first step).
+
+        :class:`~amnesiac.AttributedOptimizer` calls it when it is built and before every step, so that a
+        refusal comes while the model, the optimizer and the log are as they were. Changes nothing.
+        """
+        if self.attribution == "gradient" or self.finalized:  # raw gradients need no rule; begin_step refuses
+            return
+        check_rule(optimizer)
+        continues = self._optimizer_ref is _RESUMED or self._optimizer_ref == id(optimizer)
+        seen = self._opt_steps if continues else 0  # a new optimizer starts the log's buffers afresh
+        mine = set(self._param_ids)
+        for group in optimizer.param_groups:
+            for q in group["params"]:
+                state = optimizer.state.get(q, {}) if id(q) in mine else {}
+                if "step" in state and int(float(state["step"])) != seen:
+                    raise ValueError(
+                        f"the optimizer has taken {int(float(state['step']))} steps but the log saw {seen}: attach "
+                        "the log before the optimizer's first step (its buffers must start empty), or resume both "
+                        "from one checkpoint"
+                    )
+                if not seen and state.get("momentum_buffer") is not None:
+                    raise ValueError(
+                        "the optimizer already holds a momentum_buffer (it took steps before this log was attached): "
+                        "attach the log before the optimizer's first step (its buffers must start empty)"
+                    )
+
     def _coefficients(self, opt: Optimizer) -> dict:
         """This step's map (:class:`amnesiac.rules.Step`) per coordinate: floats when uniform, [P] tensors else."""
         rule = rule_for(opt)
@@ -687,6 +857,10 @@ class DeltaLog(Ledger):
                "segment_bytes", "propagate_every", "propagate_after")
     _TENSORS = ("deltas", "moments", "theta0", "base", "base_moment", "_remainder", "_last_seen", "_in_flight")
     _COUNTERS = ("steps", "samples_seen", "_opt_steps", "peak_bytes", "hvp_seconds", "lazy_steps", "finalized")
+    _STATE_KEYS = {"config": dict.fromkeys(_CONFIG), "dtypes": {"compute": None, "storage": None},
+                   "layout": {"names": None, "shapes": None}, "groups": {"names": None, "group_of": None},
+                   "tensors": dict.fromkeys(_TENSORS), "counters": dict.fromkeys(_COUNTERS), "segment": None,
+                   "optimizer_attached": None}  # what load_state_dict reads (masks_cached may be absent)
 
     def state_dict(self) -> dict:
         """Everything the log holds between two steps (tensors, counters, a lazy segment's buffers), so a training
@@ -720,20 +894,37 @@ class DeltaLog(Ledger):
     def load_state_dict(self, state: dict) -> DeltaLog:
         """Restore :meth:`state_dict` into a log built the same way (same model layout, groups and settings).
 
+        Everything is checked before anything changes: the settings, the layout (parameter names and shapes: a
+        difference is named), the compute and storage dtypes and the groups; a state missing a key (saved by an
+        older or other version) raises ``ValueError`` naming the key.
+
         The next step may come from a new optimizer object (restored from its own ``state_dict``): the log
         adopts it without emptying its moments, and checks that the optimizer's step count continues its own.
         """
-        if state.get("kind") != "DeltaLog":
-            raise ValueError(f"not a DeltaLog state (kind {state.get('kind')!r})")
+        if not isinstance(state, Mapping) or state.get("kind") != "DeltaLog":
+            kind = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"not a DeltaLog state (kind {kind!r})")
+        require_keys(state, self._STATE_KEYS, "DeltaLog")
         mine = {k: getattr(self, k) for k in self._CONFIG}
-        diff = {k: (v, state["config"].get(k)) for k, v in mine.items() if state["config"].get(k) != v}
+        diff = {k: (v, state["config"][k]) for k, v in mine.items() if state["config"][k] != v}
         if diff:
             raise ValueError(f"the saved log was built with other settings: {diff} (this log, saved log)")
-        if state["layout"]["names"] != list(self.layout.names):
-            raise ValueError("the saved log was recorded on another model layout; build the log on the same model")
+        check_layout(state["layout"], self.layout)
+        for what, saved, here, fix in (
+                ("compute", state["dtypes"]["compute"], self.compute_dtype, "convert the model with .to(dtype) before "
+                 "building the log"),
+                ("storage", state["dtypes"]["storage"], self.storage_dtype, "build the log with that dtype=")):
+            if saved != str(here):
+                raise ValueError(f"the saved log was recorded with {what} dtype {saved}, this log has {here}: {fix}")
         if state["groups"]["names"] != [str(n) for n in self.group_names] or not torch.equal(
                 state["groups"]["group_of"], self.table.group_of):
             raise ValueError("the saved log tracks other groups; build the log with the same groups before loading")
+        want = (len(self.group_names), self.width)
+        for k in ("deltas", "moments"):
+            v = state["tensors"][k]
+            if v is not None and tuple(v.shape) != want:
+                raise ValueError(f"the saved log's {k} are {list(v.shape)}, this log's {list(want)} (groups x "
+                                 "coordinates): the state does not match its own layout")
         for k in self._TENSORS:
             v = state["tensors"].get(k)
             if k in ("_last_seen", "_in_flight"):  # bookkeeping lives on the CPU
@@ -766,7 +957,14 @@ class DeltaLog(Ledger):
 
     def finalize(self, *, keep_masks: bool = False) -> DeltaLog:
         """End recording: free the training buffers, cast the deltas to the storage dtype, and (unless
-        ``keep_masks``) drop the cached mask indices, which :meth:`delta` then regenerates from their seeds."""
+        ``keep_masks``) drop the cached mask indices, which :meth:`delta` then regenerates from their seeds.
+
+        With ``storage``, deltas cast to another dtype go to a new file, ``deltas.<dtype>.bin``, allocated first
+        (no room for it raises ``OSError`` before anything changes) and ``deltas.bin`` is removed."""
+        cast = None
+        if self.storage is not None and self.storage_dtype != self.deltas.dtype:
+            name = f"deltas.{str(self.storage_dtype).removeprefix('torch.')}"
+            cast = self._zeros(name, tuple(self.deltas.shape), self.storage_dtype)
         self._flush()
         if self.moments is not None:
             self._retire(torch.nonzero(self._in_flight).flatten())
@@ -779,9 +977,8 @@ class DeltaLog(Ledger):
             self.base_moment = None
         if self.storage is None:
             self.deltas = self.deltas.to(self.storage_dtype)
-        elif self.storage_dtype != self.deltas.dtype:  # cast into a new file, a chunk of rows at a time
-            old, name = self.deltas, f"deltas.{str(self.storage_dtype).removeprefix('torch.')}"
-            self.deltas = self._zeros(name, tuple(old.shape), self.storage_dtype)
+        elif cast is not None:  # cast into the new file, a chunk of rows at a time
+            old, self.deltas = self.deltas, cast
             for a in range(0, len(old), 256):
                 self.deltas[a: a + 256] = old[a: a + 256].to(self.storage_dtype)
             del old

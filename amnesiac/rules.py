@@ -130,6 +130,23 @@ def rule_for(optimizer: Optimizer) -> UpdateRule:
     )
 
 
+def check_optimizer(optimizer: Optimizer) -> UpdateRule:
+    """The update rule of ``optimizer``, after checking every param group's options against it.
+
+    Cheap and changes nothing, so a log calls it before the optimizer's step: an optimizer without a rule
+    raises ``TypeError`` and an option the rule cannot follow (``maximize=True``, ...) raises ``ValueError``
+    while the model is still as it was.
+
+    Example:
+        >>> check_optimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)).name
+        'SGD'
+    """
+    rule = rule_for(optimizer)
+    for group in optimizer.param_groups:
+        rule.check(group)
+    return rule
+
+
 def _nonzero(v: float) -> float | None:
     return v if v != 0 else None
 
