@@ -32,7 +32,7 @@ from .data import (
     test_views,
 )
 from .deltalog import DeltaLog
-from .distributed import ShardedDeltaLog
+from .distributed import ShardedDeltaLog, unlearn_sharded
 from .distributed import attach as attach_ddp
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
 from .ledger import GroupTable, Ledger, load_ledger, save_ledger
@@ -90,4 +90,5 @@ __all__ = [
     "test_views",
     "train",
     "unlearn",
+    "unlearn_sharded",
 ]

@@ -8,7 +8,9 @@ ranks as DDP divides the gradients, and sends each share to its group's owner wi
 every share travels once, and the [groups x parameters] matrix is never gathered. Each owner adds up what it
 received and folds the step in with the update rule, reading the optimizer's state, which is the same on every
 rank. Each rank's log is then an exact ledger of its own groups: its groups' deltas plus its remainder add up to
-the parameter change. :meth:`ShardedDeltaLog.delta_vector` is collective and moves only the sum asked for.
+the parameter change. :meth:`ShardedDeltaLog.delta_vector` is collective and moves only the sum asked for
+(after one all-gather of a 32-byte hash that checks every rank asked for the same groups);
+:func:`unlearn_sharded` subtracts it, as :func:`amnesiac.unlearn` does with ``"amnesiac"`` for a DeltaLog.
 
 DDP rewrites every gradient between backward and the optimizer's step (it averages them), which the wrapper's
 check for clipping would take for a per-parameter change: :func:`attach` registers a DDP communication hook that
@@ -27,10 +29,12 @@ Usage (each rank)::
         F.cross_entropy(ddp(x), y).backward()
         opt.step()
     d = log.delta_vector(["class3"])                      # collective: call on every rank
+    forgot = unlearn_sharded(model, Request(forget_groups=("class3",)), log=log, alpha=0.01)  # collective too
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -172,13 +176,43 @@ class ShardedDeltaLog(Ledger):
 
     def delta_vector(self, groups: Iterable[Hashable]) -> torch.Tensor:
         """Collective: the summed delta of these groups on every rank (each owner adds its part, then one
-        all-reduce of one [P] vector). Every rank must ask for the same groups."""
-        rows = self.table.rows(groups)
+        all-reduce of one [P] vector). Every rank must ask for the same groups: one all-gather of a SHA-256 of
+        the request checks that first, and if the ranks disagree every rank raises (instead of summing parts of
+        different requests): KeyError on a rank that asked for a group the log does not track, ValueError on the
+        others, and no rank is left waiting in the all-reduce."""
+        groups = list(groups)
+        try:
+            rows, unknown = self.table.rows(groups), None
+            digest = hashlib.sha256(b"rows:" + torch.sort(rows).values.numpy().tobytes()).digest()
+        except KeyError as err:
+            rows, unknown = None, err
+            digest = hashlib.sha256(b"unknown:" + repr(groups).encode()).digest()
+        differ = self._ranks_asking_otherwise(digest)
+        if unknown is not None:
+            raise unknown
+        if differ:
+            shown = groups if len(groups) <= 8 else groups[:8] + [f"... ({len(groups)} groups)"]
+            raise ValueError(
+                f"ranks disagree on the groups asked for: rank {self.rank} of {self.world} asked for {shown}, "
+                f"rank(s) {differ} for other groups. ShardedDeltaLog.delta_vector (and unlearn_sharded) is "
+                "collective: call it on every rank with the same groups")
         names = self.table.names
         mine = [names[g] for g in rows.tolist() if int(self.owner[g]) == self.rank]
         out = self.local.delta_vector(mine)
         dist.all_reduce(out, group=self.process_group)
         return out
+
+    def _ranks_asking_otherwise(self, digest: bytes) -> list[int]:
+        """Collective: all-gather every rank's 32-byte request digest; the ranks whose digest differs from ours."""
+        mine = torch.frombuffer(bytearray(digest), dtype=torch.int64).to(self.local.device)
+        gathered = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(gathered, mine, group=self.process_group)
+        return [r for r, g in enumerate(gathered) if not torch.equal(g, mine)]
+
+    @property
+    def indexing(self) -> str:
+        """Always ``"position"``: a sharded log attributes rows by position only (as ``amnesiac`` needs)."""
+        return "position"
 
     def owned_groups(self) -> list:
         """The groups whose deltas this rank keeps."""
@@ -216,6 +250,30 @@ class ShardedDeltaLog(Ledger):
                              f"rank {want[0]} of {want[1]} over {want[2]}: load each rank's own file")
         self.local.load_state_dict(state["local"])
         return self
+
+
+def unlearn_sharded(model: nn.Module, request, *, log: ShardedDeltaLog, alpha: float = 1.0) -> nn.Module:
+    """Collective: the ``"amnesiac"`` method of :func:`amnesiac.unlearn` for a :class:`ShardedDeltaLog`.
+
+    Call it on every rank with the same ``request``: it reads the summed delta of ``request.forget_groups``
+    (:meth:`ShardedDeltaLog.delta_vector`, which raises ValueError on every rank if the ranks ask for different
+    groups) and returns a NEW copy of ``model`` with ``alpha`` times that delta subtracted, the same on every rank;
+    ``model`` is left untouched. Pass the module inside DistributedDataParallel (or any model of the log's
+    layout). For a repair fine-tune afterwards, see :func:`amnesiac.repair`.
+
+    Args:
+        model: the trained model (this rank's replica).
+        request: an :class:`amnesiac.Request`; only its ``forget_groups`` are read.
+        log: the sharded log recorded during training.
+        alpha: the scale of the subtracted delta (a step size along it; see the README's quick start).
+    """
+    from .unlearning import subtract  # here, not at the top: unlearning may import this module
+
+    if not isinstance(log, ShardedDeltaLog):
+        raise TypeError(f"unlearn_sharded needs log=<a ShardedDeltaLog>, got {type(log).__name__}; for a DeltaLog "
+                        "use amnesiac.unlearn('amnesiac', model, request, log=log)")
+    log.layout.check(model)
+    return subtract(model, log.delta_vector(request.forget_groups), alpha)
 
 
 def attach(ddp_model: nn.parallel.DistributedDataParallel, optimizer) -> None:

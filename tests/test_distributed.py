@@ -1,6 +1,7 @@
 """DistributedDataParallel with a sharded ledger: 2 CPU processes (gloo, loopback) give, to 1e-10 in float64, the
 single-process ledger of the same global batches, for SGD with momentum and Adam, class and per-sample groups."""
 
+import json
 import os
 import socket
 
@@ -44,7 +45,7 @@ def _single(kind, opt_name, clip):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
     opt.close()
-    return {**_read(log, log.group_names), "theta": flat(model), "names": log.group_names}
+    return {**_read(log, log.group_names), "theta": flat(model), "names": log.group_names, "model": model, "log": log}
 
 
 def _join(rank, port, kind, optimizer_fn):
@@ -58,20 +59,25 @@ def _join(rank, port, kind, optimizer_fn):
     return ds, model, ddp, log, amnesiac.AttributedOptimizer(optimizer_fn(model.parameters()), model, log)
 
 
+def _train_slices(rank, ds, model, ddp, opt, clip=None):
+    """The single-process loop of `_single`, each rank on its slice of every global batch."""
+    amnesiac.attach_ddp(ddp, opt)
+    for _ in range(EPOCHS):
+        for x, y, ids in ds.loader(GLOBAL_BATCH, seed=1):  # every rank sees the global batch, takes its slice
+            part = slice(rank * len(ids) // WORLD, (rank + 1) * len(ids) // WORLD)
+            opt.zero_grad()
+            opt.set_batch(ids[part])
+            F.cross_entropy(ddp(x[part]), y[part]).backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+    opt.close()
+
+
 def _worker(rank, port, kind, opt_name, clip, out):
     ds, model, ddp, log, opt = _join(rank, port, kind, lambda p: _optimizer(opt_name, p))
     try:
-        amnesiac.attach_ddp(ddp, opt)
-        for _ in range(EPOCHS):
-            for x, y, ids in ds.loader(GLOBAL_BATCH, seed=1):  # every rank sees the global batch, takes its slice
-                part = slice(rank * len(ids) // WORLD, (rank + 1) * len(ids) // WORLD)
-                opt.zero_grad()
-                opt.set_batch(ids[part])
-                F.cross_entropy(ddp(x[part]), y[part]).backward()
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                opt.step()
-        opt.close()
+        _train_slices(rank, ds, model, ddp, opt, clip)
         got = {**_read(log, log.table.names), "theta": flat(model), "owned": log.owned_groups(),
                "bytes_sent": log.bytes_sent, "steps": log.steps_logged}
         torch.save(got, out / f"rank{rank}.pt")
@@ -104,6 +110,75 @@ def test_two_ddp_processes_give_the_single_process_ledger(tmp_path, kind, opt_na
     assert ranks[0]["owned"] == names[0::2] and ranks[1]["owned"] == names[1::2]
     P, per_step = want["theta"].numel(), ranks[0]["bytes_sent"] / ranks[0]["steps"]
     assert 0 < per_step <= len(names) * P * 8
+
+
+FORGET, ALPHA = ("class1", "class2"), 0.5  # class1 lives on rank 1, class2 on rank 0: both ranks contribute
+
+
+def _unlearn_worker(rank, port, out):
+    ds, model, ddp, log, opt = _join(rank, port, "class", lambda p: _optimizer("adam", p))
+    try:
+        _train_slices(rank, ds, model, ddp, opt)
+        before = flat(model)
+        new = amnesiac.unlearn_sharded(model, amnesiac.Request(forget_groups=FORGET), log=log, alpha=ALPHA)
+        try:
+            amnesiac.unlearn_sharded(model, amnesiac.Request(forget_groups=FORGET), log=log.local)
+            refused = ""
+        except TypeError as err:
+            refused = str(err)
+        torch.save({"new": flat(new), "before": before, "after": flat(model), "refused": refused},
+                   out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_unlearn_sharded_gives_every_rank_the_single_process_unlearned_model(tmp_path):
+    """The public path from a sharded ledger: on every rank, what amnesiac.unlearn('amnesiac') gives from the
+    single-process ledger of the same global batches; the trained model is left as it was."""
+    want = _single("class", "adam", None)
+    expected = flat(amnesiac.unlearn("amnesiac", want["model"], amnesiac.Request(forget_groups=FORGET),
+                                     log=want["log"], alpha=ALPHA))
+    mp.spawn(_unlearn_worker, args=(_free_port(), tmp_path), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
+        assert (got["new"] - expected).abs().max() < 1e-10
+        assert torch.equal(got["before"], got["after"])
+        assert (got["new"] - got["before"]).abs().max() > 1e-4  # it did subtract something
+        assert "needs log=<a ShardedDeltaLog>, got DeltaLog" in got["refused"]
+
+
+def _mismatch_worker(rank, port, out):
+    ds, model, ddp, log, opt = _join(rank, port, "class", lambda p: torch.optim.SGD(p, lr=0.1))
+    try:
+        said = []
+        try:  # the ranks ask for different groups: each would add its own part of a different sum
+            log.delta_vector(["class0"] if rank == 0 else ["class1", "class3"])
+            said.append("")
+        except ValueError as err:
+            said.append(str(err))
+        if said[0]:  # (without the check the next request would leave rank 0 waiting for rank 1 forever)
+            try:
+                log.delta_vector(["class0"] if rank == 0 else ["nope"])
+                said.append("")
+            except (ValueError, KeyError) as err:
+                said.append(f"{type(err).__name__}: {err}")
+            same = log.delta_vector(["class2", "class1"] if rank == 0 else ["class1", "class2"])  # order is free
+            said.append(str(tuple(same.shape)))
+        (out / f"rank{rank}.json").write_text(json.dumps(said))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_asking_for_different_groups_get_a_value_error_on_every_rank(tmp_path):
+    mp.spawn(_mismatch_worker, args=(_free_port(), tmp_path), nprocs=WORLD, join=True)
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert "ranks disagree" in said[0][0] and "rank 0 of 2 asked for ['class0'], rank(s) [1]" in said[0][0]
+    assert "ranks disagree" in said[1][0] and "rank 1 of 2 asked for ['class1', 'class3'], rank(s) [0]" in said[1][0]
+    # a group unknown on one rank: KeyError there, ValueError on the other, and nobody is left waiting
+    assert said[0][1].startswith("ValueError") and "ranks disagree" in said[0][1]
+    assert said[1][1].startswith("KeyError") and "nope" in said[1][1]
+    n = sum(q.numel() for q in tiny_model().parameters())
+    assert said[0][2] == said[1][2] == str((n,))  # the same groups in another order are the same request
 
 
 def test_a_sharded_log_needs_an_initialised_job_and_a_group_per_rank():
@@ -150,7 +225,7 @@ def test_the_readmes_torchrun_example_runs(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es); process 0 keeps ['class0', 'class2', 'class4', 'class6', 'class8']" in proc.stdout
-    assert "class 3: test accuracy" in proc.stdout
+    assert "class 3: test accuracy" in proc.stdout and "; rest " in proc.stdout and "(alpha 0.03)" in proc.stdout
 
 
 def test_the_committed_ddp_benchmark_is_from_a_clean_revision_and_formats():

@@ -25,7 +25,8 @@ def test_readme_python_blocks_run(monkeypatch, capsys):
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the README's own code
-    assert "->" in capsys.readouterr().out  # the quick start printed its before -> after accuracies
+    out = capsys.readouterr().out  # the quick start printed its table: the original model, then each alpha
+    assert "test 3s" in out and "\noriginal " in out and "\nalpha = 0.01 " in out and "\nalpha = 1 " in out
     opt, log = namespace["opt"], namespace["log"]
     assert isinstance(opt, amnesiac.AttributedOptimizer) and opt.closed
     assert log.steps == len(namespace["loader"]) and log.delta_vector(["class3"]).abs().max() > 0
