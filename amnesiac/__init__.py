@@ -35,7 +35,7 @@ from .deltalog import DeltaLog
 from .distributed import ShardedDeltaLog, unlearn_sharded
 from .distributed import attach as attach_ddp
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
-from .ledger import GroupTable, Ledger, load_ledger, save_ledger
+from .ledger import GroupTable, Ledger, ledger_fingerprint, load_ledger, save_ledger
 from .models import SimpleModel, build_model, resnet18_gn
 from .record import RequestRecord, model_fingerprint
 from .rules import Step, register_update_rule, supported_optimizers
@@ -69,6 +69,7 @@ __all__ = [
     "groups_by_user",
     "groups_per_sample",
     "load_dataset",
+    "ledger_fingerprint",
     "load_ledger",
     "method_params",
     "per_sample_grads",

@@ -62,7 +62,7 @@ class ShardedDeltaLog(Ledger):
         groups: group name -> sample ids, the same on every rank; at least one group per rank.
         process_group: the ranks to shard over (default: the whole job).
         **kwargs: passed to each rank's :class:`DeltaLog` (``attribution="update"`` or ``"gradient"``, ``p``,
-            ``dtype``, ``storage``, ``lazy_momentum``, ...).
+            ``dtype``, ``storage`` (each rank keeps its shard in ``<storage>/rank<r>``), ``lazy_momentum``, ...).
     """
 
     def __init__(self, model: nn.Module, groups: Mapping[Hashable, Sequence[int] | torch.Tensor], *,
@@ -82,6 +82,8 @@ class ShardedDeltaLog(Ledger):
         self.owner = torch.arange(G) % self.world  # group row -> owner rank
         self.owned = torch.nonzero(self.owner == self.rank).flatten()  # global rows this rank keeps, ascending
         names = self.table.names
+        if kwargs.get("storage") is not None:  # each rank memory-maps its own shard: one folder per rank
+            kwargs["storage"] = Path(kwargs["storage"]) / f"rank{self.rank}"
         self.local = DeltaLog(model, {names[g]: groups[names[g]] for g in self.owned.tolist()}, **kwargs)
         self.layout = self.local.layout
         self._pending: dict | None = None
@@ -114,6 +116,11 @@ class ShardedDeltaLog(Ledger):
         self.local.begin_step(model, torch.cat(per_rank))
         self._pending = {"present": present, "assign": assign, "shares": None, "scale": 1.0}
         return torch.empty(0, dtype=torch.long)
+
+    def check_optimizer(self, optimizer: Optimizer) -> None:
+        """Refuse, before the real step, what this rank's log would refuse after it
+        (:meth:`amnesiac.DeltaLog.check_optimizer`); changes nothing."""
+        self.local.check_optimizer(optimizer)
 
     def group_assignment(self) -> tuple[torch.Tensor, int]:
         """This rank's batch positions -> index among the groups present in its slice, and their number."""

@@ -245,3 +245,36 @@ def test_the_committed_ddp_benchmark_is_from_a_clean_revision_and_formats():
         sent = r["logged"]["share_bytes_per_step"]
         assert (sent == 0) if r["world"] == 1 else (0 < sent < r["groups"] * r["gradient_bytes"])
     assert format_scaling(result).count("\n") == len(result["runs"]) + 1
+
+
+def _storage_and_late_worker(rank, port, out):
+    """A memory-mapped sharded log keeps each rank's shard in its own folder; an optimizer that stepped before the
+    log was attached is refused before the real step, on every rank."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        model = tiny_model()
+        log = amnesiac.ShardedDeltaLog(model, _groups("class"), storage=out / "ledger")
+        said = [sorted(p.name for p in (out / "ledger" / f"rank{rank}").iterdir())]
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        ds = tiny_dataset()
+        x, y, _ = next(iter(ds.loader(GLOBAL_BATCH, seed=1)))
+        F.cross_entropy(model(x), y).backward()
+        opt.step()  # a step the log never saw
+        try:
+            amnesiac.AttributedOptimizer(opt, model, log)
+            said.append("")
+        except ValueError as err:
+            said.append(str(err))
+        (out / f"rank{rank}.json").write_text(json.dumps(said))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_sharded_log_stores_each_shard_apart_and_refuses_a_late_optimizer_before_its_step(tmp_path):
+    mp.spawn(_storage_and_late_worker, args=(_free_port(), tmp_path), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        files, refusal = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert files == ["deltas.bin"]
+        assert "attach the log before the optimizer's first step" in refusal
