@@ -19,16 +19,11 @@ from .batchlog import BatchLog
 from .data import (
     ArrayDataset,
     BatchLoader,
-    DatasetUnavailable,
     class_ids,
-    data_root,
-    graves_mnist,
     groups_by_class,
     groups_by_user,
     groups_per_sample,
-    load_dataset,
     random_ids,
-    set_data_root,
     test_views,
 )
 from .deltalog import DeltaLog
@@ -36,7 +31,6 @@ from .distributed import ShardedDeltaLog, unlearn_sharded
 from .distributed import attach as attach_ddp
 from .grads import ParamLayout, per_sample_grads, register_layer_rule
 from .ledger import GroupTable, Ledger, ledger_fingerprint, load_ledger, save_ledger
-from .models import SimpleModel, build_model, resnet18_gn
 from .record import RequestRecord, model_fingerprint
 from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, pick_reproducible_device, predict, train
@@ -49,7 +43,6 @@ __all__ = [
     "AttributedOptimizer",
     "BatchLoader",
     "BatchLog",
-    "DatasetUnavailable",
     "DeltaLog",
     "GroupTable",
     "History",
@@ -59,16 +52,11 @@ __all__ = [
     "Recipe",
     "Request",
     "Step",
-    "SimpleModel",
     "accuracy",
-    "build_model",
     "class_ids",
-    "data_root",
-    "graves_mnist",
     "groups_by_class",
     "groups_by_user",
     "groups_per_sample",
-    "load_dataset",
     "ledger_fingerprint",
     "load_ledger",
     "method_params",
@@ -80,13 +68,11 @@ __all__ = [
     "register_layer_rule",
     "register_update_rule",
     "repair",
-    "resnet18_gn",
     "save_ledger",
     "RequestRecord",
     "ShardedDeltaLog",
     "attach_ddp",
     "model_fingerprint",
-    "set_data_root",
     "supported_optimizers",
     "test_views",
     "train",

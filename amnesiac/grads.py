@@ -18,8 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from .models import check_per_sample_compatible
-
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -715,3 +713,14 @@ def _functorch_rule(module: nn.Module, x: torch.Tensor, g: torch.Tensor, rows: _
     xr, gr = rows.take(x), rows.take(g)
     per_row = vmap(row_grads)(xr, gr)  # name -> [n_rows, *shape]
     return {n: rows.summed(t) for n, t in per_row.items()}
+
+
+def check_per_sample_compatible(model: nn.Module) -> None:
+    """Raise a clear error if the model mixes samples within a batch (BatchNorm in training mode)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            raise TypeError(
+                f"module {name or type(model).__name__!r} is {type(module).__name__} in training mode: it mixes "
+                "the samples of a batch, so per-sample gradients are not defined. Replace it with "
+                "nn.GroupNorm (e.g. amnesiac.models.resnet18_gn) or use a per-batch log instead."
+            )

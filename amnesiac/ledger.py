@@ -33,6 +33,21 @@ from .data import normalise_groups
 from .grads import ParamLayout
 
 
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The exact bytes of a tensor's values (C order, on the CPU), without NumPy (the library needs torch alone).
+
+    Example:
+        >>> tensor_bytes(torch.tensor([1, 2], dtype=torch.uint8))
+        b'\\x01\\x02'
+    """
+    flat = t.detach().reshape(-1).cpu().contiguous()
+    if flat.numel() == 0:
+        return b""
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)
+    return bytes(flat.clone().untyped_storage())  # the clone owns exactly these bytes (a view may sit in a larger one)
+
+
 class GroupTable:
     """Group names and the sample id -> group lookup of a ledger (built once, shared by every log kind).
 
@@ -173,7 +188,7 @@ def _hash_state(h, obj) -> None:
         step = max(1, _HASH_CHUNK // max(1, t.element_size()))
         for a in range(0, flat.numel(), step):
             part = flat[a: a + step].cpu().contiguous()
-            h.update(part.view(torch.uint8).numpy().data if part.dtype != torch.uint8 else part.numpy().data)
+            h.update(tensor_bytes(part))
     elif isinstance(obj, Mapping):
         items = sorted(((repr(k), v) for k, v in obj.items() if k not in _NOT_IDENTITY), key=lambda kv: kv[0])
         h.update(f"D{len(items)}:".encode())
@@ -402,7 +417,7 @@ def load_ledger(path: str | Path, log: Ledger) -> Ledger:
     payload = record["payload"]
     if not torch.is_tensor(payload) or payload.dtype != torch.uint8:
         raise ValueError(f"{path} is an {LEDGER_FORMAT!r} ledger file whose payload is not bytes: it is damaged")
-    payload = payload.numpy().tobytes()
+    payload = tensor_bytes(payload)
     if hashlib.sha256(payload).hexdigest() != record["sha256"]:
         raise ValueError(f"{path} is corrupted: its checksum does not match its contents")
     return log.load_state_dict(torch.load(io.BytesIO(payload), weights_only=True))

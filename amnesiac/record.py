@@ -44,10 +44,9 @@ import math
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from .ledger import Ledger, atomic_write_bytes, fsync_directory, ledger_fingerprint
+from .ledger import Ledger, atomic_write_bytes, fsync_directory, ledger_fingerprint, tensor_bytes
 from .unlearning import Request, unlearn
 
 RECORD_FORMAT = "amnesiac-requests-1"
@@ -68,7 +67,7 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim buffers too
+        h.update(tensor_bytes(t))  # 0-dim buffers too
     return h.hexdigest()
 
 

@@ -10,6 +10,7 @@ global batches and trains on its slice; each class's delta lives on one process.
 import argparse
 import os
 
+import amnesiac_paper
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -32,11 +33,11 @@ def main() -> None:
     dist.init_process_group(args.backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if args.backend == "nccl" else "cpu"
-    train_all = amnesiac.load_dataset("mnist", "train")
+    train_all = amnesiac_paper.load_dataset("mnist", "train")
     train = train_all.subset(amnesiac.random_ids(train_all, args.subset, seed=0))
-    test = amnesiac.load_dataset("mnist", "test")
+    test = amnesiac_paper.load_dataset("mnist", "test")
     torch.manual_seed(0)
-    model = amnesiac.SimpleModel(1, 10).to(device)
+    model = amnesiac_paper.SimpleModel(1, 10).to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     log = amnesiac.ShardedDeltaLog(model, amnesiac.groups_by_class(train))
     opt = amnesiac.AttributedOptimizer(torch.optim.Adam(model.parameters(), lr=1e-3), model, log)

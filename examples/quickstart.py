@@ -6,18 +6,19 @@ Run:  AMNESIAC_DATA=/path/to/data python examples/quickstart.py
 
 import time
 
+import amnesiac_paper
 import torch
 
 import amnesiac
 
-train_set = amnesiac.load_dataset("mnist", "train")
-forgotten, rest = amnesiac.test_views(amnesiac.load_dataset("mnist", "test"), 3)
+train_set = amnesiac_paper.load_dataset("mnist", "train")
+forgotten, rest = amnesiac.test_views(amnesiac_paper.load_dataset("mnist", "test"), 3)
 
 
 def fit(make_log=None):
     """Train one epoch from the same seed, with or without a log; returns (model, log, seconds)."""
     torch.manual_seed(0)
-    model = amnesiac.SimpleModel(1, 10)
+    model = amnesiac_paper.SimpleModel(1, 10)
     log = make_log(model) if make_log else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     start = time.perf_counter()

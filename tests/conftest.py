@@ -9,6 +9,8 @@ import torch
 # chapters executed by papermill inherit this too). The CUDA tests in test_cuda.py ask for "cuda" explicitly.
 os.environ.setdefault("AMNESIAC_DEVICE", "cpu")
 
+import amnesiac_paper  # noqa: E402
+
 import amnesiac  # noqa: E402
 
 torch.set_num_threads(2)
@@ -23,7 +25,7 @@ def tiny_dataset(n=40, classes=4, size=8, channels=1, seed=0):
 
 def tiny_model(seed=0, classes=4, channels=1, dtype=torch.float64):
     torch.manual_seed(seed)
-    return amnesiac.SimpleModel(channels, classes, width=6).to(dtype)
+    return amnesiac_paper.SimpleModel(channels, classes, width=6).to(dtype)
 
 
 def attributed_loop(model, opt, loader, *, epochs=None, start=0, stop=None, scheduler=None):

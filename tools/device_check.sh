@@ -49,7 +49,7 @@ r = run_bench('$PROFILE', device='$DEVICE', out=bench_path('$PROFILE', dev.type,
 print(format_bench(r))" > "$OUT/bench.log" 2>&1
       echo "bench rc=$?" | tee -a "$OUT/steps.txt" ;;
     resnet)  # one seed of the ResNet-18 class experiment (resumable per method; results only, no weights)
-      timeout "${RESNET_S:-420}" python -m amnesiac run mnist-class3-resnet18 --profile "$PROFILE" --seeds 0 \
+      timeout "${RESNET_S:-420}" python -m amnesiac_paper run mnist-class3-resnet18 --profile "$PROFILE" --seeds 0 \
         --device "$DEVICE" > "$OUT/resnet.log" 2>&1
       echo "resnet rc=$?" | tee -a "$OUT/steps.txt"
       mkdir -p "$OUT/results" && cp -r results/mnist-class3-resnet18 "$OUT/results/" 2>/dev/null

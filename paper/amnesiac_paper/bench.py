@@ -1,0 +1,469 @@
+"""Benchmarks: training overhead of the logs, unlearning latency, memory, and how they scale.
+
+Every figure is a ratio or a size measured within one run (so machine noise mostly cancels), with the
+median over ``repeats``; each logged configuration is timed alternately with plain epochs after a warm-up, and
+divided by those. ``python -m amnesiac_paper bench --profile full`` prints a table and writes
+``results/bench/<profile>.json``, which the book's "Memory and time" chapter reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amnesiac import grads
+from amnesiac.batchlog import BatchLog
+from amnesiac.data import ArrayDataset, groups_by_class, groups_per_sample, random_ids
+from amnesiac.deltalog import DeltaLog
+from amnesiac.grads import ParamLayout
+from amnesiac.training import pick_device, train
+from amnesiac.unlearning import Request, unlearn
+
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+from .metrics import per_batch_formula_bytes
+from .models import build_model
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of one benchmark run (see :data:`BENCH_PROFILES`)."""
+
+    n_simple: int  # MNIST-shaped samples for SimpleModel
+    n_resnet: int  # 32x32x3 samples for ResNet-18-GN
+    repeats: int
+    group_counts: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    widths: tuple[int, ...]
+    epochs_for_memory: tuple[int, ...]
+
+
+BENCH_PROFILES = {
+    "smoke": BenchConfig(n_simple=128, n_resnet=16, repeats=1, group_counts=(1, 8), batch_sizes=(32, 64),
+                         widths=(25, 50), epochs_for_memory=(1, 2)),
+    "full": BenchConfig(n_simple=1920, n_resnet=320, repeats=5, group_counts=(1, 10, 100, 1000),
+                        batch_sizes=(32, 64, 128), widths=(25, 50, 100, 200), epochs_for_memory=(1, 2, 4, 8)),
+}
+
+# the seed's scale, for the retraining time the unlearning latency is compared with
+SEED_EPOCHS, SEED_BATCH = 4, 64
+SEED_TRAIN_SIZE = {"simple": 60_000, "resnet18": 50_000}  # MNIST, CIFAR
+
+TARGETS = {  # issue 5, tightened by issue 12 (CPU, one thread): name -> (figure, comparison, bound)
+    "class-group log, SimpleModel (x plain)": ("overhead_class_simple", "<=", 1.15),
+    "1% samples tracked, SimpleModel (x plain)": ("overhead_1pct_simple", "<=", 1.1),
+    "class-group log, ResNet-18-GN (x plain)": ("overhead_class_resnet", "<=", 2.0),
+    "unlearn one class of ResNet-18 (ms, in place)": ("resnet_class_ms", "<=", 50.0),
+    "faster than retraining, ResNet-18 (x)": ("resnet_speedup", ">=", 10_000.0),
+    "class request memory below per-batch store (x)": ("memory_ratio", ">=", 100.0),
+}
+GPU_TARGETS = {  # issue 12, on a CUDA device (batch 64)
+    **TARGETS,
+    "class-group log, SimpleModel (x plain)": ("overhead_class_simple", "<=", 1.5),
+    "1% samples tracked, SimpleModel (x plain)": ("overhead_1pct_simple", "<=", 1.2),
+    "class-group log, ResNet-18-GN (x plain)": ("overhead_class_resnet", "<=", 1.5),
+}
+
+
+def _data(n: int, shape: tuple[int, ...], classes: int, seed: int = 0) -> ArrayDataset:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=gen)
+    return ArrayDataset(x, torch.randint(0, classes, (n,), generator=gen), torch.arange(n), f"synthetic{shape}")
+
+
+def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable | None, device,
+                 repeats: int, **how) -> tuple[float, list, dict]:
+    """Median seconds of one epoch (from the same seed each time), the logs of the last repeat, and the median
+    seconds of the logging work's two phases (``share``: the groups' shares before the optimizer's step;
+    ``update``: folding the step into the logs after it). ``how``: ``group_grads`` / ``weight_grads`` of train."""
+    times, shares, updates, logs = [], [], [], []
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        model = model_fn().to(device)
+        logs = make_logs(model) if make_logs else []
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        h = train(model, data.loader(batch, seed=0), opt, epochs=1, delta_log=logs or None, device=device,
+                  progress=False, **how)
+        times.append(h.wall_seconds)
+        shares.append(h.share_seconds)
+        updates.append(h.update_seconds)
+    phases = {"share": statistics.median(shares), "update": statistics.median(updates)}
+    return statistics.median(times), logs, phases
+
+
+def _paired(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable, device, repeats: int,
+            **how) -> tuple[float, float, list, dict]:
+    """(logged seconds, plain seconds, logs of the last repeat, the logging phases' seconds): one untimed plain
+    epoch to warm up, then plain and logged epochs alternately, ``repeats`` of each, medians. Timing each
+    configuration against plain epochs run beside it keeps slow drifts of the machine (warm-up, frequency,
+    allocator) out of the ratio: measured once at the start, plain training came out slower than logged training
+    (ratios of 0.8-0.97 for the cheapest logs)."""
+    _timed_train(model_fn, data, batch, None, device, 1)
+    plain, logged, shares, updates, logs = [], [], [], [], []
+    for _ in range(repeats):
+        plain.append(_timed_train(model_fn, data, batch, None, device, 1)[0])
+        secs, logs, phases = _timed_train(model_fn, data, batch, make_logs, device, 1, **how)
+        logged.append(secs)
+        shares.append(phases["share"])
+        updates.append(phases["update"])
+    phases = {"share": statistics.median(shares), "update": statistics.median(updates)}
+    return statistics.median(logged), statistics.median(plain), logs, phases
+
+
+def _median_seconds(fn: Callable, repeats: int) -> float:
+    out = []
+    for _ in range(max(repeats, 3)):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+CONV_KERNEL_NAMES = {"loop": "one call per group", "grouped": "in one grouped call"}
+PARTITIONED_ROWS = ("class groups, weight gradients once (partitioned)",
+                    "1% samples, weight gradients once (partitioned)")
+
+
+def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig, device, batch: int = 64) -> dict:
+    """Training-time ratios (logged / plain) and bytes held for the standard log configurations."""
+    in_ch = data.x.shape[1]
+    model_fn = lambda: build_model(model_name, in_ch, classes)  # noqa: E731
+    ids1 = random_ids(data, 0.01, seed=0)
+    ids10 = random_ids(data, 0.10, seed=0)
+    other = "loop" if grads._conv_kernel(device) == "grouped" else "grouped"
+    classes_log = lambda m: [DeltaLog(m, groups_by_class(data))]  # noqa: E731
+    configs = {  # name -> (logs, train's keyword arguments, the convolution kernel if not the default)
+        "class groups": (classes_log, {}),
+        PARTITIONED_ROWS[0]: (classes_log, {"weight_grads": "partitioned"}),
+        f"class groups, convolution groups {CONV_KERNEL_NAMES[other]}": (classes_log, {}, other),
+        "class groups, torch.func per-sample (before)": (classes_log, {"group_grads": "vmap"}),
+        "1% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {}),
+        PARTITIONED_ROWS[1]: (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {"weight_grads": "partitioned"}),
+        "10% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids10))], {}),
+        "10% samples, moments every step (before)": (
+            lambda m: [DeltaLog(m, groups_per_sample(ids10), lazy_momentum=False)], {}),
+        "1% samples, p=0.1 gradient (seed)": (
+            lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient", p=0.1)], {}),
+        "per-batch store, 1% samples": (lambda m: [BatchLog(m, groups_per_sample(ids1))], {}),
+    }
+    rows, plains = {}, []
+    for name, (make, how, *kernel) in configs.items():
+        with grads.conv_kernel(kernel[0] if kernel else grads.conv_group_kernel):
+            secs, plain, logs, phases = _paired(model_fn, data, batch, make, device, cfg.repeats, **how)
+        plains.append(plain)
+        peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)
+        for log in logs:
+            if isinstance(log, DeltaLog):
+                log.finalize()
+        rows[name] = {"seconds": secs, "plain_seconds": plain, "ratio": secs / plain,
+                      "share_seconds": phases["share"], "update_seconds": phases["update"],
+                      "bytes": sum(log.nbytes for log in logs), "peak_bytes": peak}
+    rows = {"plain": {"seconds": statistics.median(plains), "ratio": 1.0, "bytes": 0, "peak_bytes": 0}} | rows
+    return {"model": model_name, "n_params": sum(q.numel() for q in model_fn().parameters()), "n": len(data),
+            "batch": batch, "rows": rows}
+
+
+def latency(model_name: str, data: ArrayDataset, classes: int, device, repeats: int) -> dict:
+    """Seconds to forget one class, one sample and 100 samples from a trained log (median of repeats)."""
+    in_ch = data.x.shape[1]
+    torch.manual_seed(0)
+    model = build_model(model_name, in_ch, classes).to(device)
+    samples = data.ids[:100]
+    cls = int(data.y[0])
+    class_log = DeltaLog(model, groups_by_class(data, [cls]))
+    sample_log = DeltaLog(model, groups_per_sample(samples))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    h = train(model, data.loader(64, seed=0), opt, epochs=1, delta_log=[class_log, sample_log], device=device,
+              progress=False)
+    class_log.finalize()
+    sample_log.finalize()
+    layout = ParamLayout.of(model)
+    delta = class_log.delta_vector([f"class{cls}"])
+    params = layout.params(model)
+
+    def in_place():
+        with torch.no_grad():
+            for q, d in zip(params, layout.unflatten(delta).values()):
+                q.sub_(d)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    class_request = Request(forget_groups=(f"class{cls}",))
+    cases = {
+        "one class (unlearn: copy + subtract)": lambda: unlearn("amnesiac", model, class_request, log=class_log),
+        "one class (in-place subtraction only)": in_place,
+        "one sample": lambda: unlearn("amnesiac", model, Request(forget_groups=(int(samples[0]),)), log=sample_log),
+        "100 samples": lambda: unlearn("amnesiac", model, Request(forget_groups=tuple(samples.tolist())),
+                                       log=sample_log),
+        "model copy alone": lambda: copy.deepcopy(model),
+    }
+    out = {name: _median_seconds(fn, repeats) for name, fn in cases.items()}
+    return {"model": model_name, "n_params": layout.numel, "seconds": out, "train_epoch_seconds": h.wall_seconds,
+            "n": len(data), "delta_bytes": delta.numel() * delta.element_size()}
+
+
+def retrain_estimate(overhead_block: dict, latency_block: dict) -> None:
+    """Add the seed-scale retraining time, from the measured plain training step, to a latency block."""
+    steps = math.ceil(overhead_block["n"] / overhead_block["batch"])
+    step_seconds = overhead_block["rows"]["plain"]["seconds"] / steps
+    model = latency_block["model"]
+    latency_block["retrain_seconds_estimate"] = (
+        step_seconds * SEED_EPOCHS * math.ceil(SEED_TRAIN_SIZE[model] / SEED_BATCH)
+    )
+    latency_block["retrain_note"] = (
+        f"measured seconds per plain training step x {SEED_EPOCHS} epochs of {SEED_TRAIN_SIZE[model]:,} samples "
+        f"at batch {SEED_BATCH} (the seed's scale)"
+    )
+
+
+def scaling(data: ArrayDataset, cfg: BenchConfig, device) -> dict:
+    """Overhead and bytes against tracked groups, batch size and parameter count; bytes against epochs."""
+    out = {"groups": [], "batch": [], "params": [], "epochs": []}
+    model_fn = lambda w=100: build_model("simple", 1, 10, width=w)  # noqa: E731
+    for g in cfg.group_counts:
+        ids = data.ids[torch.randperm(len(data), generator=torch.Generator().manual_seed(g))[:g]]
+        make = lambda m, ids=ids: [DeltaLog(m, groups_per_sample(ids)), BatchLog(m, groups_per_sample(ids))]  # noqa: E731
+        secs, plain, logs, _ = _paired(model_fn, data, 64, make, device, cfg.repeats)
+        logs[0].finalize()
+        out["groups"].append({"groups": g, "ratio": secs / plain, "ledger_bytes": logs[0].nbytes,
+                              "per_batch_bytes": logs[1].nbytes})
+    for b in cfg.batch_sizes:
+        secs, plain, logs, _ = _paired(model_fn, data, b, lambda m: [DeltaLog(m, groups_by_class(data))], device,
+                                       cfg.repeats)
+        out["batch"].append({"batch": b, "ratio": secs / plain})
+    for w in cfg.widths:
+        fn = lambda w=w: model_fn(w)  # noqa: E731
+        secs, plain, logs, _ = _paired(fn, data, 64, lambda m: [DeltaLog(m, groups_by_class(data))], device,
+                                       cfg.repeats)
+        logs[0].finalize()
+        out["params"].append({"params": logs[0].layout.numel, "ratio": secs / plain, "ledger_bytes": logs[0].nbytes})
+    # bytes against epochs at the seed's settings: the class ledger is one vector whatever the epochs; the
+    # per-batch store for requests not known in advance keeps one vector per step
+    n_params = sum(q.numel() for q in model_fn().parameters())
+    for e in cfg.epochs_for_memory:
+        out["epochs"].append({"epochs": e, "ledger_bytes": n_params * 4,
+                              "per_batch_bytes": per_batch_formula_bytes(n_params, 60_000, e, 64)})
+    return out
+
+
+def bench_path(profile: str, device_type: str = "cpu", root: Path | None = None) -> Path:
+    """Where a profile's benchmark lives: ``results/bench/<profile>.json`` for the CPU, ``<profile>-cuda.json`` for a
+    CUDA run, so that a GPU run never replaces the CPU figures and the book can show both.
+
+    Example:
+        >>> bench_path("full", "cuda").name
+        'full-cuda.json'
+    """
+    base = (root or RESULTS_ROOT) / "bench"
+    return base / (f"{profile}.json" if device_type == "cpu" else f"{profile}-{device_type}.json")
+
+
+def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None = None) -> dict:
+    """Run every benchmark at a profile, write the JSON (by default to :func:`bench_path` of the device) and return
+    it."""
+    if profile not in BENCH_PROFILES:
+        raise ValueError(f"unknown bench profile {profile!r}; valid: {', '.join(BENCH_PROFILES)}")
+    cfg = BENCH_PROFILES[profile]
+    dev = pick_device(device)
+    start = time.perf_counter()
+    mnist_like = _data(cfg.n_simple, (1, 28, 28), 10)
+    cifar_like = _data(cfg.n_resnet, (3, 32, 32), 10)  # 10 class groups: 100 would hold 4.5 GB of deltas
+    result = {
+        "profile": profile, "config": asdict(cfg), "provenance": provenance(dev),
+        "overhead": [overhead("simple", mnist_like, 10, cfg, dev), overhead("resnet18", cifar_like, 10, cfg, dev)],
+        "latency": [latency("simple", mnist_like, 10, dev, cfg.repeats),
+                    latency("resnet18", cifar_like, 10, dev, cfg.repeats)],
+        "scaling": scaling(mnist_like, cfg, dev),
+    }
+    for o, lat in zip(result["overhead"], result["latency"]):
+        retrain_estimate(o, lat)
+    result["targets"] = targets(result)
+    result["wall_seconds"] = time.perf_counter() - start
+    _atomic_write_json(out or bench_path(profile, dev.type), result)
+    return result
+
+
+def targets(result: dict) -> dict:
+    """The measured figure for each target of :data:`TARGETS` (:data:`GPU_TARGETS` for a run on CUDA), and
+    whether it is met."""
+    simple, resnet = (block["rows"] for block in result["overhead"])
+    res = result["latency"][1]
+    epochs = {row["epochs"]: row for row in result["scaling"]["epochs"]}
+    seed_row = epochs.get(SEED_EPOCHS) or epochs[max(epochs)]
+    figures = {
+        "overhead_class_simple": simple["class groups"]["ratio"],
+        "overhead_1pct_simple": simple["1% samples"]["ratio"],
+        "overhead_class_resnet": resnet["class groups"]["ratio"],
+        "resnet_class_ms": res["seconds"]["one class (in-place subtraction only)"] * 1e3,
+        "resnet_speedup": res["retrain_seconds_estimate"] / res["seconds"]["one class (in-place subtraction only)"],
+        "memory_ratio": seed_row["per_batch_bytes"] / seed_row["ledger_bytes"],
+    }
+    out = {}
+    on_gpu = str(result["provenance"]["device"]).startswith("cuda")
+    for name, (key, op, bound) in (GPU_TARGETS if on_gpu else TARGETS).items():
+        value = figures[key]
+        met = value <= bound if op == "<=" else value >= bound
+        out[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
+    return out
+
+
+def side_by_side(cpu: dict, gpu: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows comparing two benchmark runs (the CPU's and a CUDA one): each overhead row both runs hold,
+    per model, as × plain training on each device, then each device's targets judged on its own run."""
+    header = ["", f"CPU ({cpu['provenance'].get('device_name') or 'cpu'})",
+              f"GPU ({gpu['provenance'].get('device_name') or 'cuda'})"]
+    rows = []
+    for a, b in zip(cpu["overhead"], gpu["overhead"]):
+        for name in a["rows"]:
+            if name != "plain" and name in b["rows"]:
+                rows.append([f"{a['model']}: {name} (× plain)", f"{a['rows'][name]['ratio']:.2f}×",
+                             f"{b['rows'][name]['ratio']:.2f}×"])
+        rows.append([f"{a['model']}: plain training, s per epoch of the benchmark",
+                     f"{a['rows']['plain']['seconds']:.3g}", f"{b['rows']['plain']['seconds']:.3g}"])
+    for name, t in targets(cpu).items():
+        rows.append([f"CPU target: {name} {t['target']}", f"{t['value']:,.2f} ({'met' if t['met'] else 'not met'})",
+                     ""])
+    for name, t in targets(gpu).items():
+        rows.append([f"GPU target: {name} {t['target']}", "",
+                     f"{t['value']:,.2f} ({'met' if t['met'] else 'not met'})"])
+    return header, rows
+
+
+def format_bench(result: dict) -> str:
+    """A plain-text summary of :func:`run_bench` output."""
+    lines = []
+    for block in result["overhead"]:
+        lines.append(f"training overhead, {block['model']} ({block['n_params']:,} parameters, {block['n']} samples, "
+                     f"batch {block['batch']}):")
+        for name, row in block["rows"].items():
+            lines.append(f"  {name:46s} {row['seconds']:8.2f} s  {row['ratio']:6.2f}x  {row['bytes'] / 2**20:9.2f} MiB"
+                         f"  peak {row.get('peak_bytes', 0) / 2**20:9.2f} MiB")
+    for block in result["latency"]:
+        lines.append(f"unlearning latency, {block['model']}:")
+        for name, s in block["seconds"].items():
+            lines.append(f"  {name:46s} {s * 1e3:8.2f} ms")
+        if "retrain_seconds_estimate" in block:
+            lines.append(f"  {'retraining (estimate)':46s} {block['retrain_seconds_estimate']:8.0f} s  "
+                         f"({block['retrain_note']})")
+    lines.append("scaling with tracked per-sample groups (SimpleModel):")
+    for row in result["scaling"]["groups"]:
+        lines.append(f"  {row['groups']:6d} groups  {row['ratio']:6.2f}x  ledger {row['ledger_bytes'] / 2**20:8.2f} "
+                     f"MiB  per-batch {row['per_batch_bytes'] / 2**20:8.2f} MiB")
+    if "targets" in result:
+        lines.append("targets:")
+        for name, t in result["targets"].items():
+            lines.append(f"  {name:50s} {t['value']:12.2f}  target {t['target']:>10s}  "
+                         f"{'met' if t['met'] else 'NOT met'}")
+    return "\n".join(lines)
+
+
+KERNEL_ROWS = {f"class groups, convolution groups {name}" for name in CONV_KERNEL_NAMES.values()}
+README_ROWS = (  # (overhead row, how the README names it)
+    ("class groups", "class groups (10 groups, every row tracked)"),
+    (PARTITIONED_ROWS[0], "the same, each weight gradient computed once, partitioned (`weight_grads=\"partitioned\"`)"),
+    ("class groups, convolution groups in one grouped call", "the same, each convolution's groups in one grouped call"),
+    ("class groups, convolution groups one call per group", "the same, one convolution call per group"),
+    ("class groups, torch.func per-sample (before)", "the same with `torch.func` per-sample gradients (before)"),
+    ("1% samples", "1% of samples tracked individually"),
+    (PARTITIONED_ROWS[1], "the same, weight gradients once, partitioned"),
+    ("10% samples", "10% of samples tracked individually"),
+    ("10% samples, moments every step (before)", "the same with Adam moments updated every step (before)"),
+    ("per-batch store, 1% samples", "per-batch store (Graves), 1% tracked"),
+)
+
+
+def readme_tables(result: dict) -> str:
+    """The README's performance tables, generated from a bench result (the README holds exactly this text
+    between its ``bench`` markers; a test keeps the two equal)."""
+    prov = result["provenance"]
+    simple, resnet = result["overhead"]
+    lines = [f"Figures of `results/bench/{result['profile']}.json` ({prov['device']}, {prov['threads']} thread(s), "
+             f"revision {prov['git']}, {prov['date'][:10]}):", "",
+             f"| one training epoch, × plain training | SimpleModel ({simple['n_params'] / 1e3:.0f} k parameters) "
+             f"| ResNet-18-GN ({resnet['n_params'] / 1e6:.1f} M, 32×32 inputs) |", "|---|---|---|"]
+    for key, name in README_ROWS:
+        if key not in simple["rows"] or key not in resnet["rows"]:
+            if key in KERNEL_ROWS:  # a run has the row of the kernel its device does not use by default
+                continue
+            raise KeyError(f"readme_tables: the bench result has no overhead row {key!r}; README_ROWS names rows "
+                           f"that `bench.overhead` writes (recompute the bench if the row is new: python -m "
+                           f"amnesiac_paper bench --profile {result['profile']})")
+        lines.append(f"| {name} | {simple['rows'][key]['ratio']:.2f}× | {resnet['rows'][key]['ratio']:.2f}× |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for name, t in targets(result).items():  # today's targets against the committed figures
+        v = t["value"]
+        shown = f"{v:,.0f}×" if v >= 100 else f"{v:.1f} ms" if "(ms" in name else f"{v:.2f}×"
+        lines.append(f"| {name}, target {t['target']} | {shown} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def ledger_read_times(storage: Path, *, model: str = "resnet18", n_samples: int = 500, dtype: str = "float32",
+                      reads: tuple[int, ...] = (1, 100), repeats: int = 3, seed: int = 0) -> dict:
+    """Read times of a memory-mapped per-sample ledger (``DeltaLog(storage=...)``) of ``n_samples`` groups.
+
+    The ledger is filled with random rows (the read cost does not depend on their values) and finalized to
+    ``dtype``; each read sums the deltas of ``k`` random samples (median of ``repeats``). The first read of
+    each size is reported apart (``cold``), the operating system's page cache makes the others warm.
+    """
+    net = build_model(model, 3 if model == "resnet18" else 1, 10)
+    log = DeltaLog(net, groups_per_sample(list(range(n_samples))), storage=storage, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for a in range(0, n_samples, 16):
+        rows = log.deltas[a: a + 16]
+        rows.copy_(torch.randn(rows.shape, generator=gen, dtype=rows.dtype))
+    fill = time.perf_counter() - t0
+    log.finalize()
+    out = {"model": model, "n_params": log.layout.numel, "n_samples": n_samples, "dtype": dtype,
+           "file_bytes": sum(p.stat().st_size for p in Path(storage).iterdir()), "fill_seconds": fill, "reads": {}}
+    rng = np.random.default_rng(seed)
+    for k in reads:
+        times = []
+        for _ in range(repeats + 1):
+            ids = rng.choice(n_samples, size=k, replace=False).tolist()
+            t0 = time.perf_counter()
+            log.delta_vector(ids)
+            times.append(time.perf_counter() - t0)
+        out["reads"][str(k)] = {"cold_seconds": times[0], "warm_median_seconds": float(np.median(times[1:]))}
+    return out
+
+
+def readme_scaleout_tables(bench_dir: Path) -> str:
+    """The README's scale-out tables (DistributedDataParallel, ledgers on disk), generated from the committed
+    ``ddp.json`` and ``ledger-read-<dtype>.json`` in ``bench_dir`` (a test keeps the README equal to this)."""
+    import json
+
+    from .ddp_bench import format_scaling
+
+    lines = []
+    ddp = bench_dir / "ddp.json"
+    if ddp.exists():
+        r = json.loads(ddp.read_text())
+        prov = r["provenance"]
+        lines += [f"DistributedDataParallel with a sharded ledger (`results/bench/ddp.json`: SimpleModel, Adam, "
+                  f"global batch {r['batch']}, gloo, one thread per process, revision {prov['git']}, "
+                  f"{prov['date'][:10]}; median step times):", "", format_scaling(r)]
+    reads = sorted(bench_dir.glob("ledger-read-*.json"))
+    if reads:
+        rows = []
+        for path in reads:
+            r = json.loads(path.read_text())
+            one, hundred = r["reads"]["1"], r["reads"]["100"]
+            rows.append(f"| {r['dtype']} | {r['file_bytes'] / 1e9:.1f} GB | {one['cold_seconds']:.2f} s | "
+                        f"{one['warm_median_seconds']:.2f} s | {hundred['cold_seconds']:.1f} s | "
+                        f"{hundred['warm_median_seconds']:.1f} s | {r['provenance']['git']} |")
+        first = json.loads(reads[0].read_text())
+        lines += ["", f"A memory-mapped per-sample ledger of {first['model']} ({first['n_params'] / 1e6:.1f} M "
+                  f"parameters) for {first['n_samples']} samples on disk (`DeltaLog(storage=...)`, "
+                  "`results/bench/ledger-read-*.json`), on a machine with 24 GB of memory; summing the deltas "
+                  "of 1 or 100 random samples:", "",
+                  "| storage | file | 1 sample, first read | 1 sample, again | 100 samples, first read | "
+                  "100 samples, again | revision |", "|---|---|---|---|---|---|---|", *rows]
+    return "\n".join(lines).strip("\n")

@@ -1,0 +1,488 @@
+"""The membership study: attacks that can tell the original model from the retrained one, on every method.
+
+Three settings, each cached per piece under ``results/membership-mnist-simple/<profile>-<hash>/``:
+
+* ``class`` (per seed): the Graves setting of the fidelity study (MNIST with only the first 100 threes of the
+  pool; those threes are forgotten). The class-conditional loss attack (:mod:`amnesiac_paper.attacks`) compares the
+  100 training threes with the test threes under the original, the dropped replay (retraining with the same
+  seed and order), the subtraction on the alpha grid and the repair-only control. The original model and
+  replays are the fidelity study's, shared through its weights cache.
+* ``canary`` (per seed): a training subset with mislabelled canaries, trained long enough to memorise them; the
+  canaries are the forget set. Planted- and true-label rates of every model, and the difference attack (an
+  attacker who holds the model before and after the request ranks candidates by the alignment of the change
+  with their gradients) at alpha = 1, at the rule's alpha, after a repair, and with the request batched among
+  other forgotten samples.
+* ``lira`` (one seed, K shadow models): an overfit regime (a small pool, many epochs). Each shadow trains on a
+  random half of the pool with a per-sample delta log over the candidate targets it holds, so "saw it, then
+  forgot it" costs one subtraction per target and method. U-LiRA (Hayes et al. 2024), leave one shadow out:
+  each shadow in turn is the target; its forgotten candidates are positives, the candidates it never saw
+  negatives, with per-example Gaussians fitted on the other shadows (per-example means, one variance per side,
+  as Carlini et al. advise for few shadows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from amnesiac.data import ArrayDataset, class_ids, groups_per_sample
+from amnesiac.deltalog import DeltaLog
+from amnesiac.grads import ParamLayout, per_sample_grads
+from amnesiac.training import Recipe, accuracy, pick_reproducible_device, predict, train
+from amnesiac.unlearning import Request, unlearn
+
+from . import attacks as A
+from . import fidelity as fi
+from .datasets import load_dataset
+from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict
+from .models import build_model
+
+MEMBERSHIP_SEMANTICS = 1
+STUDY_NAME = "membership-mnist-simple"
+PROFILES = ("smoke", "full")
+RECIPE = Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=4)
+PARTS = ("class", "canary", "lira", "methods")
+
+
+@dataclass(frozen=True)
+class MembershipStudy:
+    """A frozen config. Build one with :func:`get_membership_study`."""
+
+    name: str
+    profile: str
+    seeds: tuple[int, ...]
+    alphas: tuple[float, ...]
+    canary_pool: int
+    canaries: int
+    canary_epochs: int
+    canary_val: int
+    batched_extra: int  # the batched request forgets the canaries with this many other training samples
+    lira_pool: int
+    lira_candidates: int
+    shadows: int
+    lira_epochs: int
+    check_targets: int = 3  # candidates whose fast subtraction is checked against unlearn() on a model copy
+
+    @property
+    def hash(self) -> str:
+        config = {k: v for k, v in asdict(self).items() if k != "seeds"}
+        blob = json.dumps({"config": config, "fidelity": fi.get_study(self.profile).hash,
+                           "recipe": RECIPE.to_dict(), "semantics": MEMBERSHIP_SEMANTICS}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def folder(self, root: Path | None = None) -> Path:
+        return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
+
+
+def get_membership_study(profile: str = "full", *, seeds: Sequence[int] | None = None) -> MembershipStudy:
+    """The study at a profile (``smoke``: about a minute; ``full``: MNIST, 3 seeds, 16 shadow models).
+
+    Raises:
+        ValueError: unknown profile or bad seeds (the message lists the valid values).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    alphas = fi.get_study(profile).alphas
+    if profile == "smoke":
+        study = MembershipStudy(STUDY_NAME, "smoke", (0,), alphas, 300, 10, 3, 100, 20, 200, 40, 4, 3)
+    else:
+        study = MembershipStudy(STUDY_NAME, "full", (0, 1, 2), alphas, 5000, 50, 20, 2000, 200, 2000, 200, 16, 30)
+    study = restrict(study, seeds=seeds)
+    return study
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("simple", 1, 10)
+
+
+def _train(model: torch.nn.Module, data: ArrayDataset, *, seed: int, epochs: int, logs=None, drop_ids=None, device,
+           progress, desc):
+    """Train ``model`` (fresh, initialised from ``seed`` by the caller, logs attached to it) in place."""
+    opt = RECIPE.make_optimizer(model.parameters())
+    train(model, data.loader(RECIPE.batch_size, seed=seed), opt, epochs=epochs, delta_log=logs, device=device,
+          progress=progress, desc=desc, drop_ids=drop_ids)
+    return model
+
+
+def _attack_dict(result: A.AttackResult) -> dict:
+    return result.to_dict(with_curve=True)
+
+
+def _cached_json(path: Path, make) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    record = make()
+    _atomic_write_json(path, record)
+    return record
+
+
+# --------------------------------------------------------------------------------------------- the class
+
+
+def class_piece(study: MembershipStudy, seed: int, *, device, progress, results_root: Path | None = None) -> dict:
+    """Class-conditional loss attack on the fidelity study's Graves setting (Adam), every method."""
+    base = fi.get_study(study.profile)
+    setting = fi.make_setting(base, "graves", seed)
+    fset = next(iter(setting.sets.values()))
+    weights = base.folder(results_root) / "weights" / "graves" / "adam" / f"seed{seed}"  # the fidelity study's
+    c = fi._Combo(base, setting, "adam", seed, weights, device, progress)
+    state = fi._original(c)
+    theta = state["theta"].double()
+    delta = fi.set_delta(state, fset.name)
+    refs = {m: fi._replay(c, fset, m) for m in fi.REFERENCES}
+    ev = fi._evaluator(c, fset, theta, refs)
+    members = setting.pool.subset(fset.ids)
+    nonmembers = setting.test.subset(class_ids(setting.test, base.forget_class))
+    model = _model(0).to(device)
+
+    def attack(vec):
+        return A.class_conditional_loss_attack(fi._assign(model, vec), members, nonmembers, seed=seed)
+
+    rows = []
+    for a in study.alphas:
+        m = ev.measure(theta - a * delta)
+        rows.append({"alpha": a, "attack": _attack_dict(attack(theta - a * delta)), "loss_forget": m["loss_forget"],
+                     "loss_val_matched": m["loss_val_matched"], "acc_test": m["acc_test"]})
+    rule = fi.loss_parity_alpha(study.alphas, [r["loss_forget"] for r in rows], [r["loss_val_matched"] for r in rows])
+    start = fi._assign(c.fresh_model(0), theta)
+    tuned = unlearn("finetune", start, Request(retain=setting.pool.without(fset.ids), recipe=c.recipe, seed=seed,
+                                               device=str(device)), epochs=1, progress=progress)
+    return {
+        "n_members": len(members), "n_nonmembers": len(nonmembers), "alphas": list(study.alphas), "rule": rule,
+        "original": _attack_dict(attack(theta)),
+        "retrain": _attack_dict(attack(refs["drop"]["theta"].double())),
+        "zero_replay": _attack_dict(attack(refs["zero"]["theta"].double())),
+        "amnesiac": rows,
+        "finetune": _attack_dict(A.class_conditional_loss_attack(tuned, members, nonmembers, seed=seed)),
+    }
+
+
+# -------------------------------------------------------------------------------------------- canaries
+
+
+def _canary_data(study: MembershipStudy, seed: int):
+    train_set, test_set = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    gen = torch.Generator().manual_seed(70_001 + seed)
+    pick = train_set.ids[torch.randperm(len(train_set), generator=gen)[: study.canary_pool + study.canary_val]]
+    pool = train_set.subset(torch.sort(pick[: study.canary_pool]).values, name="canary pool")
+    val = train_set.subset(torch.sort(pick[study.canary_pool:]).values, name="validation")
+    pool, canaries = A.plant_canaries(pool, study.canaries, num_classes=10, seed=seed)
+    others = pool.ids[~torch.isin(pool.ids, canaries.ids)]
+    extra = others[torch.randperm(len(others), generator=gen)[: study.batched_extra]]
+    return pool, val, test_set, canaries, extra
+
+
+def canary_piece(study: MembershipStudy, seed: int, *, device, progress) -> dict:
+    """Canary rates of every model, and the difference attack with its mitigations."""
+    pool, val, test_set, canaries, extra = _canary_data(study, seed)
+    cids = canaries.ids
+    batched = torch.cat([cids, extra])
+    original = _model(seed)
+    logs = [DeltaLog(original, {"canaries": cids}), DeltaLog(original, {"batched": batched})]
+    _train(original, pool, seed=seed, epochs=study.canary_epochs, logs=logs, device=device, progress=progress,
+           desc=f"canaries seed {seed}: original")
+    retrained = _train(_model(seed), pool, seed=seed, epochs=study.canary_epochs, drop_ids=cids, device=device,
+                       progress=progress, desc=f"canaries seed {seed}: retrained without the canaries")
+    theta = ParamLayout.of(original).vector(original).double().cpu()
+    delta = logs[0].delta_vector(["canaries"]).double().cpu()
+    delta_batched = logs[1].delta_vector(["batched"]).double().cpu()
+    xc = pool.subset(cids)
+    val_classes = torch.isin(val.y, canaries.planted)
+
+    def rates(model):
+        return A.canary_rates(predict(model, xc.x), canaries)
+
+    def losses(model):  # the rule's inputs: forget loss (planted labels, as trained) vs class-matched held-out loss
+        forget = float(F.cross_entropy(predict(model, xc.x), xc.y).item())
+        held = float(F.cross_entropy(predict(model, val.x[val_classes]), val.y[val_classes]).item())
+        return forget, held
+
+    model = _model(0).to(device)
+    grid = []
+    for a in study.alphas:
+        m = fi._assign(model, theta - a * delta)
+        f, h = losses(m)
+        grid.append({"alpha": a, "rates": rates(m), "loss_forget": f, "loss_heldout": h,
+                     "acc_test": accuracy(m, test_set)})
+    rule = fi.loss_parity_alpha(study.alphas, [g["loss_forget"] for g in grid], [g["loss_heldout"] for g in grid])
+    request = Request(retain=pool.without(cids), recipe=dataclasses.replace(RECIPE), seed=seed, device=str(device))
+    tuned = unlearn("finetune", original, request, epochs=1, progress=progress)
+    # the difference attack: forgotten canaries against retained training samples of the pool
+    retained = pool.ids[~torch.isin(pool.ids, batched)]
+    negatives = retained[torch.randperm(len(retained), generator=torch.Generator().manual_seed(seed))[: len(cids)]]
+    cand = pool.subset(torch.cat([cids, negatives]))
+    grads = torch.cat([g for _, g in per_sample_grads(original, cand.x.to(device), cand.y.to(device))]).double()
+    pos, neg = grads[: len(cids)].cpu(), grads[len(cids):].cpu()
+    after = {"alpha=1": theta - delta, "rule": theta - rule["alpha"] * delta,
+             "rule + repair": None, "batched (alpha=1)": theta - delta_batched}
+    repaired = unlearn("finetune", fi._assign(_model(0), after["rule"]), request, epochs=1, progress=progress)
+    after["rule + repair"] = ParamLayout.of(repaired).vector(repaired).double().cpu()
+    difference = {k: _attack_dict(A.difference_attack(theta.cpu(), v.cpu(), pos, neg, seed=seed))
+                  for k, v in after.items()}
+    return {
+        "n_pool": len(pool), "n_canaries": len(cids), "epochs": study.canary_epochs, "alphas": list(study.alphas),
+        "rule": rule, "original": rates(original), "retrain": rates(retrained), "finetune": rates(tuned),
+        "amnesiac": grid, "train_accuracy": accuracy(original, pool.without(cids)),
+        "test_accuracy": {"original": accuracy(original, test_set), "retrain": accuracy(retrained, test_set)},
+        "difference": difference, "batched_size": len(batched),
+    }
+
+
+# -------------------------------------------------------------------------------------------------- U-LiRA
+
+
+def _lira_pool(study: MembershipStudy):
+    train_set, test_set = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    gen = torch.Generator().manual_seed(80_021)
+    pool = train_set.subset(torch.sort(train_set.ids[torch.randperm(len(train_set), generator=gen)[
+        : study.lira_pool]]).values, name="lira pool")
+    candidates = torch.sort(pool.ids[torch.randperm(len(pool), generator=gen)[: study.lira_candidates]]).values
+    return pool, test_set, candidates
+
+
+def _shadow(study: MembershipStudy, j: int, *, device, progress):
+    """Train shadow model ``j`` (deterministic in ``j``): a random half of the pool, a per-sample log over the
+    candidates it holds. Returns (model, log, its data, the candidates inside, all candidates, seconds)."""
+    pool, _, candidates = _lira_pool(study)
+    gen = torch.Generator().manual_seed(90_007 + j)
+    half = torch.sort(pool.ids[torch.randperm(len(pool), generator=gen)[: len(pool) // 2]]).values
+    data = pool.subset(half)
+    inside = candidates[torch.isin(candidates, half)]
+    model = _model(j)
+    log = DeltaLog(model, groups_per_sample(inside.tolist()))
+    t0 = time.perf_counter()
+    _train(model, data, seed=j, epochs=study.lira_epochs, logs=log, device=device, progress=progress,
+           desc=f"shadow {j}")
+    seconds = time.perf_counter() - t0
+    log.finalize()
+    return model, log, data, inside, pool.subset(candidates), seconds
+
+
+def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
+    """Shadow model ``j``: trained on a random half of the pool with a per-sample log over its candidates; the
+    logit-scaled confidence of every candidate under the model and, for those it holds, after forgetting it."""
+    _, test_set, candidates = _lira_pool(study)
+    model, log, data, inside, cand, seconds = _shadow(study, j, device=device, progress=progress)
+    conf = A.logit_confidence(predict(model, cand.x), cand.y)
+    theta = ParamLayout.of(model).vector(model).cpu()
+    probe = _model(0).to(next(model.parameters()).device)
+    forgot = {str(a): [] for a in study.alphas}
+    pos = {int(i): k for k, i in enumerate(candidates.tolist())}
+    for i in inside.tolist():
+        d = log.delta_vector([i]).cpu()
+        x, y = cand.x[pos[i]: pos[i] + 1], cand.y[pos[i]: pos[i] + 1]
+        for a in study.alphas:
+            forgot[str(a)].append(float(A.logit_confidence(predict(fi._assign(probe, theta - a * d), x), y)[0]))
+    # the fast path is the method: check a few targets against unlearn() on a copy of the model
+    checks = []
+    for i in inside.tolist()[: study.check_targets]:
+        new = unlearn("amnesiac", model, Request(forget_groups=(i,)), log=log, alpha=1.0)
+        x, y = cand.x[pos[i]: pos[i] + 1], cand.y[pos[i]: pos[i] + 1]
+        checks.append(abs(float(A.logit_confidence(predict(new, x), y)[0]) - forgot["1.0"][inside.tolist().index(i)]))
+    return {"shadow": j, "inside": inside.tolist(), "confidence": conf.tolist(), "forgot": forgot,
+            "train_accuracy": accuracy(model, data), "test_accuracy": accuracy(model, test_set),
+            "seconds": seconds, "log_bytes": log.nbytes, "check_max_abs_diff": max(checks) if checks else None}
+
+
+def _ulira(conf: np.ndarray, member: np.ndarray, in_matrix: np.ndarray) -> A.AttackResult:
+    """Leave-one-shadow-out (U-)LiRA: each shadow in turn is the target; its candidates' scores (``in_matrix``
+    where it held them, ``conf`` where not) are likelihood ratios against Gaussians fitted over the other
+    shadows (``in_matrix`` where they held a candidate, ``conf`` where not). [K, N] arrays, NaN where undefined."""
+    K = conf.shape[0]
+    pos_scores, neg_scores = [], []
+    for k in range(K):
+        others = np.arange(K) != k
+        in_c = np.where(member[others], in_matrix[others], np.nan)
+        out_c = np.where(~member[others], conf[others], np.nan)
+        ok = ((~np.isnan(in_c)).sum(0) >= 1) & ((~np.isnan(out_c)).sum(0) >= 1)
+        # one variance per side for every example (Carlini et al.'s choice with few shadows); per-example means
+        scores = A.lira_scores(np.where(member[k], in_matrix[k], conf[k])[ok], in_c[:, ok], out_c[:, ok],
+                               global_variance=True)
+        pos_scores.append(scores[member[k][ok]])
+        neg_scores.append(scores[~member[k][ok]])
+    return A.threshold_attack(np.concatenate(pos_scores), np.concatenate(neg_scores))
+
+
+def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequence[int]) -> dict:
+    """Leave-one-shadow-out U-LiRA for every alpha, and the plain LiRA on the unmodified models (the signal)."""
+    K, N = len(shadows), len(candidates)
+    col = {int(c): k for k, c in enumerate(candidates)}
+    conf = np.array([s["confidence"] for s in shadows])  # [K, N]
+    member = np.zeros((K, N), dtype=bool)
+    for k, s in enumerate(shadows):
+        member[k, [col[i] for i in s["inside"]]] = True
+
+    def forgotten(alpha):
+        out = np.full((K, N), np.nan)
+        for k, s in enumerate(shadows):
+            out[k, [col[i] for i in s["inside"]]] = s["forgot"][str(alpha)]
+        return out
+
+    def loo(in_matrix):
+        return _ulira(conf, member, in_matrix)
+
+    out = {"original": _attack_dict(loo(np.where(member, conf, np.nan)))}
+    for a in study.alphas:
+        out[f"alpha={a:g}"] = _attack_dict(loo(forgotten(a)))
+    out["train_accuracy"] = float(np.mean([s["train_accuracy"] for s in shadows]))
+    out["test_accuracy"] = float(np.mean([s["test_accuracy"] for s in shadows]))
+    out["shadow_seconds"] = float(np.median([s["seconds"] for s in shadows]))
+    out["check_max_abs_diff"] = max((s["check_max_abs_diff"] or 0.0) for s in shadows)
+    return out
+
+
+# --------------------------------------------------------------- U-LiRA for every method, a forget set at once
+
+# Each shadow forgets every candidate it holds at once (a random forget set of about half the candidates, as in
+# Hayes et al.'s U-LiRA), with each method at its registry defaults (one setting each: an untuned first reading,
+# the same for every method); the amnesiac rows subtract the summed deltas at three scales.
+SET_METHODS: dict[str, tuple[str, dict]] = {
+    "amnesiac α=1": ("amnesiac", {"alpha": 1.0}),
+    "amnesiac α=0.3": ("amnesiac", {"alpha": 0.3}),
+    "amnesiac α=0.1": ("amnesiac", {"alpha": 0.1}),
+    "fine-tune (1 epoch)": ("finetune", {"epochs": 1}),
+    "NegGrad+": ("neggrad_plus", {}),
+    "SSD": ("ssd", {}),
+    "SCRUB": ("scrub", {}),
+}
+SET_SEMANTICS = 1
+
+
+def set_methods_config() -> dict:
+    """What a method piece was computed with (stored in it; the summary refuses pieces that differ)."""
+    return {"methods": {k: [m, dict(sorted(p.items()))] for k, (m, p) in SET_METHODS.items()},
+            "semantics": SET_SEMANTICS, "recipe": RECIPE.to_dict()}
+
+
+def shadow_methods_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
+    """Shadow model ``j`` trained again (the same model as ``shadow<j>``), then each of :data:`SET_METHODS`
+    forgets all the candidates it holds at once, the rest of its data being the retain set; the logit-scaled
+    confidence of each forgotten candidate under each method's model, and each method's time."""
+    from amnesiac.unlearning import LEDGER_METHODS
+
+    model, log, data, inside, cand, seconds = _shadow(study, j, device=device, progress=progress)
+    conf = A.logit_confidence(predict(model, cand.x), cand.y)
+    keep = ~torch.isin(data.ids, inside)
+    request = Request(forget_groups=tuple(inside.tolist()), forget=data.subset(inside),
+                      retain=data.subset(data.ids[keep]), recipe=RECIPE, num_classes=10, seed=j,
+                      device=str(device))
+    pos = {int(i): k for k, i in enumerate(cand.ids.tolist())}
+    rows = torch.tensor([pos[int(i)] for i in inside.tolist()], dtype=torch.long)
+    forgot, method_seconds = {}, {}
+    for name, (method, params) in SET_METHODS.items():
+        kwargs = dict(params, log=log) if method in LEDGER_METHODS else dict(params)
+        t0 = time.perf_counter()
+        new = unlearn(method, model, request, **kwargs)
+        method_seconds[name] = time.perf_counter() - t0
+        forgot[name] = A.logit_confidence(predict(new, cand.x[rows]), cand.y[rows]).tolist()
+    return {"shadow": j, "inside": inside.tolist(), "confidence": conf.tolist(), "forgot": forgot,
+            "method_seconds": method_seconds, "train_seconds": seconds, "config": set_methods_config()}
+
+
+def lira_methods_summary(shadows: list[dict], pieces: list[dict], candidates: Sequence[int]) -> dict:
+    """U-LiRA (leave one shadow out) of every method of :data:`SET_METHODS`: models that held a candidate and
+    forgot it with the method, against the shadows that never held it. Refuses method pieces computed with
+    other settings, or from shadow models that differ from the ``shadow<j>`` pieces (another machine)."""
+    want = set_methods_config()
+    for p in pieces:
+        if p["config"] != want:
+            raise ValueError(f"method piece of shadow {p['shadow']} was computed with other settings: recompute it")
+    K, N = len(shadows), len(candidates)
+    col = {int(c): k for k, c in enumerate(candidates)}
+    conf = np.array([s["confidence"] for s in shadows])
+    gap = float(np.max(np.abs(np.array([p["confidence"] for p in pieces]) - conf)))
+    if gap > 1e-4:
+        raise ValueError(f"the method pieces' shadow models differ from the shadow pieces' (confidence gap {gap:.2g}):"
+                         " they were trained on another machine; recompute both on one")
+    member = np.zeros((K, N), dtype=bool)
+    for k, s in enumerate(shadows):
+        member[k, [col[i] for i in s["inside"]]] = True
+    out = {"shadow_gap": gap, "forget_set_size": float(np.mean([len(p["inside"]) for p in pieces])), "methods": {}}
+    for name in SET_METHODS:
+        matrix = np.full((K, N), np.nan)
+        for k, p in enumerate(pieces):
+            matrix[k, [col[i] for i in p["inside"]]] = p["forgot"][name]
+        out["methods"][name] = {**_attack_dict(_ulira(conf, member, matrix)),
+                                "seconds": float(np.median([p["method_seconds"][name] for p in pieces]))}
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- runner
+
+
+@dataclass
+class MembershipResult:
+    study: MembershipStudy
+    pieces: dict  # name -> record
+    folder: Path
+
+
+def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, device: str = "cpu",
+              progress: bool = True, results_root: Path | None = None,
+              parts: Sequence[str] = ("class", "canary", "lira", "methods")) -> MembershipResult:
+    """Run (or load) every piece: class and canary per seed, the shadows one by one, then the U-LiRA summary.
+
+    Example:
+        >>> # python -m amnesiac_paper membership --profile full --threads 2
+    """
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise ValueError(f"unknown part(s) {bad}; valid: {', '.join(PARTS)}")
+    study = get_membership_study(profile, seeds=seeds)
+    dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
+    folder = study.folder(results_root)
+    _atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
+                                                "semantics": MEMBERSHIP_SEMANTICS})
+    prov = provenance(dev)
+    pieces = {}
+
+    def piece(name, make):
+        def stamped():
+            start = time.perf_counter()
+            rec = make()
+            rec.update(wall_seconds=time.perf_counter() - start, provenance=prov)
+            return rec
+
+        pieces[name] = _cached_json(folder / f"{name}.json", stamped)
+
+    for seed in study.seeds:
+        if "class" in parts:
+            piece(f"class-seed{seed}", lambda seed=seed: class_piece(study, seed, device=dev, progress=progress,
+                                                                     results_root=results_root))
+        if "canary" in parts:
+            piece(f"canary-seed{seed}", lambda seed=seed: canary_piece(study, seed, device=dev, progress=progress))
+    if "lira" in parts:
+        for j in range(study.shadows):
+            piece(f"shadow{j}", lambda j=j: shadow_piece(study, j, device=dev, progress=progress))
+        _, _, candidates = _lira_pool(study)
+        shadows = [pieces[f"shadow{j}"] for j in range(study.shadows)]
+        piece("lira", lambda: lira_summary(study, shadows, candidates.tolist()))
+    if "methods" in parts:
+        for j in range(study.shadows):
+            piece(f"shadow{j}", lambda j=j: shadow_piece(study, j, device=dev, progress=progress))
+            piece(f"methods{j}", lambda j=j: shadow_methods_piece(study, j, device=dev, progress=progress))
+        _, _, candidates = _lira_pool(study)
+        shadows = [pieces[f"shadow{j}"] for j in range(study.shadows)]
+        done = [pieces[f"methods{j}"] for j in range(study.shadows)]
+        piece("lira-methods", lambda: lira_methods_summary(shadows, done, candidates.tolist()))
+    return MembershipResult(study, pieces, folder)
+
+
+def load_study(profile: str = "full", *, results_root: Path | None = None) -> MembershipResult:
+    """Whatever pieces are on disk, computing nothing."""
+    study = get_membership_study(profile)
+    folder = study.folder(results_root)
+    return MembershipResult(study, read_pieces(folder), folder)

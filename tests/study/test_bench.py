@@ -1,0 +1,102 @@
+"""The benchmark's smoke profile: every block is filled, ratios are positive, targets are judged."""
+
+import json
+
+import pytest
+from amnesiac_paper.bench import TARGETS, format_bench, run_bench
+
+
+def test_smoke_bench_writes_every_block_and_judges_the_targets(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench("smoke", device="cpu", out=out)
+    assert json.loads(out.read_text())["profile"] == "smoke"
+    for block in result["overhead"]:
+        rows = block["rows"]
+        assert rows["plain"]["ratio"] == 1.0
+        assert all(r["seconds"] > 0 and r["ratio"] > 0 for r in rows.values())
+        # the class ledger holds one vector per class present (several); the peak adds the step buffers
+        assert rows["class groups"]["bytes"] >= 3 * block["n_params"] * 4
+        assert rows["class groups"]["peak_bytes"] >= rows["class groups"]["bytes"]
+        # on the CPU the default forms convolution group sums one call per group; the other kernel is timed too
+        assert rows["class groups, convolution groups in one grouped call"]["bytes"] == rows["class groups"]["bytes"]
+    for block in result["latency"]:
+        assert 0 < block["seconds"]["one class (in-place subtraction only)"] < block["retrain_seconds_estimate"]
+    assert set(result["targets"]) == set(TARGETS)
+    assert all(isinstance(t["met"], bool) for t in result["targets"].values())
+    text = format_bench(result)
+    assert "targets:" in text and "retraining (estimate)" in text
+
+
+def test_readme_performance_tables_are_generated_from_the_committed_bench():
+    import json
+    from pathlib import Path
+
+    from amnesiac_paper.bench import readme_tables
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- bench:begin -->\n", 1)[1].split("\n<!-- bench:end -->", 1)[0]
+    want = readme_tables(json.loads((root / "results" / "bench" / "full.json").read_text()))
+    assert block == want, "README tables differ from results/bench/full.json: regenerate with " \
+                          "python -m amnesiac_paper bench --profile full --tables"
+
+    result = json.loads((root / "results" / "bench" / "full.json").read_text())
+    del result["overhead"][1]["rows"]["1% samples"]  # a row the README names and every run writes: an error
+    with pytest.raises(KeyError, match="no overhead row '1% samples'.*python -m amnesiac_paper bench --profile full"):
+        readme_tables(result)
+
+
+def test_readme_scaleout_tables_are_generated_from_the_committed_results():
+    from pathlib import Path
+
+    from amnesiac_paper.bench import readme_scaleout_tables
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- scaleout:begin -->\n", 1)[1].split("\n<!-- scaleout:end -->", 1)[0]
+    assert block == readme_scaleout_tables(root / "results" / "bench"), \
+        "README scale-out tables differ from results/bench: regenerate with python -m amnesiac_paper bench --tables"
+
+
+def test_targets_are_judged_against_the_device_the_run_was_on():
+    import json
+    from pathlib import Path
+
+    from amnesiac_paper.bench import GPU_TARGETS, targets
+
+    result = json.loads((Path(__file__).resolve().parents[2] / "results" / "bench" / "full.json").read_text())
+    cpu = targets(result)
+    ratio = result["overhead"][0]["rows"]["class groups"]["ratio"]
+    assert cpu["class-group log, SimpleModel (x plain)"] == {"value": ratio, "target": "<= 1.15",
+                                                             "met": ratio <= 1.15}
+    result["provenance"]["device"] = "cuda:0"
+    gpu = targets(result)
+    assert set(gpu) == set(GPU_TARGETS) and gpu["class-group log, SimpleModel (x plain)"]["target"] == "<= 1.5"
+    resnet = result["overhead"][1]["rows"]["class groups"]["ratio"]
+    assert gpu["class-group log, ResNet-18-GN (x plain)"] == {"value": resnet, "target": "<= 1.5",
+                                                              "met": resnet <= 1.5}
+
+
+def test_a_gpu_benchmark_has_its_own_file_and_the_book_shows_it_beside_the_cpus(tmp_path, monkeypatch):
+    import copy
+    import json
+    from pathlib import Path
+
+    from amnesiac_paper import bench, book
+
+    assert bench.bench_path("full").name == "full.json" and bench.bench_path("smoke", "cuda").name == "smoke-cuda.json"
+    cpu = json.loads((Path(__file__).resolve().parents[2] / "results" / "bench" / "full.json").read_text())
+    monkeypatch.setattr(bench, "RESULTS_ROOT", tmp_path)
+    assert "No GPU benchmark is committed" in book.bench_gpu_comparison(cpu)
+    gpu = copy.deepcopy(cpu)
+    gpu["provenance"].update(device="cuda:0", device_name="NVIDIA H200")
+    gpu["overhead"][0]["rows"]["class groups"]["ratio"] = 3.65
+    bench.bench_path("full", "cuda").parent.mkdir(parents=True)
+    bench.bench_path("full", "cuda").write_text(json.dumps(gpu))
+    text = book.bench_gpu_comparison(cpu)
+    assert "The same benchmark on a GPU (NVIDIA H200" in text
+    simple_class = cpu["overhead"][0]["rows"]["class groups"]["ratio"]
+    assert f"| simple: class groups (× plain) | {simple_class:.2f}× | 3.65× |" in text
+    # each device's targets are judged on its own run: 3.65 misses the GPU's 1.5
+    assert "| GPU target: class-group log, SimpleModel (x plain) <= 1.5 |  | 3.65 (not met) |" in text
+    assert "CPU target: class-group log, SimpleModel (x plain) <= 1.15" in text

@@ -1,0 +1,387 @@
+"""Counterfactual fidelity: each group's delta against an independent float64 loop oracle, the replays that
+serve as references, the atoms of overlapping forget sets, the measures and the study runner."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from amnesiac_paper import fidelity as fi
+from conftest import attributed_loop, flat, tiny_dataset, tiny_model
+
+import amnesiac
+
+# ------------------------------------------------------------------------------ the loop oracle, from equations
+
+ORACLE_OPTIMIZERS = {
+    "momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "momentum-dampening-coupled-wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.3,
+                                                               weight_decay=0.05),
+    "nesterov": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    "nesterov-coupled-wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+    "adam-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.05),
+    "adamw-decoupled-wd": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    "amsgrad-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True, weight_decay=0.05),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+    "rmsprop-momentum-wd": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, weight_decay=0.05),
+    "rmsprop-centered-momentum": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1),
+    "adagrad-lr-decay-wd": lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.05, weight_decay=0.05,
+                                                         initial_accumulator_value=0.1),
+}
+SCHEDULED = ("momentum", "adam", "rmsprop-momentum-wd", "adagrad")  # also checked under a learning-rate schedule
+
+
+def _state(opt, params, key):
+    return torch.cat([opt.state[q][key].reshape(-1) for q in params]).double()
+
+
+def _oracle_step(opt, params, step, delta, buf, share):
+    """One step of every group's delta, from the optimizers' published equations (their state read as given)."""
+    hp = opt.param_groups[0]
+    wd, lr = hp["weight_decay"], hp["lr"]
+    if isinstance(opt, torch.optim.Adam):
+        b1, b2 = hp["betas"]
+        v = _state(opt, params, "max_exp_avg_sq" if hp["amsgrad"] else "exp_avg_sq")
+        denom = v.sqrt() / (1 - b2**step) ** 0.5 + hp["eps"]
+        for k in delta:
+            s = share[k]
+            if wd and isinstance(opt, torch.optim.AdamW):
+                delta[k] *= 1 - lr * wd
+            elif wd:
+                s = s + wd * delta[k]
+            buf[k] = b1 * buf[k] + (1 - b1) * s
+            delta[k] -= lr / (1 - b1**step) * buf[k] / denom
+    elif isinstance(opt, torch.optim.RMSprop):
+        sq = _state(opt, params, "square_avg")
+        if hp["centered"]:
+            sq = sq - _state(opt, params, "grad_avg") ** 2
+        avg = sq.sqrt() + hp["eps"]
+        for k in delta:
+            s = share[k] + wd * delta[k]
+            if hp["momentum"] > 0:
+                buf[k] = hp["momentum"] * buf[k] + s / avg
+                delta[k] -= lr * buf[k]
+            else:
+                delta[k] -= lr * s / avg
+    elif isinstance(opt, torch.optim.Adagrad):
+        std = _state(opt, params, "sum").sqrt() + hp["eps"]
+        clr = lr / (1 + (step - 1) * hp["lr_decay"])
+        for k in delta:
+            delta[k] -= clr * (share[k] + wd * delta[k]) / std
+    else:
+        mu, damp, nesterov = hp["momentum"], hp["dampening"], hp["nesterov"]
+        for k in delta:
+            s = share[k] + wd * delta[k]
+            buf[k] = s.clone() if step == 1 else mu * buf[k] + (1 - damp) * s
+            u = s + mu * buf[k] if nesterov else buf[k]
+            delta[k] -= lr * (u if mu else s)
+
+
+def _schedule(opt):
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+
+def oracle_deltas(opt_name, groups, ds, epochs=2, batch=8, scheduled=False):
+    """Each group's delta by a Python loop over single samples, one optimizer buffer per group, written from
+    the optimizers' published update equations; denominators are read from the real optimizer's state. With
+    ``scheduled`` the learning rate halves every 2 steps (StepLR), read from the optimizer at each step."""
+    model = tiny_model()
+    params = list(model.parameters())
+    opt = ORACLE_OPTIMIZERS[opt_name](params)
+    sched = _schedule(opt) if scheduled else None
+    owner = {int(i): k for k, ids in groups.items() for i in torch.as_tensor(ids).tolist()}
+    P = sum(q.numel() for q in params)
+    delta = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
+    buf = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
+    step = 0
+    loader = ds.loader(batch, seed=1)  # one loader: each pass over it is a new epoch's order
+    for _ in range(epochs):
+        for x, y, ids in loader:
+            step += 1
+            B = len(y)
+            share = {k: torch.zeros(P, dtype=torch.float64) for k in groups}
+            for i in range(B):  # one backward per sample
+                k = owner.get(int(ids[i]))
+                if k is None:
+                    continue
+                loss_i = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+                g = torch.autograd.grad(loss_i, params)
+                share[k] += torch.cat([t.reshape(-1) for t in g]) / B
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            _oracle_step(opt, params, step, delta, buf, share)
+            if sched is not None:
+                sched.step()
+    return delta
+
+
+def test_every_registered_update_rule_has_an_oracle_case():
+    covered = {type(make([torch.zeros(1, requires_grad=True)])) for make in ORACLE_OPTIMIZERS.values()}
+    assert set(amnesiac.rules.UPDATE_RULES) <= covered, set(amnesiac.rules.UPDATE_RULES) - covered
+
+
+@pytest.mark.parametrize("opt_name", ORACLE_OPTIMIZERS)
+@pytest.mark.parametrize("kind", ["samples", "users"])
+def test_each_groups_delta_matches_the_loop_oracle(opt_name, kind):
+    _compare_with_oracle(opt_name, kind, scheduled=False)
+
+
+@pytest.mark.parametrize("opt_name", SCHEDULED)
+def test_each_groups_delta_matches_the_loop_oracle_under_a_learning_rate_schedule(opt_name):
+    """A hand-written loop with AttributedOptimizer and StepLR (the scheduler drives the wrapper)."""
+    _compare_with_oracle(opt_name, "users", scheduled=True)
+
+
+def _compare_with_oracle(opt_name, kind, scheduled):
+    ds = tiny_dataset(n=24)
+    groups = (amnesiac.groups_per_sample([0, 5, 9, 17]) if kind == "samples"
+              else amnesiac.groups_by_user(torch.arange(0, 24, 2), 3, seed=2))
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, groups)
+    opt = ORACLE_OPTIMIZERS[opt_name](model.parameters())
+    if scheduled:
+        wrapped = amnesiac.AttributedOptimizer(opt, model, log)
+        attributed_loop(model, wrapped, ds.loader(8, seed=1), epochs=2, scheduler=_schedule(wrapped))
+        wrapped.close()
+        assert opt.param_groups[0]["lr"] < ORACLE_OPTIMIZERS[opt_name](tiny_model().parameters()).defaults["lr"]
+    else:
+        amnesiac.train(model, ds.loader(8, seed=1), opt, epochs=2, delta_log=log, progress=False)
+    want = oracle_deltas(opt_name, groups, ds, scheduled=scheduled)
+    bad = []
+    for k in groups:
+        got = log.delta_vector([k])
+        scale = want[k].abs().max().item()
+        assert scale > 1e-6  # the group owns something: the check is not satisfied by zeros
+        err = (got - want[k]).abs().max().item()
+        if err > 1e-10 * max(scale, 1.0):
+            bad.append((k, err, scale))
+    assert not bad, f"groups whose delta differs from the oracle: {bad}"
+
+
+# ------------------------------------------------------------------------------------------------- replays
+
+
+def _train(ds, opt_fn, epochs=2, seed=0, log=None, **kw):
+    model = tiny_model(seed)
+    opt = opt_fn(model.parameters())
+    amnesiac.train(model, ds.loader(8, seed=3), opt, epochs=epochs, progress=False, delta_log=log, **kw)
+    return model, opt
+
+
+@pytest.mark.parametrize("opt_name", ["momentum", "adam"])
+def test_replays_with_an_empty_forget_set_equal_plain_training_bit_for_bit(opt_name):
+    ds = tiny_dataset()
+    plain, _ = _train(ds, ORACLE_OPTIMIZERS[opt_name])
+    zero, _ = _train(ds, ORACLE_OPTIMIZERS[opt_name], zero_weight_ids=[])
+    drop, _ = _train(ds, ORACLE_OPTIMIZERS[opt_name], drop_ids=[])
+    model = tiny_model()
+    logged, _ = _train(ds, ORACLE_OPTIMIZERS[opt_name], log=amnesiac.DeltaLog(model, {"a": [1, 2, 3]}))
+    assert torch.equal(flat(plain), flat(zero))
+    assert torch.equal(flat(plain), flat(drop))
+    assert torch.equal(flat(plain), flat(logged))  # attaching a delta log does not change training
+
+
+def test_one_plain_sgd_step_minus_the_exact_delta_is_the_zero_weighted_replay():
+    ds = tiny_dataset(n=8)
+    forget = [1, 4, 6]
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    model = tiny_model()
+    log = amnesiac.DeltaLog(model, {"f": forget})
+    amnesiac.train(model, ds.loader(8, seed=3), sgd(model.parameters()), epochs=1, delta_log=log, progress=False)
+    zero, _ = _train(ds, sgd, epochs=1, zero_weight_ids=forget)
+    got = flat(model) - log.delta_vector(["f"])
+    assert (got - flat(zero)).abs().max().item() < 1e-14
+    assert (flat(model) - flat(zero)).abs().max().item() > 1e-4  # forgetting moved something
+
+
+def test_zero_weighted_and_dropped_replays_differ_by_the_batch_mean_only():
+    """With plain SGD and one step, the dropped replay's step is the zero-weighted one times B / (B - |F|)."""
+    ds = tiny_dataset(n=8)
+    forget = [0, 3]
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    theta0 = flat(tiny_model())
+    zero, _ = _train(ds, sgd, epochs=1, zero_weight_ids=forget)
+    drop, _ = _train(ds, sgd, epochs=1, drop_ids=forget)
+    want = theta0 + (flat(zero) - theta0) * 8 / 6
+    assert (flat(drop) - want).abs().max().item() < 1e-14
+
+
+def test_dropped_replay_skips_a_batch_left_empty_and_keeps_the_order():
+    ds = tiny_dataset(n=16)
+    first_batch = next(iter(ds.loader(8, seed=3)))[2].tolist()
+    _, opt = _train(ds, ORACLE_OPTIMIZERS["adam"], epochs=1, drop_ids=first_batch)
+    state = opt.state[next(iter(opt.state))]
+    assert int(state["step"]) == 1  # two batches, the first vanished: one step
+    # the same as training on the second batch alone, from the same initialisation
+    model = tiny_model()
+    opt2 = ORACLE_OPTIMIZERS["adam"](model.parameters())
+    x, y, _ = list(ds.loader(8, seed=3))[1]
+    opt2.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt2.step()
+    replay, _ = _train(ds, ORACLE_OPTIMIZERS["adam"], epochs=1, drop_ids=first_batch)
+    assert torch.equal(flat(replay), flat(model))
+
+
+def test_replay_arguments_are_checked():
+    ds = tiny_dataset(n=8)
+    with pytest.raises(ValueError, match="not both"):
+        _train(ds, ORACLE_OPTIMIZERS["adam"], zero_weight_ids=[1], drop_ids=[2])
+    with pytest.raises(ValueError, match="non-negative"):
+        _train(ds, ORACLE_OPTIMIZERS["adam"], zero_weight_ids=[-1])
+
+
+# ---------------------------------------------------------------------------------------- atoms and measures
+
+
+def test_atoms_partition_overlapping_sets_and_set_deltas_are_exact_sums():
+    sets = {"a": torch.tensor([0, 1, 2, 3]), "b": torch.tensor([2, 3, 4]), "c": torch.tensor([3, 9])}
+    cells, members = fi.atoms(sets)
+    covered = torch.cat(list(cells.values()))
+    assert sorted(covered.tolist()) == [0, 1, 2, 3, 4, 9]  # every sample once
+    for name, ids in sets.items():
+        assert sorted(torch.cat([cells[a] for a in members[name]]).tolist()) == sorted(ids.tolist())
+    # with one delta-log group per atom, a set's delta equals that of a log whose one group is the set
+    ds = tiny_dataset()
+    opt = ORACLE_OPTIMIZERS["adam"]
+    m1, m2 = tiny_model(), tiny_model()
+    log_atoms, log_set = amnesiac.DeltaLog(m1, cells), amnesiac.DeltaLog(m2, {"b": sets["b"]})
+    amnesiac.train(m1, ds.loader(8, seed=1), opt(m1.parameters()), epochs=2, delta_log=log_atoms, progress=False)
+    amnesiac.train(m2, ds.loader(8, seed=1), opt(m2.parameters()), epochs=2, delta_log=log_set, progress=False)
+    got = log_atoms.delta_vector(members["b"])
+    assert (got - log_set.delta_vector(["b"])).abs().max().item() < 1e-12
+    assert got.abs().max().item() > 1e-6
+
+
+def test_atoms_reject_nothing():
+    with pytest.raises(ValueError, match="no sets"):
+        fi.atoms({})
+
+
+def test_measures_on_hand_checkable_values():
+    ref, orig = torch.zeros(3, dtype=torch.float64), torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64)
+    assert fi.recovered_fraction(orig, ref, orig) == 0.0
+    assert fi.recovered_fraction(ref, ref, orig) == 1.0
+    assert fi.recovered_fraction(2 * orig, ref, orig) == -1.0
+    p = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[0.9, 0.1]], dtype=torch.float64)
+    d = fi.divergences(p, q)
+    want_kl = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    assert abs(d["kl"] - want_kl) < 1e-12
+    assert 0 < d["js"] < d["kl"] and d["agreement"] == 1.0
+
+
+def test_loss_parity_rule():
+    assert fi.loss_parity_alpha([1.0, 0.1, 0.3], [3.0, 0.1, 0.9], [1.0, 0.5, 0.8]) == {"alpha": 0.3, "reached": True}
+    assert fi.loss_parity_alpha([0.1, 1.0], [0.1, 0.2], [0.5, 0.6]) == {"alpha": 1.0, "reached": False}
+
+
+def test_mean_ci_uses_ddof_1_and_the_t_quantile():
+    m, half, n = fi.mean_ci([1.0, 3.0])
+    # std (ddof=1) = sqrt(2), so the half-width is t(0.975, 1 dof) * sqrt(2) / sqrt(2) = 12.7062...
+    assert (m, n) == (2.0, 2) and abs(half - 12.706204736) < 1e-6
+    assert fi.mean_ci([float("nan")])[2] == 0
+
+
+def test_bad_study_parameters_name_the_valid_values():
+    with pytest.raises(ValueError, match="valid profiles"):
+        fi.get_study("huge")
+    with pytest.raises(ValueError, match="adam"):
+        fi.get_study("smoke", optimizers=["lbfgs"])
+    with pytest.raises(ValueError, match="non-negative"):
+        fi.get_study("smoke", seeds=[-1])
+    assert fi.get_study("full", optimizers=["sgd"]).graves_optimizers == ()  # Graves runs only with its optimizers
+    only = fi.get_study("full", optimizers=["adam"], seeds=[2])
+    assert (only.optimizers, only.graves_optimizers, only.seeds) == (("adam",), ("adam",), (2,))
+
+
+# --------------------------------------------------------------------------------------------- the runner
+
+
+@pytest.fixture
+def mnist_like(tmp_path, monkeypatch):
+    """A tiny data root in torchvision's MNIST layout (the real on-disk format), 600 train / 200 test images."""
+    from test_data import write_fake_mnist  # the suite's writer of MNIST idx files
+
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
+    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
+    return tmp_path
+
+
+def _tiny_study(monkeypatch):
+    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("sgd",), (0.3, 1.0),
+                             60, None, None, 100, 1)
+    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    return small
+
+
+def test_study_runs_caches_and_resumes(mnist_like, monkeypatch):
+    study = _tiny_study(monkeypatch)
+    root = mnist_like / "results"
+    res = fi.run_study("smoke", results_root=root, progress=False)
+    rec = res.records[("full", "sgd", 0)]
+    assert rec["determinism"]["identical"] is True
+    assert {"set-random-1", "set-random-10", "set-requests-2", "set-class-3", "floor-random", "floor-class"} <= set(rec)
+    one = rec["set-random-10"]
+    assert one["size"] == 10 and len(one["methods"]["amnesiac"]) == len(study.alphas)
+    assert one["original"]["drop"]["recovered"] == 0.0  # the original is the baseline of the fraction
+    assert one["references"]["drop"]["drop"]["dist"] == 0.0
+    assert one["finetune"]["epochs"] == 1 and 0 <= one["finetune"]["acc_test"] <= 1  # the repair-only control
+    rows = fi.summary_rows(res, "full", "sgd")
+    assert {r["set"] for r in rows} >= {"random-1", "class-3"}
+    assert "graves-class-3" in res.records[("graves", "sgd", 0)]["set-graves-class-3"]["set"]
+    assert "class-3" in fi.format_summary(res)
+    # a second run loads every piece: nothing trains
+    monkeypatch.setattr(fi, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = fi.run_study("smoke", results_root=root, progress=False)
+    assert again.records[("full", "sgd", 0)]["set-random-10"] == json.loads(json.dumps(one))
+    # a lost piece is recomputed from the cached weights, still without training
+    piece = study.folder(root) / "full" / "sgd" / "seed0" / "set-random-10.json"
+    piece.unlink()
+    fi.run_study("smoke", results_root=root, progress=False)
+    assert json.loads(piece.read_text())["methods"] == one["methods"]
+    loaded = fi.load_study("smoke", results_root=root)
+    assert loaded.seeds_of("full", "sgd") == [0]
+
+
+def test_committed_fidelity_pieces_match_the_study_and_a_clean_revision():
+    """Committed pieces must belong to the current study definition (hash of config + semantics version) and
+    come from committed code (provenance without '+dirty')."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "results" / fi.STUDY_NAME
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        profile, _, digest = folder.name.partition("-")
+        if profile == "smoke":
+            continue
+        study = fi.get_study(profile)
+        assert digest == study.hash, (f"{folder} was computed for an older study (hash {digest}, now {study.hash}); "
+                                      f"rerun: python -m amnesiac_paper fidelity --profile {profile}")
+        pieces = list(folder.glob("*/*/seed*/*.json"))
+        assert pieces, f"{folder} holds no piece"
+        revs = {str(p.relative_to(folder)): json.loads(p.read_text())["provenance"]["git"] for p in pieces}
+        dirty = [name for name, rev in revs.items() if rev.endswith("+dirty")]
+        assert not dirty, f"pieces computed from uncommitted code: {dirty[:5]}"
+        # every piece of one (setting, optimizer, seed) comes from the same original model
+        for combo in sorted({p.parent for p in pieces}):
+            recs = {p.stem: json.loads(p.read_text()) for p in combo.glob("set-*.json")}
+            accs = {r["original"]["acc_test"] for r in recs.values()}
+            prints = {r["original_fingerprint"] for r in recs.values() if "original_fingerprint" in r}
+            prints |= {json.loads(p.read_text())["original_fingerprint"] for p in combo.glob("floor-*.json")
+                       if "original_fingerprint" in json.loads(p.read_text())}
+            assert len(accs) <= 1 and len(prints) <= 1, (
+                f"{combo.relative_to(folder)} mixes pieces of different original models (test accuracy {accs}, "
+                f"fingerprints {prints}): recompute the combo in one session")
+
+
+def test_fingerprint_and_expected_pieces():
+    a = torch.arange(5, dtype=torch.float32)
+    assert fi.fingerprint(a) == fi.fingerprint(a.clone()) != fi.fingerprint(a + 1e-7)
+    study = fi.get_study("full")
+    assert fi.expected_pieces(study, "graves") == ["set-graves-class-3", "floor-graves"]
+    assert fi.expected_pieces(study, "full")[:2] == ["set-random-1", "set-random-10"]
+    assert {"set-requests-3", "set-class-3", "floor-class"} <= set(fi.expected_pieces(study, "full"))

@@ -1,0 +1,99 @@
+"""The membership study runs end to end on fake MNIST (every piece cached and resumable)."""
+
+import pytest
+from amnesiac_paper import fidelity as fi
+from amnesiac_paper import membership as mb
+from test_data import write_fake_mnist
+
+
+def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
+    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
+    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("adam",), (0.3, 1.0),
+                             60, None, None, 100, 1)
+    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    root = tmp_path / "results"
+    res = mb.run_study("smoke", results_root=root, progress=False)
+    p = res.pieces
+    assert {"class-seed0", "canary-seed0", "shadow0", "shadow3", "lira"} <= set(p)
+    cls = p["class-seed0"]
+    assert cls["n_members"] == 5 and [r["alpha"] for r in cls["amnesiac"]] == [0.3, 1.0]
+    assert 0 <= cls["original"]["auc"] <= 1 and "curve" in cls["retrain"]
+    can = p["canary-seed0"]
+    assert can["n_canaries"] == 10 and 0 <= can["original"]["planted"] <= 1
+    assert set(can["difference"]) == {"alpha=1", "rule", "rule + repair", "batched (alpha=1)"}
+    assert can["difference"]["alpha=1"]["auc"] > 0.5  # subtracting the canaries' delta aligns with their gradients
+    lira = p["lira"]
+    assert {"original", "alpha=0.3", "alpha=1"} <= set(lira)
+    assert lira["check_max_abs_diff"] < 1e-4  # the fast subtraction is what unlearn() gives
+    assert len(p["shadow0"]["forgot"]["1.0"]) == len(p["shadow0"]["inside"])
+    # U-LiRA for every method, each shadow forgetting all its candidates at once
+    methods = p["lira-methods"]
+    assert methods["shadow_gap"] < 1e-6  # the same shadow models, trained twice
+    assert set(methods["methods"]) == set(mb.SET_METHODS) and all(
+        0 <= m["auc"] <= 1 and m["seconds"] >= 0 for m in methods["methods"].values())
+    assert p["methods0"]["forgot"]["SSD"] and len(p["methods0"]["forgot"]["SCRUB"]) == len(p["methods0"]["inside"])
+    from amnesiac_paper import book
+
+    table = book.lira_methods_table(res)
+    assert table.count("\n") == len(mb.SET_METHODS) + 1 and "| SCRUB |" in table
+    assert "U-LiRA, every method" in book.membership_findings(res)
+    assert "samples at once" in book.ulira_methods_sentence(res)
+    assert "not computed" in book.ulira_methods_sentence(None)
+    # cached: nothing is recomputed
+    monkeypatch.setattr(mb, "shadow_piece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = mb.run_study("smoke", results_root=root, progress=False)
+    assert again.pieces["lira"] == lira
+    assert mb.load_study("smoke", results_root=root).pieces.keys() == again.pieces.keys()
+    with pytest.raises(ValueError, match="valid: class, canary, lira, methods"):
+        mb.run_study("smoke", results_root=root, parts=["nope"])
+
+
+def test_committed_membership_results_match_the_study_and_a_clean_revision():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "results" / mb.STUDY_NAME
+    for folder in sorted(p for p in root.glob("full-*") if p.is_dir()):
+        study = mb.get_membership_study("full")
+        assert folder.name == f"full-{study.hash}", f"{folder} was computed for another study definition: rerun"
+        pieces = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem != "config"]
+        assert pieces and all(not p["provenance"]["git"].endswith("+dirty") for p in pieces)
+        names = {p.stem for p in folder.glob("*.json")}
+        assert {f"shadow{j}" for j in range(study.shadows)} | {"lira"} <= names
+
+
+def test_the_findings_are_the_means_of_each_seeds_values_at_alpha_1_and_at_the_rules_alpha():
+    import re
+
+    from amnesiac_paper import book
+
+    res = mb.load_study("full")
+    cls = [v for k, v in sorted(res.pieces.items()) if k.startswith("class-seed")]
+    if not cls:
+        pytest.skip("no committed full-profile class pieces")
+    text = book.membership_findings(res)
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    one = mean([r["amnesiac"][r["alphas"].index(1.0)]["attack"]["auc"] for r in cls])
+    rule = mean([r["amnesiac"][r["alphas"].index(r["rule"]["alpha"])]["attack"]["auc"] for r in cls])
+    got = re.search(r"subtraction at α = 1 ([0-9.]+) .*?at the rule's α ([0-9.]+)", text.splitlines()[0])
+    assert got and float(got[1]) == pytest.approx(one, abs=6e-4) and float(got[2]) == pytest.approx(rule, abs=6e-4)
+
+
+def test_method_pieces_from_other_settings_or_other_models_are_refused():
+    shadows = [{"confidence": [0.5, 1.0, -0.2], "inside": [10, 30]}, {"confidence": [0.1, 0.7, 0.3], "inside": [20]},
+               {"confidence": [0.4, 0.9, 0.1], "inside": [10, 20]}, {"confidence": [0.2, 0.3, 0.8], "inside": [30]}]
+    good = [{"shadow": k, "config": mb.set_methods_config(), "confidence": s["confidence"], "inside": s["inside"],
+             "forgot": {n: [0.0] * len(s["inside"]) for n in mb.SET_METHODS},
+             "method_seconds": dict.fromkeys(mb.SET_METHODS, 0.1)} for k, s in enumerate(shadows)]
+    out = mb.lira_methods_summary(shadows, good, [10, 20, 30])
+    assert out["shadow_gap"] == 0.0 and set(out["methods"]) == set(mb.SET_METHODS)
+    other = [dict(good[0], config={**mb.set_methods_config(), "semantics": -1}), *good[1:]]
+    with pytest.raises(ValueError, match="computed with other settings"):
+        mb.lira_methods_summary(shadows, other, [10, 20, 30])
+    moved = [dict(good[0], confidence=[0.5, 1.2, -0.2]), *good[1:]]
+    with pytest.raises(ValueError, match="trained on another machine"):
+        mb.lira_methods_summary(shadows, moved, [10, 20, 30])
