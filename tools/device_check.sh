@@ -33,9 +33,9 @@ for step in "${steps[@]}"; do
   start=$(date +%s)
   case $step in
     tests)  # the CUDA tests first (conservation and CPU/GPU agreement), then the suite without the book and browser
-      timeout "${TESTS_S:-300}" python -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/tests-cuda.log" 2>&1
+      timeout "${TESTS_S:-300}" python -m pytest -q -p no:cacheprovider tests/core/test_cuda.py > "$OUT/tests-cuda.log" 2>&1
       echo "tests-cuda rc=$?" | tee -a "$OUT/steps.txt"
-      timeout "${TESTS_S:-300}" python -m pytest -q -x -p no:cacheprovider -m "not book" --ignore=tests/test_cuda.py \
+      timeout "${TESTS_S:-300}" python -m pytest -q -x -p no:cacheprovider -m "not book" --ignore=tests/core/test_cuda.py \
         > "$OUT/tests-suite.log" 2>&1
       echo "tests-suite rc=$?" | tee -a "$OUT/steps.txt" ;;
     bench)  # logging overhead ratios on the device, written as $OUT/results/bench/<profile>-cuda.json: copy it into
@@ -43,7 +43,7 @@ for step in "${steps[@]}"; do
       timeout "${BENCH_S:-240}" python -c "
 from pathlib import Path
 import torch
-from amnesiac.bench import bench_path, format_bench, run_bench
+from amnesiac_paper.bench import bench_path, format_bench, run_bench
 dev = torch.device('$DEVICE')
 r = run_bench('$PROFILE', device='$DEVICE', out=bench_path('$PROFILE', dev.type, root=Path('$OUT') / 'results'))
 print(format_bench(r))" > "$OUT/bench.log" 2>&1

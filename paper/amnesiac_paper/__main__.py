@@ -114,10 +114,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _save_bench(name: str, result: dict) -> dict:
     """Stamp a CPU benchmark's result with provenance and write it to ``results/bench/<name>.json``."""
-    from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
+    from .bench import BENCH_SEMANTICS
+    from .store import RESULTS_ROOT, atomic_write_json, provenance
 
-    result = {**result, "provenance": provenance(pick_device("cpu"))}
-    _atomic_write_json(RESULTS_ROOT / "bench" / f"{name}.json", result)
+    result = {**result, "provenance": provenance(pick_device("cpu"), semantics=BENCH_SEMANTICS)}
+    atomic_write_json(RESULTS_ROOT / "bench" / f"{name}.json", result)
     return result
 
 

@@ -27,9 +27,9 @@ from amnesiac.grads import ParamLayout
 from amnesiac.training import pick_device, train
 from amnesiac.unlearning import Request, unlearn
 
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance
 from .metrics import per_batch_formula_bytes
 from .models import build_model
+from .store import RESULTS_ROOT, atomic_write_json, provenance
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class BenchConfig:
     widths: tuple[int, ...]
     epochs_for_memory: tuple[int, ...]
 
+
+BENCH_SEMANTICS = 1  # the benchmark's own version, stamped in its provenance (bump when what a row measures changes)
 
 BENCH_PROFILES = {
     "smoke": BenchConfig(n_simple=128, n_resnet=16, repeats=1, group_counts=(1, 8), batch_sizes=(32, 64),
@@ -276,7 +278,7 @@ def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None =
     mnist_like = _data(cfg.n_simple, (1, 28, 28), 10)
     cifar_like = _data(cfg.n_resnet, (3, 32, 32), 10)  # 10 class groups: 100 would hold 4.5 GB of deltas
     result = {
-        "profile": profile, "config": asdict(cfg), "provenance": provenance(dev),
+        "profile": profile, "config": asdict(cfg), "provenance": provenance(dev, semantics=BENCH_SEMANTICS),
         "overhead": [overhead("simple", mnist_like, 10, cfg, dev), overhead("resnet18", cifar_like, 10, cfg, dev)],
         "latency": [latency("simple", mnist_like, 10, dev, cfg.repeats),
                     latency("resnet18", cifar_like, 10, dev, cfg.repeats)],
@@ -286,7 +288,7 @@ def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None =
         retrain_estimate(o, lat)
     result["targets"] = targets(result)
     result["wall_seconds"] = time.perf_counter() - start
-    _atomic_write_json(out or bench_path(profile, dev.type), result)
+    atomic_write_json(out or bench_path(profile, dev.type), result)
     return result
 
 

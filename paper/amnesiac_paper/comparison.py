@@ -24,7 +24,6 @@ pieces only; a stale piece is never shown (:func:`load_study` leaves it out and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import time
@@ -40,12 +39,20 @@ from amnesiac.training import pick_reproducible_device
 from amnesiac.unlearning import Request, method_params, unlearn
 
 from . import fidelity as fi
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict, run_combos
 from .metrics import argmin_finite
+from .store import (
+    RESULTS_ROOT,
+    atomic_write_json,
+    check_profile,
+    config_hash,
+    provenance,
+    read_pieces,
+    restrict,
+    run_combos,
+)
 
 COMPARISON_SEMANTICS = 1
 STUDY_NAME = "comparison-mnist-simple"
-PROFILES = ("smoke", "full")
 
 # Each method's search space: hyper-parameter -> candidate values. ``lr_scale`` multiplies the recipe's learning
 # rate (Adam's and SGD's differ tenfold, so a scale is the comparable quantity); ``alpha`` of the ledger is the
@@ -92,9 +99,7 @@ class ComparisonStudy:
         underneath and the protocol's semantics. Each method's space and code are checked per piece
         (:func:`piece_is_current`), so changing one method recomputes that method only."""
         config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "optimizers", "methods")}
-        blob = json.dumps({"config": config, "base": self.base.hash, "semantics": COMPARISON_SEMANTICS},
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(config, semantics=COMPARISON_SEMANTICS, base=self.base.hash)
 
     def folder(self, root: Path | None = None) -> Path:
         return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
@@ -110,8 +115,7 @@ def get_comparison_study(profile: str = "full", *, seeds: Sequence[int] | None =
         ValueError: unknown profile, optimizer or method, bad seeds, or a budget some method's space cannot fill
             (the message lists the valid values).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    check_profile(profile)
     c = fi.get_study(profile).forget_class
     if profile == "smoke":
         study = ComparisonStudy(STUDY_NAME, "smoke", ("adam",), (0,), ("random-10", f"class-{c}"), METHODS, 3)
@@ -301,7 +305,7 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
     if missing:
         raise ValueError(f"forget sets {missing} are not in the fidelity setting; valid: {', '.join(setting.sets)}")
     c = fi._Combo(base, setting, optimizer, seed, weights, dev, progress)
-    prov = provenance(dev)
+    prov = provenance(dev, semantics=COMPARISON_SEMANTICS)
     out: dict[str, dict] = {}
     state = None
     for name in study.sets:
@@ -323,7 +327,7 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
                 ctx = _set_context(c, state, setting.sets[name])
             record = _evaluate_method(c, state, ctx, method, study.budget)
             record.update(wall_seconds=time.perf_counter() - start, provenance=prov, optimizer=optimizer, seed=seed)
-            _atomic_write_json(path, record)
+            atomic_write_json(path, record)
             out[f"{name}/{method}"] = record
     return out
 

@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
-import os
-import platform
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,10 +34,20 @@ from amnesiac.unlearning import Request, repair, subtract, unlearn
 from . import metrics as M
 from .datasets import IN_CHANNELS, NUM_CLASSES, DatasetUnavailable, graves_mnist, load_dataset
 from .models import build_model
+from .store import (  # noqa: F401 - RESULTS_ROOT, PROFILES, restrict, read_pieces: used through here too
+    PROFILES,
+    RESULTS_ROOT,
+    atomic_write_json,
+    check_profile,
+    config_hash,
+    provenance,
+    read_combos,
+    read_pieces,
+    restrict,
+    run_combos,
+)
 
 SEMANTICS_VERSION = 1
-RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results"
-PROFILES = ("smoke", "full")
 KINDS = ("class", "samples")
 
 
@@ -225,8 +230,7 @@ class Experiment:
     def hash(self) -> str:
         """Content hash of everything that defines the numbers except the seeds (each seed is its own file)."""
         config = {k: v for k, v in self.to_dict().items() if k != "seeds"}
-        blob = json.dumps({"config": config, "semantics": SEMANTICS_VERSION}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(config, semantics=SEMANTICS_VERSION)
 
     @property
     def folder(self) -> Path:
@@ -550,109 +554,6 @@ def _round(arr, digits=5) -> list:
 # -------------------------------------------------------------------------------------------------- runner
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def restrict(study, *, seeds: Sequence[int] | None = None, optimizers: Sequence[str] | None = None,
-             valid_optimizers: Sequence[str] = ()):
-    """A frozen study config with ``seeds`` and/or ``optimizers`` in place of its profile's, checked first.
-
-    Raises:
-        ValueError: an empty or negative seed list, or an optimizer not in ``valid_optimizers`` (listed).
-
-    Example:
-        >>> @dataclasses.dataclass(frozen=True)
-        ... class S:
-        ...     seeds: tuple = (0,)
-        >>> restrict(S(), seeds=[1, 2]).seeds
-        (1, 2)
-    """
-    if seeds is not None:
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
-        study = dataclasses.replace(study, seeds=seeds)
-    if optimizers is not None:
-        bad = [o for o in optimizers if o not in valid_optimizers]
-        if bad or not optimizers:
-            raise ValueError(f"unknown optimizer(s) {bad}; valid: {', '.join(valid_optimizers)}")
-        study = dataclasses.replace(study, optimizers=tuple(optimizers))
-    return study
-
-
-def read_pieces(folder: Path) -> dict[str, dict]:
-    """Every finished piece of a study folder (its ``*.json`` files but ``config.json``) by name; ``{}`` when the
-    folder is absent. The studies cache one JSON file per finished piece and load whatever is on disk with this.
-
-    Example:
-        >>> read_pieces(Path("no-such-folder"))
-        {}
-    """
-    if not folder.is_dir():
-        return {}
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "config"}
-
-
-def run_combos(study, run_combo, config: dict, *, results_root: Path | None = None, **kwargs) -> tuple[Path, dict]:
-    """Write ``config`` as the study folder's ``config.json``, then run (or load) ``run_combo(study, optimizer, seed,
-    results_root=..., **kwargs)`` one (optimizer, seed) at a time, every optimizer of a seed first; returns the
-    folder and (optimizer, seed) -> what ``run_combo`` returned."""
-    folder = study.folder(results_root)
-    _atomic_write_json(folder / "config.json", config)
-    records = {}
-    for seed in study.seeds:
-        for opt in study.optimizers:
-            records[(opt, seed)] = run_combo(study, opt, seed, results_root=results_root, **kwargs)
-    return folder, records
-
-
-def read_combos(folder: Path, combos) -> dict:
-    """:func:`read_pieces` of each combo's subfolder, ``combos`` mapping a key to its path below ``folder``; combos
-    with no piece yet are left out."""
-    return {key: pieces for key, sub in combos.items() if (pieces := read_pieces(folder / sub))}
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (float results on the CPU depend on its instruction set, so replays and originals
-    must come from the same kind of machine)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine() or "unknown"
-
-
-def provenance(device: torch.device) -> dict:
-    """Versions, device, git revision and date, written beside every result."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                             capture_output=True, timeout=10).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-                               text=True, capture_output=True, timeout=10).stdout.strip()
-        rev += "+dirty" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        rev = "unknown"
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
-            "device_name": dev_name, "threads": torch.get_num_threads(), "git": rev, "cpu": _cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": SEMANTICS_VERSION}
-
-
 def _model_fn(exp: Experiment) -> Callable[[], torch.nn.Module]:
     """Builds a fresh model of the experiment (initialised from torch's global generator)."""
     return functools.partial(build_model, exp.model, IN_CHANNELS[exp.dataset], NUM_CLASSES[exp.dataset])
@@ -841,7 +742,7 @@ def run_seed(exp: Experiment, seed: int, *, device: str = "auto", progress: bool
                                                               steps=exp.inversion_steps, seed=seed), 3)
         record["methods"][spec.label] = row
         if partial_path is not None:
-            _atomic_write_json(partial_path, {"methods": record["methods"]})
+            atomic_write_json(partial_path, {"methods": record["methods"]})
     return record
 
 
@@ -873,9 +774,9 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
     exp = get_experiment(name, profile, seeds=seeds, overrides=overrides)
     folder = (results_root / exp.name / f"{exp.profile}-{exp.hash}") if results_root else exp.folder
     dev = pick_device(device)
-    prov = provenance(dev)
+    prov = provenance(dev, semantics=SEMANTICS_VERSION)
     records: dict[int, dict] = {}
-    _atomic_write_json(folder / "config.json", {"config": exp.to_dict(), "hash": exp.hash,
+    atomic_write_json(folder / "config.json", {"config": exp.to_dict(), "hash": exp.hash,
                                                 "semantics": SEMANTICS_VERSION})
     for seed in exp.seeds:
         path = folder / f"seed{seed}.json"
@@ -892,12 +793,12 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
                               checkpoints=folder / "weights" / f"seed{seed}")
         except DatasetUnavailable as err:
             result = Result(exp, records, prov, folder, available=False, reason=str(err))
-            _atomic_write_json(folder / "unavailable.json", {"reason": str(err), "config": exp.to_dict(),
+            atomic_write_json(folder / "unavailable.json", {"reason": str(err), "config": exp.to_dict(),
                                                              "hash": exp.hash, "provenance": prov})
             return result
         record["wall_seconds"] = time.perf_counter() - start
         record["provenance"] = prov
-        _atomic_write_json(path, record)
+        atomic_write_json(path, record)
         (folder / f"seed{seed}.partial.json").unlink(missing_ok=True)
         shutil.rmtree(folder / "weights" / f"seed{seed}", ignore_errors=True)  # checkpoints: the seed is done
         records[seed] = record
@@ -1003,8 +904,8 @@ def log_norms(name: str, profile: str = "full", *, seed: int = 0, device: str = 
            for i, a in enumerate(keys) for b in keys[i + 1:]}
     record = {"seed": seed, "norms": {k: float(vectors[k].norm()) for k in keys}, "cosines": cos,
               "n_forget": len(split.forget), "train_seconds": time.perf_counter() - t0,
-              "provenance": provenance(dev)}
-    _atomic_write_json(path, record)
+              "provenance": provenance(dev, semantics=SEMANTICS_VERSION)}
+    atomic_write_json(path, record)
     return record
 
 
@@ -1063,6 +964,6 @@ def mask_control(name: str, profile: str = "full", *, seed: int = 0, ps: Sequenc
     record = {"seed": seed, "ps": list(ps), "full_norm": float(full.norm()), "rows": rows,
               "original": {"acc_test_forgotten": accuracy(model, split.test_forgotten),
                            "acc_test_rest": accuracy(model, split.test_rest)},
-              "seconds": time.perf_counter() - t0, "provenance": provenance(dev)}
-    _atomic_write_json(path, record)
+              "seconds": time.perf_counter() - t0, "provenance": provenance(dev, semantics=SEMANTICS_VERSION)}
+    atomic_write_json(path, record)
     return record

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -44,18 +43,26 @@ import torch.nn.functional as F
 from amnesiac.data import ArrayDataset, class_ids
 from amnesiac.deltalog import DeltaLog
 from amnesiac.grads import ParamLayout
-from amnesiac.ledger import atomic_torch_save
 from amnesiac.training import Recipe, pick_reproducible_device, predict, train
 from amnesiac.unlearning import Request, unlearn
 
 from .datasets import graves_mnist, load_dataset
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict
 from .metrics import argmin_finite, mean_ci
 from .models import build_model
+from .store import (
+    RESULTS_ROOT,
+    PieceCache,
+    atomic_write_json,
+    cached_tensors,
+    check_profile,
+    config_hash,
+    provenance,
+    read_combos,
+    restrict,
+)
 
 FIDELITY_SEMANTICS = 1
 STUDY_NAME = "fidelity-mnist-simple"
-PROFILES = ("smoke", "full")
 SETTINGS = ("full", "graves")
 REFERENCES = ("zero", "drop")
 
@@ -124,8 +131,7 @@ class FidelityStudy:
     def hash(self) -> str:
         """Content hash of everything that defines the numbers except seeds and the optimizer list."""
         config = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "optimizers", "graves_optimizers")}
-        blob = json.dumps({"config": config, "semantics": FIDELITY_SEMANTICS}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(config, semantics=FIDELITY_SEMANTICS)
 
     def folder(self, root: Path | None = None) -> Path:
         return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
@@ -151,8 +157,7 @@ def get_study(profile: str = "full", *, seeds: Sequence[int] | None = None,
     Raises:
         ValueError: unknown profile or optimizer, or bad seeds (the message lists the valid values).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    check_profile(profile)
     if profile == "smoke":
         study = FidelityStudy(STUDY_NAME, "smoke", ("adam", "sgd"), (0,), (1, 10, 40), 3, 10, 3, 10, ("adam",),
                               (0.1, 0.3, 1.0), 200, 1500, 500, 300, 1)
@@ -462,15 +467,6 @@ def expected_pieces(study: FidelityStudy, setting: str) -> list[str]:
             + [f"set-class-{c}", "floor-random", "floor-class"])
 
 
-def _cached(path: Path, make):
-    """Load a cached tensor dict from ``path`` or make it, save it atomically and return it."""
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    value = make()
-    atomic_torch_save(path, value)
-    return value
-
-
 def _original(c: _Combo) -> dict:
     """Train (or load) the original model with the atoms' delta log; returns theta_T and the atom deltas."""
     cells, members = setting_atoms(c.setting)
@@ -483,7 +479,7 @@ def _original(c: _Combo) -> dict:
                 "names": torch.tensor([int(n[4:]) for n in log.group_names]), "seconds": torch.tensor(t),
                 "log_bytes": torch.tensor(log.nbytes)}
 
-    state = _cached(c.weights / "original.pt", make)
+    state = cached_tensors(c.weights / "original.pt", make)
     state["members"] = members
     state["index"] = {f"atom{int(k)}": i for i, k in enumerate(state["names"].tolist())}
     return state
@@ -503,7 +499,7 @@ def _replay(c: _Combo, fset: ForgetSet, mode: str) -> torch.Tensor:
                               desc=f"{c.optimizer} seed {c.seed}: {mode} replay without {fset.name}", **kw)
         return {"theta": _vector(model), "seconds": torch.tensor(t)}
 
-    return _cached(c.weights / f"{fset.name}.{mode}.pt", make)
+    return cached_tensors(c.weights / f"{fset.name}.{mode}.pt", make)
 
 
 def _evaluator(c: _Combo, fset: ForgetSet, theta: torch.Tensor, refs: dict) -> _Evaluator:
@@ -561,7 +557,7 @@ def _floor(c: _Combo, family: str, set_name: str) -> dict:
                               desc=f"{c.optimizer} seed {c.seed}: floor (retrain, seed {other}) without {set_name}")
         return {"theta": _vector(model), "seconds": torch.tensor(t)}
 
-    floor = _cached(c.weights / f"floor-{family}.pt", make)
+    floor = cached_tensors(c.weights / f"floor-{family}.pt", make)
     refs = {m: _replay(c, fset, m) for m in REFERENCES}
     ev = _evaluator(c, fset, _original(c)["theta"].double(), refs)
     return {"family": family, "set": set_name, "floor_seed": other, "seconds": float(floor["seconds"]),
@@ -583,20 +579,9 @@ def run_combo(study: FidelityStudy, setting_name: str, optimizer: str, seed: int
     weights = study.folder(results_root) / "weights" / setting_name / optimizer / f"seed{seed}"
     setting = make_setting(study, setting_name, seed)
     c = _Combo(study, setting, optimizer, seed, weights, dev, progress)
-    prov = provenance(dev)
-    out = {}
-
-    def piece(name, make):
-        path = folder / f"{name}.json"
-        if path.exists():
-            out[name] = json.loads(path.read_text())
-            return
-        start = time.perf_counter()
-        record = make()
-        record.update(wall_seconds=time.perf_counter() - start, provenance=prov, optimizer=optimizer, seed=seed,
-                      setting=setting_name)
-        _atomic_write_json(path, record)
-        out[name] = record
+    cache = PieceCache(folder, stamp=dict(provenance=provenance(dev, semantics=FIDELITY_SEMANTICS),
+                                          optimizer=optimizer, seed=seed, setting=setting_name))
+    piece, out = cache.piece, cache.records
 
     state = None
 
@@ -648,7 +633,7 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
     """
     study = get_study(profile, seeds=seeds, optimizers=optimizers)
     folder = study.folder(results_root)
-    _atomic_write_json(folder / "config.json", {"config": study.to_dict(), "hash": study.hash,
+    atomic_write_json(folder / "config.json", {"config": study.to_dict(), "hash": study.hash,
                                                 "semantics": FIDELITY_SEMANTICS})
     records = {}
     for setting, opt, seed in study.combos():

@@ -23,8 +23,6 @@ Three settings, each cached per piece under ``results/membership-mnist-simple/<p
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -43,12 +41,20 @@ from amnesiac.unlearning import Request, unlearn
 from . import attacks as A
 from . import fidelity as fi
 from .datasets import load_dataset
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_pieces, restrict
 from .models import build_model
+from .store import (
+    RESULTS_ROOT,
+    PieceCache,
+    atomic_write_json,
+    check_profile,
+    config_hash,
+    provenance,
+    read_pieces,
+    restrict,
+)
 
 MEMBERSHIP_SEMANTICS = 1
 STUDY_NAME = "membership-mnist-simple"
-PROFILES = ("smoke", "full")
 RECIPE = Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=4)
 PARTS = ("class", "canary", "lira", "methods")
 
@@ -75,9 +81,8 @@ class MembershipStudy:
     @property
     def hash(self) -> str:
         config = {k: v for k, v in asdict(self).items() if k != "seeds"}
-        blob = json.dumps({"config": config, "fidelity": fi.get_study(self.profile).hash,
-                           "recipe": RECIPE.to_dict(), "semantics": MEMBERSHIP_SEMANTICS}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(config, semantics=MEMBERSHIP_SEMANTICS, fidelity=fi.get_study(self.profile).hash,
+                           recipe=RECIPE.to_dict())
 
     def folder(self, root: Path | None = None) -> Path:
         return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
@@ -89,8 +94,7 @@ def get_membership_study(profile: str = "full", *, seeds: Sequence[int] | None =
     Raises:
         ValueError: unknown profile or bad seeds (the message lists the valid values).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    check_profile(profile)
     alphas = fi.get_study(profile).alphas
     if profile == "smoke":
         study = MembershipStudy(STUDY_NAME, "smoke", (0,), alphas, 300, 10, 3, 100, 20, 200, 40, 4, 3)
@@ -119,14 +123,6 @@ def _train(model: torch.nn.Module, data: ArrayDataset, *, seed: int, epochs: int
 
 def _attack_dict(result: A.AttackResult) -> dict:
     return result.to_dict(with_curve=True)
-
-
-def _cached_json(path: Path, make) -> dict:
-    if path.exists():
-        return json.loads(path.read_text())
-    record = make()
-    _atomic_write_json(path, record)
-    return record
 
 
 # --------------------------------------------------------------------------------------------- the class
@@ -444,19 +440,10 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, devi
     study = get_membership_study(profile, seeds=seeds)
     dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
     folder = study.folder(results_root)
-    _atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
+    atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
                                                 "semantics": MEMBERSHIP_SEMANTICS})
-    prov = provenance(dev)
-    pieces = {}
-
-    def piece(name, make):
-        def stamped():
-            start = time.perf_counter()
-            rec = make()
-            rec.update(wall_seconds=time.perf_counter() - start, provenance=prov)
-            return rec
-
-        pieces[name] = _cached_json(folder / f"{name}.json", stamped)
+    cache = PieceCache(folder, stamp=dict(provenance=provenance(dev, semantics=MEMBERSHIP_SEMANTICS)))
+    piece, pieces = cache.piece, cache.records
 
     for seed in study.seeds:
         if "class" in parts:

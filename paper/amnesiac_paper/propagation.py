@@ -17,8 +17,6 @@ resumable per piece; weights (git-ignored) under ``weights/``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,12 +29,20 @@ from amnesiac.training import pick_reproducible_device
 from amnesiac.unlearning import Request, unlearn
 
 from . import fidelity as fi
-from .experiments import RESULTS_ROOT, _atomic_write_json, provenance, read_combos, restrict, run_combos
 from .metrics import argmin_finite
+from .store import (
+    RESULTS_ROOT,
+    PieceCache,
+    check_profile,
+    config_hash,
+    provenance,
+    read_combos,
+    restrict,
+    run_combos,
+)
 
 PROPAGATION_SEMANTICS = 1
 STUDY_NAME = "propagation-mnist-simple"
-PROFILES = ("smoke", "full")
 METHODS = ("exact", "propagated")
 
 
@@ -58,9 +64,7 @@ class PropagationStudy:
     @property
     def hash(self) -> str:
         config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "optimizers")}
-        blob = json.dumps({"config": config, "base": self.base.hash, "semantics": PROPAGATION_SEMANTICS},
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(config, semantics=PROPAGATION_SEMANTICS, base=self.base.hash)
 
     def folder(self, root: Path | None = None) -> Path:
         return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
@@ -74,8 +78,7 @@ def get_propagation_study(profile: str = "full", *, seeds: Sequence[int] | None 
     Raises:
         ValueError: unknown profile or optimizer, bad seeds or cadence (the message lists the valid values).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    check_profile(profile)
     c = fi.get_study(profile).forget_class
     if profile == "smoke":
         study = PropagationStudy(STUDY_NAME, "smoke", ("sgd", "adam"), (0,), ("random-10", f"class-{c}"))
@@ -163,8 +166,7 @@ def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str
     if missing:
         raise ValueError(f"forget sets {missing} are not in the fidelity setting; valid: {', '.join(setting.sets)}")
     c = fi._Combo(base, setting, optimizer, seed, weights, dev, progress)
-    prov = provenance(dev)
-    out: dict[str, dict] = {}
+    prov = provenance(dev, semantics=PROPAGATION_SEMANTICS)
     state = None
 
     def need_state():
@@ -173,16 +175,8 @@ def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str
             state = _original(c, study)
         return state
 
-    def piece(name, make):
-        path = folder / f"{name}.json"
-        if path.exists():
-            out[name] = json.loads(path.read_text())
-            return
-        start = time.perf_counter()
-        record = make()
-        record.update(wall_seconds=time.perf_counter() - start, provenance=prov, optimizer=optimizer, seed=seed)
-        _atomic_write_json(path, record)
-        out[name] = record
+    cache = PieceCache(folder, stamp=dict(provenance=prov, optimizer=optimizer, seed=seed))
+    piece, out = cache.piece, cache.records
 
     def original_record():
         s = need_state()
