@@ -15,7 +15,8 @@ from pathlib import Path
 
 from amnesiac.training import pick_device
 
-from .experiments import EXPERIMENTS, OVERRIDES, PROFILES, format_table, get_experiment, parse_overrides, run, summarize
+from .experiments import EXPERIMENTS, OVERRIDES, format_table, get_experiment, parse_overrides, run, summarize
+from .store import PROFILES
 
 
 def _seed(text: str) -> int:
@@ -115,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 def _save_bench(name: str, result: dict) -> dict:
     """Stamp a CPU benchmark's result with provenance and write it to ``results/bench/<name>.json``."""
     from .bench import BENCH_SEMANTICS
-    from .store import RESULTS_ROOT, atomic_write_json, provenance
+    from .store import atomic_write_json, provenance, results_root
 
     result = {**result, "provenance": provenance(pick_device("cpu"), semantics=BENCH_SEMANTICS)}
-    atomic_write_json(RESULTS_ROOT / "bench" / f"{name}.json", result)
+    atomic_write_json(results_root() / "bench" / f"{name}.json", result)
     return result
 
 
@@ -207,14 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             import json
 
             from .bench import readme_scaleout_tables, readme_tables
-            from .experiments import RESULTS_ROOT
+            from .store import results_root
 
-            path = RESULTS_ROOT / "bench" / f"{args.profile}.json"
+            path = results_root() / "bench" / f"{args.profile}.json"
             if not path.is_file():
                 return _error(f"no benchmark result at {path}; make one with: python -m amnesiac_paper bench --profile "
                               f"{args.profile}")
             print(readme_tables(json.loads(path.read_text())))
-            print("\n" + readme_scaleout_tables(RESULTS_ROOT / "bench"))
+            print("\n" + readme_scaleout_tables(results_root() / "bench"))
             return 0
         if args.ledger_read is not None:
             problem = _ledger_folder_problem(args.ledger_read)

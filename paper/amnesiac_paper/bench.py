@@ -29,7 +29,7 @@ from amnesiac.unlearning import Request, unlearn
 
 from .metrics import per_batch_formula_bytes
 from .models import build_model
-from .store import RESULTS_ROOT, atomic_write_json, provenance
+from .store import atomic_write_json, provenance, results_root
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def bench_path(profile: str, device_type: str = "cpu", root: Path | None = None)
         >>> bench_path("full", "cuda").name
         'full-cuda.json'
     """
-    base = (root or RESULTS_ROOT) / "bench"
+    base = (root or results_root()) / "bench"
     return base / (f"{profile}.json" if device_type == "cpu" else f"{profile}-{device_type}.json")
 
 

@@ -41,13 +41,13 @@ from amnesiac.unlearning import Request, method_params, unlearn
 from . import fidelity as fi
 from .metrics import argmin_finite
 from .store import (
-    RESULTS_ROOT,
     atomic_write_json,
     check_profile,
     config_hash,
     provenance,
     read_pieces,
     restrict,
+    results_root,
     run_combos,
 )
 
@@ -102,7 +102,7 @@ class ComparisonStudy:
         return config_hash(config, semantics=COMPARISON_SEMANTICS, base=self.base.hash)
 
     def folder(self, root: Path | None = None) -> Path:
-        return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
+        return (root or results_root()) / self.name / f"{self.profile}-{self.hash}"
 
 
 def get_comparison_study(profile: str = "full", *, seeds: Sequence[int] | None = None,

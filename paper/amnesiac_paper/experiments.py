@@ -34,18 +34,7 @@ from amnesiac.unlearning import Request, repair, subtract, unlearn
 from . import metrics as M
 from .datasets import IN_CHANNELS, NUM_CLASSES, DatasetUnavailable, graves_mnist, load_dataset
 from .models import build_model
-from .store import (  # noqa: F401 - RESULTS_ROOT, PROFILES, restrict, read_pieces: used through here too
-    PROFILES,
-    RESULTS_ROOT,
-    atomic_write_json,
-    check_profile,
-    config_hash,
-    provenance,
-    read_combos,
-    read_pieces,
-    restrict,
-    run_combos,
-)
+from .store import atomic_write_json, check_profile, config_hash, provenance, results_root
 
 SEMANTICS_VERSION = 1
 KINDS = ("class", "samples")
@@ -234,7 +223,7 @@ class Experiment:
 
     @property
     def folder(self) -> Path:
-        return RESULTS_ROOT / self.name / f"{self.profile}-{self.hash}"
+        return results_root() / self.name / f"{self.profile}-{self.hash}"
 
 
 # ------------------------------------------------------------------------------------------- the catalogue
@@ -442,8 +431,7 @@ def get_experiment(name: str, profile: str = "full", *, seeds: tuple[int, ...] |
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    check_profile(profile)
     exp = EXPERIMENTS[name](profile)
     if seeds is not None:
         seeds = tuple(int(s) for s in seeds)

@@ -50,7 +50,6 @@ from .datasets import graves_mnist, load_dataset
 from .metrics import argmin_finite, mean_ci
 from .models import build_model
 from .store import (
-    RESULTS_ROOT,
     PieceCache,
     atomic_write_json,
     cached_tensors,
@@ -59,6 +58,7 @@ from .store import (
     provenance,
     read_combos,
     restrict,
+    results_root,
 )
 
 FIDELITY_SEMANTICS = 1
@@ -134,7 +134,7 @@ class FidelityStudy:
         return config_hash(config, semantics=FIDELITY_SEMANTICS)
 
     def folder(self, root: Path | None = None) -> Path:
-        return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
+        return (root or results_root()) / self.name / f"{self.profile}-{self.hash}"
 
     def combos(self) -> list[tuple[str, str, int]]:
         """(setting, optimizer, seed) in the order they are computed: every optimizer of a seed before the

@@ -43,7 +43,6 @@ from . import fidelity as fi
 from .datasets import load_dataset
 from .models import build_model
 from .store import (
-    RESULTS_ROOT,
     PieceCache,
     atomic_write_json,
     check_profile,
@@ -51,6 +50,7 @@ from .store import (
     provenance,
     read_pieces,
     restrict,
+    results_root,
 )
 
 MEMBERSHIP_SEMANTICS = 1
@@ -85,7 +85,7 @@ class MembershipStudy:
                            recipe=RECIPE.to_dict())
 
     def folder(self, root: Path | None = None) -> Path:
-        return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
+        return (root or results_root()) / self.name / f"{self.profile}-{self.hash}"
 
 
 def get_membership_study(profile: str = "full", *, seeds: Sequence[int] | None = None) -> MembershipStudy:

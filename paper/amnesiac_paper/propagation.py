@@ -31,13 +31,13 @@ from amnesiac.unlearning import Request, unlearn
 from . import fidelity as fi
 from .metrics import argmin_finite
 from .store import (
-    RESULTS_ROOT,
     PieceCache,
     check_profile,
     config_hash,
     provenance,
     read_combos,
     restrict,
+    results_root,
     run_combos,
 )
 
@@ -67,7 +67,7 @@ class PropagationStudy:
         return config_hash(config, semantics=PROPAGATION_SEMANTICS, base=self.base.hash)
 
     def folder(self, root: Path | None = None) -> Path:
-        return (root or RESULTS_ROOT) / self.name / f"{self.profile}-{self.hash}"
+        return (root or results_root()) / self.name / f"{self.profile}-{self.hash}"
 
 
 def get_propagation_study(profile: str = "full", *, seeds: Sequence[int] | None = None,

@@ -36,6 +36,12 @@ RESULTS_ROOT = Path(__file__).resolve().parents[2] / "results"  # the repository
 PROFILES = ("smoke", "full")  # smoke: minutes on a CPU; full: the scale the book reports
 
 
+def results_root() -> Path:
+    """Where results live: :data:`RESULTS_ROOT`, read at each call (a test points it elsewhere by setting
+    ``store.RESULTS_ROOT``; every study, the benchmark and the command line read it through here)."""
+    return RESULTS_ROOT
+
+
 def check_profile(profile: str) -> None:
     """Refuse a profile name that is not one of :data:`PROFILES`, listing them."""
     if profile not in PROFILES:

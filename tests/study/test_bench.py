@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from amnesiac_paper.bench import TARGETS, format_bench, run_bench
+from amnesiac_paper import store
+from amnesiac_paper.bench import TARGETS, format_bench, ledger_read_times, run_bench
 
 
 def test_smoke_bench_writes_every_block_and_judges_the_targets(tmp_path):
@@ -86,7 +87,7 @@ def test_a_gpu_benchmark_has_its_own_file_and_the_book_shows_it_beside_the_cpus(
 
     assert bench.bench_path("full").name == "full.json" and bench.bench_path("smoke", "cuda").name == "smoke-cuda.json"
     cpu = json.loads((Path(__file__).resolve().parents[2] / "results" / "bench" / "full.json").read_text())
-    monkeypatch.setattr(bench, "RESULTS_ROOT", tmp_path)
+    monkeypatch.setattr(store, "RESULTS_ROOT", tmp_path)
     assert "No GPU benchmark is committed" in book.bench_gpu_comparison(cpu)
     gpu = copy.deepcopy(cpu)
     gpu["provenance"].update(device="cuda:0", device_name="NVIDIA H200")
@@ -100,3 +101,9 @@ def test_a_gpu_benchmark_has_its_own_file_and_the_book_shows_it_beside_the_cpus(
     # each device's targets are judged on its own run: 3.65 misses the GPU's 1.5
     assert "| GPU target: class-group log, SimpleModel (x plain) <= 1.5 |  | 3.65 (not met) |" in text
     assert "CPU target: class-group log, SimpleModel (x plain) <= 1.15" in text
+
+
+def test_ledger_read_times_on_a_small_memory_mapped_ledger(tmp_path):
+    out = ledger_read_times(tmp_path / "l", model="simple", n_samples=20, dtype="float16", reads=(1, 5), repeats=2)
+    assert out["file_bytes"] == 20 * out["n_params"] * 2  # float16 rows, nothing else left on disk
+    assert set(out["reads"]) == {"1", "5"} and out["reads"]["5"]["warm_median_seconds"] > 0

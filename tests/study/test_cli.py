@@ -7,8 +7,7 @@ import pytest
 import torch
 import torchvision
 from amnesiac_paper import __main__ as cli
-from amnesiac_paper import bench, comparison, fidelity, membership, propagation
-from amnesiac_paper import experiments as E
+from amnesiac_paper import bench, comparison, fidelity, membership, propagation, store
 
 STUDIES = ["fidelity", "propagation", "comparison", "membership"]
 COMMANDS = [["run", "mnist-class3-simple", "--profile", "smoke"], ["bench", "--profile", "smoke"]] + [
@@ -22,7 +21,7 @@ def _never(*args, **kwargs):
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """No results written into the repository, no data, no downloads, no computing, torch's threads restored."""
-    monkeypatch.setattr(E, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(store, "RESULTS_ROOT", tmp_path / "results")
     (tmp_path / "no-data").mkdir()
     monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "no-data"))
     for dataset in (torchvision.datasets.MNIST, torchvision.datasets.CIFAR100):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from amnesiac_paper import experiments as E
-from test_data import write_fake_mnist
+from amnesiac_paper import store
+from helpers import write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +78,7 @@ def test_cache_hit_does_not_retrain_and_atomic_write_survives_a_crash(fake_mnist
 
     monkeypatch.setattr(E.json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
-        E._atomic_write_json(path, {"new": 1})
+        store.atomic_write_json(path, {"new": 1})
     assert path.read_bytes() == before  # the old file is intact
     assert not list(path.parent.glob(".*.tmp"))  # and no temporary is left behind
 
@@ -274,7 +275,7 @@ def test_the_ledger_read_benchmark_writes_its_json_and_always_removes_the_ledger
     from amnesiac_paper import bench
     from amnesiac_paper.__main__ import main
 
-    monkeypatch.setattr(E, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(store, "RESULTS_ROOT", tmp_path / "results")
     ledger = tmp_path / "ledger"
 
     def fake(storage, *, dtype):
@@ -321,7 +322,7 @@ def test_run_combos_writes_the_config_and_runs_every_optimizer_of_a_seed_first(t
     import json
     from dataclasses import dataclass
 
-    from amnesiac_paper.experiments import run_combos
+    from amnesiac_paper.store import run_combos
 
     @dataclass
     class Study:
