@@ -8,9 +8,13 @@ divided by those. ``python -m amnesiac_paper bench --profile full`` prints a tab
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import math
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +31,7 @@ from amnesiac.grads import ParamLayout
 from amnesiac.training import pick_device, train
 from amnesiac.unlearning import Request, unlearn
 
+from . import cli
 from .metrics import per_batch_formula_bytes
 from .models import build_model
 from .store import atomic_write_json, provenance, results_root
@@ -469,3 +474,94 @@ def readme_scaleout_tables(bench_dir: Path) -> str:
                   "| storage | file | 1 sample, first read | 1 sample, again | 100 samples, first read | "
                   "100 samples, again | revision |", "|---|---|---|---|---|---|---|", *rows]
     return "\n".join(lines).strip("\n")
+
+
+def _save_bench(name: str, result: dict) -> dict:
+    """Stamp a CPU benchmark's result with provenance and write it to ``results/bench/<name>.json``."""
+    result = {**result, "provenance": provenance(pick_device("cpu"), semantics=BENCH_SEMANTICS)}
+    atomic_write_json(results_root() / "bench" / f"{name}.json", result)
+    return result
+
+
+def _ledger_folder_problem(folder: Path) -> str | None:
+    """Why ``bench --ledger-read`` cannot write its ledger inside ``folder`` (``None``: it can)."""
+    if folder.exists() and not folder.is_dir():
+        return f"--ledger-read {folder}: not a directory; give a folder the ledger may be written in"
+    if not folder.exists() and not folder.parent.is_dir():
+        return f"--ledger-read {folder}: its parent folder {folder.parent} does not exist; create it first"
+    return None
+
+
+def ledger_read_bench(folder: Path, dtype: str = "float32", **sizes) -> dict:
+    """Time reading a memory-mapped ledger (:func:`amnesiac_paper.bench.ledger_read_times`, ``sizes``: its keyword
+    arguments), written in a new folder inside ``folder`` (made if missing), and save the result (``results/bench/
+    ledger-read-<dtype>.json``). The ledger's folder is removed afterwards, whether the benchmark ends or fails, and
+    so is ``folder`` if this made it and it is empty; nothing else in ``folder`` is ever touched."""
+    folder = Path(folder)
+    problem = _ledger_folder_problem(folder)
+    if problem:
+        raise ValueError(problem)
+    try:
+        folder.mkdir()
+        made = True
+    except FileExistsError:
+        made = False
+    work = Path(tempfile.mkdtemp(dir=folder, prefix="amnesiac-ledger-read-"))
+    try:
+        return _save_bench(f"ledger-read-{dtype}", ledger_read_times(work / "ledger", dtype=dtype, **sizes))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # tens of GB, and only what this run wrote
+        if made:
+            with contextlib.suppress(OSError):  # rmdir removes an empty folder only
+                folder.rmdir()
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def _cli_arguments(b) -> None:
+    b.add_argument("--profile", default="full", choices=["smoke", "full"])
+    b.add_argument("--device", default="auto", type=cli.device, help="auto (CUDA if available), cpu or cuda")
+    b.add_argument("--tables", action="store_true",
+                   help="print the README's tables from the committed results/bench/<profile>.json (no run)")
+    b.add_argument("--ledger-read", type=Path, default=None, metavar="DIR",
+                   help="build a memory-mapped ResNet-18 ledger of 500 per-sample groups (22 GB in float32) in a new "
+                        "folder inside DIR, time reading 1 and 100 deltas (writes "
+                        "results/bench/ledger-read-<dtype>.json), and remove that folder; nothing else in DIR is "
+                        "touched")
+    b.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="the --ledger-read ledger's storage dtype")
+    b.add_argument("--ddp", action="store_true",
+                   help="measure DistributedDataParallel with a sharded ledger, 1 and 2 processes (writes "
+                        "results/bench/ddp.json)")
+
+
+def _cli_check(args) -> None:
+    if args.ledger_read is not None:
+        problem = _ledger_folder_problem(args.ledger_read)
+        if problem:
+            raise ValueError(problem)
+
+
+def _cli_run(args) -> int:
+    if args.tables:
+        path = results_root() / "bench" / f"{args.profile}.json"
+        if not path.is_file():
+            return cli.error(f"no benchmark result at {path}; make one with: python -m amnesiac_paper bench "
+                             f"--profile {args.profile}")
+        print(readme_tables(json.loads(path.read_text())))
+        print("\n" + readme_scaleout_tables(results_root() / "bench"))
+        return 0
+    if args.ledger_read is not None:
+        print(ledger_read_bench(args.ledger_read, args.dtype))
+        return 0
+    if args.ddp:
+        from .ddp_bench import format_scaling, scaling_benchmark
+
+        print(format_scaling(_save_bench("ddp", scaling_benchmark())))
+        return 0
+    print(format_bench(run_bench(args.profile, device=args.device)))
+    return 0
+
+
+COMMAND = cli.Command("bench", "benchmark logging overhead, unlearning latency and memory", _cli_arguments, _cli_run,
+                      _cli_check, options="common")

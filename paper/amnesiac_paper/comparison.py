@@ -38,6 +38,7 @@ import torch
 from amnesiac.training import pick_reproducible_device
 from amnesiac.unlearning import Request, method_params, unlearn
 
+from . import cli
 from . import fidelity as fi
 from .metrics import argmin_finite
 from .store import (
@@ -442,3 +443,25 @@ def format_summary(result: ComparisonResult) -> str:
                              f"{r['chosen_acc_forget'][0]:.3f} test {r['chosen_acc_test'][0]:.3f}  "
                              f"{r['chosen_seconds'][0]:.2f} s")
     return "\n".join(lines) if lines else "no complete seed yet"
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def _cli_arguments(p) -> None:
+    p.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
+    p.add_argument("--methods", nargs="+", default=None, help="a subset of: " + " ".join(METHODS))
+
+
+def _cli_check(args) -> None:
+    get_comparison_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, methods=args.methods)
+
+
+def _cli_run(args) -> int:
+    print(format_summary(run_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, methods=args.methods,
+                                   device=args.device, progress=not args.quiet)))
+    return 0
+
+
+COMMAND = cli.Command("comparison", "every method with the same tuning budget, chosen on validation, reported on test",
+                      _cli_arguments, _cli_run, _cli_check)

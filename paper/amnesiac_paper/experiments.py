@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,10 +32,11 @@ from amnesiac.ledger import Ledger, atomic_torch_save, load_ledger, save_ledger
 from amnesiac.training import History, Recipe, accuracy, pick_device, train
 from amnesiac.unlearning import Request, repair, subtract, unlearn
 
+from . import cli
 from . import metrics as M
 from .datasets import IN_CHANNELS, NUM_CLASSES, DatasetUnavailable, graves_mnist, load_dataset
 from .models import build_model
-from .store import atomic_write_json, check_profile, config_hash, provenance, results_root
+from .store import PROFILES, atomic_write_json, check_profile, config_hash, provenance, results_root
 
 SEMANTICS_VERSION = 1
 KINDS = ("class", "samples")
@@ -955,3 +957,59 @@ def mask_control(name: str, profile: str = "full", *, seed: int = 0, ps: Sequenc
               "seconds": time.perf_counter() - t0, "provenance": provenance(dev, semantics=SEMANTICS_VERSION)}
     atomic_write_json(path, record)
     return record
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def _run_arguments(r) -> None:
+    r.add_argument("experiment", choices=list(EXPERIMENTS) + ["all-mnist"], metavar="EXPERIMENT",
+                   help="one of: " + ", ".join(EXPERIMENTS) + ", or all-mnist")
+    r.add_argument("--profile", default="full", choices=PROFILES)
+    r.add_argument("--seeds", type=cli.seed, nargs="+", default=None, help="override the profile's seeds")
+    r.add_argument("--device", default="auto", type=cli.device, help="auto (CUDA if available), cpu or cuda")
+    r.add_argument("--recompute", action="store_true", help="ignore cached results")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="change a setting (repeatable), e.g. --set forget_class=5 --set alphas=0.3,0.1; keys: "
+                        + ", ".join(OVERRIDES))
+
+
+def _run_names(args) -> list[str]:
+    return [n for n in EXPERIMENTS if n.startswith("mnist")] if args.experiment == "all-mnist" else [args.experiment]
+
+
+def _run_check(args) -> None:
+    args.overrides = parse_overrides(args.overrides)
+    for name in _run_names(args):  # check every setting before anything runs
+        get_experiment(name, args.profile, seeds=args.seeds, overrides=args.overrides)
+
+
+def _run_command(args) -> int:
+    status = 0
+    for name in _run_names(args):
+        result = run(name, args.profile, seeds=tuple(args.seeds) if args.seeds else None, device=args.device,
+                     progress=not args.quiet, recompute=args.recompute, overrides=args.overrides)
+        print(f"\n== {name} ({args.profile}, seeds {sorted(result.seeds)}) -> {result.folder}")
+        if not result.available:
+            print(f"data not available: {result.reason}", file=sys.stderr)
+            status = 1
+            continue
+        metrics = (("acc_test_forgotten", "acc_test_rest", "mia_loss") if result.experiment.kind == "class"
+                   else ("acc_forget", "acc_test", "mia_loss", "dist_param"))
+        for stage in ("no_repair", "after_repair"):
+            print(f"-- {stage}")
+            print(format_table(summarize(result, metrics, stage), metrics))
+    return status
+
+
+def _list_command(args) -> int:
+    for name in EXPERIMENTS:
+        exp = get_experiment(name)
+        print(f"{name:28s} {exp.dataset:9s} {exp.model:9s} {exp.kind:8s} {len(exp.methods)} methods")
+    return 0
+
+
+RUN_COMMAND = cli.Command("run", "run (or load) an experiment and print its summary table", _run_arguments,
+                          _run_command, _run_check, options="common")
+LIST_COMMAND = cli.Command("list", "list experiments and profiles", lambda p: None, _list_command, options="none")

@@ -46,6 +46,7 @@ from amnesiac.grads import ParamLayout
 from amnesiac.training import Recipe, pick_reproducible_device, predict, train
 from amnesiac.unlearning import Request, unlearn
 
+from . import cli
 from .datasets import graves_mnist, load_dataset
 from .metrics import argmin_finite, mean_ci
 from .models import build_model
@@ -759,3 +760,25 @@ def format_summary(result: FidelityResult, reference: str = "drop") -> str:
                              f"{row['rule_alpha'][0]:7.3g} {row['rule_recovered'][0]:9.3f} "
                              f"{row['oracle_alpha'][0]:9.3g} {row['oracle_recovered'][0]:8.3f}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def _cli_arguments(p) -> None:
+    p.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
+
+
+def _cli_check(args) -> None:
+    get_study(args.profile, seeds=args.seeds, optimizers=args.optimizers)
+
+
+def _cli_run(args) -> int:
+    result = run_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, device=args.device,
+                       progress=not args.quiet)
+    print(format_summary(result))
+    return 0
+
+
+COMMAND = cli.Command("fidelity", "the counterfactual-fidelity study: ledger subtraction against replays",
+                      _cli_arguments, _cli_run, _cli_check)

@@ -39,6 +39,7 @@ from amnesiac.training import Recipe, accuracy, pick_reproducible_device, predic
 from amnesiac.unlearning import Request, unlearn
 
 from . import attacks as A
+from . import cli
 from . import fidelity as fi
 from .datasets import load_dataset
 from .models import build_model
@@ -473,3 +474,31 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Me
     study = get_membership_study(profile)
     folder = study.folder(results_root)
     return MembershipResult(study, read_pieces(folder), folder)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def _cli_arguments(p) -> None:
+    p.add_argument("--parts", nargs="+", default=list(PARTS), help="a subset of: " + " ".join(PARTS))
+
+
+def _cli_check(args) -> None:
+    bad = [p for p in args.parts if p not in PARTS]
+    if bad:
+        raise ValueError(f"unknown part(s) {bad}; valid: {', '.join(PARTS)}")
+    get_membership_study(args.profile, seeds=args.seeds)
+
+
+def _cli_run(args) -> int:
+    result = run_study(args.profile, seeds=args.seeds, device=args.device, progress=not args.quiet,
+                       parts=args.parts)
+    for name, rec in sorted(result.pieces.items()):
+        if "original" in rec and isinstance(rec["original"], dict) and "auc" in rec["original"]:
+            print(f"{name:16s} attack AUC on the original {rec['original']['auc']:.3f}")
+    print(f"results: {result.folder}")
+    return 0
+
+
+COMMAND = cli.Command("membership", "membership attacks that can detect forgetting (class, canaries, U-LiRA)",
+                      _cli_arguments, _cli_run, _cli_check)

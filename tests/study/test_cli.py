@@ -8,6 +8,7 @@ import torch
 import torchvision
 from amnesiac_paper import __main__ as cli
 from amnesiac_paper import bench, comparison, fidelity, membership, propagation, store
+from amnesiac_paper import experiments as E
 
 STUDIES = ["fidelity", "propagation", "comparison", "membership"]
 COMMANDS = [["run", "mnist-class3-simple", "--profile", "smoke"], ["bench", "--profile", "smoke"]] + [
@@ -35,7 +36,7 @@ def offline(tmp_path, monkeypatch):
 def no_compute(offline, monkeypatch):
     for module in (fidelity, propagation, comparison, membership):
         monkeypatch.setattr(module, "run_study", _never)
-    monkeypatch.setattr(cli, "run", _never)
+    monkeypatch.setattr(E, "run", _never)
     monkeypatch.setattr(bench, "run_bench", _never)
     monkeypatch.setattr(bench, "ledger_read_times", _never)
     return offline
@@ -149,7 +150,7 @@ def test_a_tiny_ledger_read_benchmark_leaves_only_its_results(offline):
     folder = offline / "scratch"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    result = cli.ledger_read_bench(folder, "float16", model="simple", n_samples=6, reads=(1, 2), repeats=1)
+    result = bench.ledger_read_bench(folder, "float16", model="simple", n_samples=6, reads=(1, 2), repeats=1)
     assert result["model"] == "simple" and result["n_samples"] == 6 and result["dtype"] == "float16"
     assert result["file_bytes"] > 0 and set(result["reads"]) == {"1", "2"} and "git" in result["provenance"]
     saved = json.loads((offline / "results" / "bench" / "ledger-read-float16.json").read_text())
@@ -157,5 +158,5 @@ def test_a_tiny_ledger_read_benchmark_leaves_only_its_results(offline):
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
     # a folder that did not exist is made for the ledger and removed with it
     made = offline / "made"
-    cli.ledger_read_bench(made, "float32", model="simple", n_samples=4, reads=(1,), repeats=1)
+    bench.ledger_read_bench(made, "float32", model="simple", n_samples=4, reads=(1,), repeats=1)
     assert not made.exists()

@@ -183,9 +183,10 @@ def test_cli_refuses_a_bad_setting_before_running(capsys, tmp_path):
 @pytest.mark.parametrize("command", ["run mnist-class3-simple", "bench", "fidelity", "propagation", "comparison",
                                      "membership"])
 def test_every_computing_command_takes_the_same_study_options(command):
-    from amnesiac_paper.__main__ import _parser
+    from amnesiac_paper import cli
+    from amnesiac_paper.__main__ import COMMANDS
 
-    args = _parser().parse_args(command.split() + ["--threads", "1"])
+    args = cli.parser(COMMANDS).parse_args(command.split() + ["--threads", "1"])
     assert args.threads == 1
     if command in ("fidelity", "propagation", "comparison", "membership"):
         assert (args.profile, args.device, args.quiet, args.seeds) == ("full", "cpu", False, None)
