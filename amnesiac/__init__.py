@@ -29,7 +29,8 @@ from .data import (
 from .deltalog import DeltaLog
 from .distributed import ShardedDeltaLog, unlearn_sharded
 from .distributed import attach as attach_ddp
-from .grads import ParamLayout, per_sample_grads, register_layer_rule
+from .grads import ParamLayout, per_sample_grads
+from .layers import register_layer_rule
 from .ledger import GroupTable, Ledger, ledger_fingerprint, load_ledger, save_ledger
 from .record import RequestRecord, model_fingerprint
 from .rules import Step, register_update_rule, supported_optimizers

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 
-from .grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
+from .grads import GroupGradients, ParamLayout, per_sample_grads
+from .layers import hooks_unsupported_reason
 
 GROUP_GRAD_METHODS = ("auto", "hooks", "vmap")
 WEIGHT_GRAD_MODES = ("autograd", "partitioned")

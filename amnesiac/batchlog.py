@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .deltalog import check_layout, mask_indices, masked_size, require_keys
+from .deltalog import mask_indices, masked_size
 from .grads import ParamLayout
-from .ledger import GroupTable, Ledger
+from .ledger import GroupTable, Ledger, check_layout, require_keys
 
 STORES = ("steps", "request")
 

@@ -28,14 +28,17 @@ an optimizer step") derives every rule. Two attributions:
 A mask keeps a fraction ``p`` of each parameter tensor's coordinates per group, chosen by a generator
 seeded from the group's key (the sample id for per-sample groups), so the indices can be regenerated
 instead of stored.
+
+Why one module of about 900 lines: :class:`DeltaLog` is the library's one stateful object, and its parts (the
+step's shares, the optimizer algebra, the lazy segments that settle moments, checkpoints and the read-out) all
+read and write the same buffers under one invariant (the deltas and the remainder sum to theta_T - theta_0);
+split across modules they would reach into each other's private state. What does not touch that state lives
+beside it: files and storage dtypes in :mod:`amnesiac.storage`, the update rules in :mod:`amnesiac.rules`.
 """
 
 from __future__ import annotations
 
-import errno
 import math
-import os
-import shutil
 import time
 import zlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -46,138 +49,13 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .grads import ParamLayout
-from .ledger import GroupTable, Ledger
+from .ledger import GroupTable, Ledger, check_layout, require_keys
 from .rules import NEUTRAL, STEP_FIELDS, rule_for
 from .rules import check_optimizer as check_rule
+from .storage import allocate_file, is_ledger_file, storage_dtype
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
-STORAGE_DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-
-
-def storage_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """``dtype`` (a ``torch.dtype``, its name, or ``None``) as one of :data:`STORAGE_DTYPES`; others raise ValueError.
-
-    Example:
-        >>> storage_dtype("bfloat16"), storage_dtype(None)
-        (torch.bfloat16, None)
-    """
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        found = STORAGE_DTYPES.get(dtype.removeprefix("torch."))
-    else:
-        found = dtype if dtype in STORAGE_DTYPES.values() else None
-    if found is None:
-        raise ValueError(
-            f"dtype {dtype!r} cannot store the deltas (an integer or boolean dtype would round every delta to 0); "
-            f"use one of {', '.join(STORAGE_DTYPES)}, or None for the parameters' own dtype"
-        )
-    return found
-
-
-def _is_ledger_file(name: str) -> bool:
-    """Whether a storage directory's file ``name`` holds a log's deltas or moments (``deltas.<dtype>.bin`` too)."""
-    if name in ("deltas.bin", "moments.bin"):
-        return True
-    return name.startswith("deltas.") and name.endswith(".bin") and name[len("deltas."):-len(".bin")] in STORAGE_DTYPES
-
-
-def _allocated_bytes(path: Path) -> int:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return 0
-    return st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
-
-
-def _no_room(path: Path, nbytes: int, free: int, *, refused: bool = False) -> OSError:
-    why = (f"the file system refused to allocate them ({free} bytes reported free in {path.parent})" if refused
-           else f"only {free} bytes are free in {path.parent}")
-    return OSError(errno.ENOSPC, f"{path.name}: memory-mapped storage needs {nbytes} bytes ({nbytes / 2**30:.2f} GiB) "
-                                 f"but {why}. Free some space or choose another storage= directory (dtype= or p= make "
-                                 "a ledger smaller)", str(path))
-
-
-def _fill(fd: int, nbytes: int) -> None:
-    """Give the open file ``fd`` ``nbytes`` of allocated zeros: ``posix_fallocate`` where the platform and file
-    system have it, else written zeros (never a sparse file, whose pages could find the disk full later)."""
-    if hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, nbytes)
-            return
-        except OSError as err:
-            if err.errno not in {errno.EINVAL, errno.ENOSYS, getattr(errno, "EOPNOTSUPP", -1),
-                                 getattr(errno, "ENOTSUP", -1)}:
-                raise
-    zeros = bytes(min(nbytes, 64 * 2**20))
-    os.lseek(fd, 0, os.SEEK_SET)
-    done = 0
-    while done < nbytes:
-        done += os.write(fd, zeros[: nbytes - done])
-
-
-def allocate_file(path: Path, nbytes: int, *, replaces: Sequence[Path] = ()) -> None:
-    """Create ``path`` with ``nbytes`` of zeros allocated on disk, replacing the files ``replaces``.
-
-    The free space (``shutil.disk_usage``, plus what the replaced files hold) is checked first and nothing is
-    removed when it is short; a file system that then refuses the allocation leaves no file behind. Both raise
-    ``OSError`` (``ENOSPC``) naming the bytes needed and free.
-    """
-    replaced = {Path(p) for p in replaces}
-    free = shutil.disk_usage(path.parent).free + sum(_allocated_bytes(p) for p in replaced)
-    if nbytes > free:
-        raise _no_room(path, nbytes, free)
-    for p in replaced:
-        p.unlink(missing_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _fill(fd, nbytes)
-    except BaseException as err:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise _no_room(path, nbytes, shutil.disk_usage(path.parent).free, refused=True) from None
-        raise
-    os.close(fd)
-
-
-def require_keys(state: Mapping, required: Mapping, kind: str, *, _path: tuple = ()) -> None:
-    """Raise ``ValueError`` naming the first key of ``required`` that ``state`` lacks (``required``: key -> the
-    keys required inside its value, or ``None``): a state saved by an older or other version of amnesiac."""
-    for k, inner in required.items():
-        path = (*_path, k)
-        if not isinstance(state, Mapping) or k not in state:
-            raise ValueError(
-                f"this {kind} state was saved by an older or other version of amnesiac (or is not a {kind} state): "
-                f"it has no {'/'.join(path)!r}. Load it with the version that wrote it, or record the ledger again"
-            )
-        if inner:
-            require_keys(state[k], inner, kind, _path=path)
-
-
-def check_layout(saved: Mapping, layout: ParamLayout) -> None:
-    """Raise ``ValueError`` naming the first parameter where a saved log's layout (``{"names", "shapes"}``)
-    differs from ``layout``: its count, a name, or a shape (saved vs this model's)."""
-    names, shapes = list(saved["names"]), [tuple(s) for s in saved["shapes"]]
-    where = next((f"parameter {i} is {a!r} in the saved log but {b!r} in this model"
-                  for i, (a, b) in enumerate(zip(names, layout.names)) if a != b), None)
-    if len(names) != len(layout.names):
-        where = (f"the saved log has {len(names)} parameter tensors, this model {len(layout.names)}"
-                 + (f" ({where})" if where else ""))
-    elif where is None:
-        where = next((f"parameter {n!r} has shape {list(a)} in the saved log but {list(b)} in this model"
-                      for n, a, b in zip(names, shapes, layout.shapes) if a != tuple(b)), None)
-    if where is not None:
-        raise ValueError(f"the saved log was recorded on another model layout: {where}. Build the log on the "
-                         "architecture it was recorded on")
-
-
 _RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
 
 
@@ -224,7 +102,8 @@ class DeltaLog(Ledger):
         p: keep only this fraction of each parameter tensor per group (``None`` keeps all).
         mask_seed: mixed into every group's mask seed.
         dtype: storage dtype of the deltas after :meth:`finalize` (``None`` keeps the parameters' dtype): one of
-            :data:`STORAGE_DTYPES`, as a ``torch.dtype`` or its name (integer dtypes would round every delta to 0).
+            :data:`amnesiac.storage.STORAGE_DTYPES`, as a ``torch.dtype`` or its name (integer dtypes would round
+            every delta to 0).
         device: where the buffers live (default: the parameters' device).
         indexing: ``"position"`` (correct) or ``"seed-misindexed"``: the k-th tracked sample of a batch gets
             the gradient at batch position k, reproducing the seed's bug (an ablation only).
@@ -342,7 +221,7 @@ class DeltaLog(Ledger):
     def _claim_storage(self, overwrite: bool) -> list[Path]:
         """The ledger files already in the storage directory, which the new deltas will replace; refused unless
         ``overwrite`` (nothing is removed here: the files go when the new deltas are allocated)."""
-        found = sorted(p for p in self.storage.iterdir() if _is_ledger_file(p.name))
+        found = sorted(p for p in self.storage.iterdir() if is_ledger_file(p.name))
         if found and not overwrite:
             raise FileExistsError(
                 f"the storage directory {self.storage} already holds a ledger ({', '.join(p.name for p in found)}); "

@@ -48,6 +48,37 @@ def tensor_bytes(t: torch.Tensor) -> bytes:
     return bytes(flat.clone().untyped_storage())  # the clone owns exactly these bytes (a view may sit in a larger one)
 
 
+def require_keys(state: Mapping, required: Mapping, kind: str, *, _path: tuple = ()) -> None:
+    """Raise ``ValueError`` naming the first key of ``required`` that ``state`` lacks (``required``: key -> the
+    keys required inside its value, or ``None``): a state saved by an older or other version of amnesiac."""
+    for k, inner in required.items():
+        path = (*_path, k)
+        if not isinstance(state, Mapping) or k not in state:
+            raise ValueError(
+                f"this {kind} state was saved by an older or other version of amnesiac (or is not a {kind} state): "
+                f"it has no {'/'.join(path)!r}. Load it with the version that wrote it, or record the ledger again"
+            )
+        if inner:
+            require_keys(state[k], inner, kind, _path=path)
+
+
+def check_layout(saved: Mapping, layout: ParamLayout) -> None:
+    """Raise ``ValueError`` naming the first parameter where a saved log's layout (``{"names", "shapes"}``)
+    differs from ``layout``: its count, a name, or a shape (saved vs this model's)."""
+    names, shapes = list(saved["names"]), [tuple(s) for s in saved["shapes"]]
+    where = next((f"parameter {i} is {a!r} in the saved log but {b!r} in this model"
+                  for i, (a, b) in enumerate(zip(names, layout.names)) if a != b), None)
+    if len(names) != len(layout.names):
+        where = (f"the saved log has {len(names)} parameter tensors, this model {len(layout.names)}"
+                 + (f" ({where})" if where else ""))
+    elif where is None:
+        where = next((f"parameter {n!r} has shape {list(a)} in the saved log but {list(b)} in this model"
+                      for n, a, b in zip(names, shapes, layout.shapes) if a != tuple(b)), None)
+    if where is not None:
+        raise ValueError(f"the saved log was recorded on another model layout: {where}. Build the log on the "
+                         "architecture it was recorded on")
+
+
 class GroupTable:
     """Group names and the sample id -> group lookup of a ledger (built once, shared by every log kind).
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amnesiac import grads
+from amnesiac import layers
 from amnesiac.batchlog import BatchLog
 from amnesiac.data import ArrayDataset, groups_by_class, groups_per_sample, random_ids
 from amnesiac.deltalog import DeltaLog
@@ -144,7 +144,7 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
     model_fn = lambda: build_model(model_name, in_ch, classes)  # noqa: E731
     ids1 = random_ids(data, 0.01, seed=0)
     ids10 = random_ids(data, 0.10, seed=0)
-    other = "loop" if grads._conv_kernel(device) == "grouped" else "grouped"
+    other = "loop" if layers.conv_kernel_for(device) == "grouped" else "grouped"
     classes_log = lambda m: [DeltaLog(m, groups_by_class(data))]  # noqa: E731
     configs = {  # name -> (logs, train's keyword arguments, the convolution kernel if not the default)
         "class groups": (classes_log, {}),
@@ -162,7 +162,7 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
     }
     rows, plains = {}, []
     for name, (make, how, *kernel) in configs.items():
-        with grads.conv_kernel(kernel[0] if kernel else grads.conv_group_kernel):
+        with layers.conv_kernel(kernel[0] if kernel else layers.conv_group_kernel):
             secs, plain, logs, phases = _paired(model_fn, data, batch, make, device, cfg.repeats, **how)
         plains.append(plain)
         peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)

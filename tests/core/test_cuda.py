@@ -2,10 +2,9 @@
 
 import os
 
-import amnesiac_paper
 import pytest
 import torch
-from conftest import flat, tiny_dataset, tiny_model
+from helpers import flat, small_resnet, tiny_dataset, tiny_model
 
 import amnesiac
 
@@ -90,17 +89,17 @@ def test_convolution_group_sums_on_cuda_in_one_grouped_call_equal_one_call_per_g
     import torch.nn.functional as F
 
     import amnesiac.grads as G
+    import amnesiac.layers as L
 
-    torch.manual_seed(0)
-    model = amnesiac_paper.resnet18_gn(1, 3, stem="imagenet").double().cuda()
+    model = small_resnet().cuda()
     ds = tiny_dataset(n=9, classes=3, size=16)
     x, y = ds.x.double().cuda(), ds.y.cuda()
     assign = torch.tensor([3, -1, 0, 3, 3, 0, -1, 1, 3])
-    assert G._conv_kernel(x.device) == "grouped"  # the default on CUDA
+    assert L.conv_kernel_for(x.device) == "grouped"  # the default on CUDA
     got = {}
     for kernel in ("loop", "grouped"):
         model.zero_grad()
-        with G.conv_kernel(kernel), G.GroupGradients(model) as cap:
+        with L.conv_kernel(kernel), G.GroupGradients(model) as cap:
             F.cross_entropy(model(x), y).backward()
             got[kernel] = cap.group_sums(assign, 4)
     torch.testing.assert_close(got["grouped"], got["loop"], rtol=1e-9, atol=1e-12)

@@ -2,30 +2,14 @@
 
 import copy
 
-import amnesiac_paper
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_dataset, tiny_model
+from helpers import Scale, loop_oracle, small_resnet, tiny_dataset, tiny_model
 
 import amnesiac
-from amnesiac.grads import GroupGradients, ParamLayout, hooks_unsupported_reason, per_sample_grads
-
-
-def loop_oracle(model, x, y, rows):
-    """The obviously-correct way: one backward per sample."""
-    layout = ParamLayout.of(model)
-    out = []
-    for i in rows.tolist():
-        model.zero_grad()
-        F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
-        out.append(torch.cat([q.grad.reshape(-1) for q in layout.params(model)]))
-    return torch.stack(out)
-
-
-def small_resnet():
-    torch.manual_seed(0)
-    return amnesiac_paper.resnet18_gn(1, 3, stem="imagenet").double()
+from amnesiac.grads import GroupGradients, ParamLayout, per_sample_grads
+from amnesiac.layers import hooks_unsupported_reason
 
 
 @pytest.mark.parametrize("make_model", [tiny_model, small_resnet], ids=["simple", "resnet18-gn"])
@@ -94,18 +78,6 @@ def test_layer_called_twice_and_layernorm_are_summed_over_calls():
     torch.testing.assert_close(got[1], want[0] + want[4], rtol=1e-9, atol=1e-13)
 
 
-class Scale(torch.nn.Module):
-    """A layer with a parameter and no layer rule, holding a child with a rule."""
-
-    def __init__(self):
-        super().__init__()
-        self.gain = torch.nn.Parameter(torch.linspace(0.5, 1.5, 16, dtype=torch.float64))
-        self.inner = torch.nn.Linear(16, 16).double()
-
-    def forward(self, x):
-        return self.inner(torch.tanh(x * self.gain))
-
-
 def test_layers_without_a_rule_fall_back_alone_and_hooks_alone_refuse():
     torch.manual_seed(0)
     # PReLU and Scale hold parameters and have no layer rule; the Linear layers keep theirs
@@ -170,7 +142,7 @@ def test_group_sums_without_a_backward_pass_is_a_clear_error():
     lambda: torch.nn.Conv3d(2, 3, 2, padding=1),
 ], ids=["conv1d", "conv2d-grouped-dilated", "conv3d"])
 def test_convolution_group_sums_in_one_grouped_call_equal_one_call_per_group(conv, monkeypatch):
-    import amnesiac.grads as G
+    import amnesiac.layers as L
 
     torch.manual_seed(0)
     layer = conv().double()
@@ -183,10 +155,10 @@ def test_convolution_group_sums_in_one_grouped_call_equal_one_call_per_group(con
     got = {}
     for kernel in ("loop", "grouped"):
         model.zero_grad()
-        with G.conv_kernel(kernel), GroupGradients(model) as cap:
+        with L.conv_kernel(kernel), GroupGradients(model) as cap:
             F.cross_entropy(model(x), y).backward()
             got[kernel] = cap.group_sums(assign, 4)
-        assert G.conv_group_kernel == "auto"  # restored on leaving
+        assert L.conv_group_kernel == "auto"  # restored on leaving
     want = torch.zeros_like(got["loop"])
     per_sample = loop_oracle(model, x, y, torch.arange(9))
     for i, k in enumerate(assign.tolist()):
@@ -195,13 +167,13 @@ def test_convolution_group_sums_in_one_grouped_call_equal_one_call_per_group(con
     torch.testing.assert_close(got["loop"], want, rtol=1e-9, atol=1e-13)
     torch.testing.assert_close(got["grouped"], want, rtol=1e-9, atol=1e-13)
     assert got["grouped"][2].abs().max() == 0 and want[3].abs().max() > 1e-3
-    assert G._conv_kernel(x.device) == "loop" and G._conv_kernel("cuda:0") == "grouped"  # what "auto" resolves to
-    with pytest.raises(RuntimeError, match="inside"), G.conv_kernel("grouped"):
-        assert G._conv_kernel("cpu") == "grouped"
+    assert L.conv_kernel_for(x.device) == "loop" and L.conv_kernel_for("cuda:0") == "grouped"  # what "auto" resolves to
+    with pytest.raises(RuntimeError, match="inside"), L.conv_kernel("grouped"):
+        assert L.conv_kernel_for("cpu") == "grouped"
         raise RuntimeError("inside")
-    assert G.conv_group_kernel == "auto"  # restored after an error too
-    with pytest.raises(ValueError, match="must be one of auto, loop, grouped, got 'batched'"), G.conv_kernel("batched"):
+    assert L.conv_group_kernel == "auto"  # restored after an error too
+    with pytest.raises(ValueError, match="must be one of auto, loop, grouped, got 'batched'"), L.conv_kernel("batched"):
         pass
-    monkeypatch.setattr(G, "conv_group_kernel", "batched")
+    monkeypatch.setattr(L, "conv_group_kernel", "batched")
     with pytest.raises(ValueError, match="must be one of auto, loop, grouped, got 'batched'"):
-        G._conv_kernel(x.device)
+        L.conv_kernel_for(x.device)

@@ -8,11 +8,10 @@ import errno
 import os
 import shutil
 
-import amnesiac_paper
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import attributed_loop, flat, tiny_dataset, tiny_model
+from helpers import attributed_loop, flat, tiny_dataset, tiny_model
 
 import amnesiac
 
@@ -228,7 +227,7 @@ def test_a_storage_dtype_that_is_not_floating_is_refused(dtype):
 @pytest.mark.parametrize("dtype", [torch.float16, "float16", torch.bfloat16, torch.float64])
 def test_floating_storage_dtypes_are_taken_as_dtype_or_name(dtype):
     log = amnesiac.DeltaLog(tiny_model(), {"a": [1]}, dtype=dtype)
-    assert log.storage_dtype == (amnesiac.deltalog.STORAGE_DTYPES[dtype] if isinstance(dtype, str) else dtype)
+    assert log.storage_dtype == (amnesiac.storage.STORAGE_DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
 
 # ------------------------------------------------------------------------ states of another layout
@@ -245,8 +244,7 @@ def _trained_log(model, **kw):
 
 
 def _other_arch():  # the same parameter names as tiny_model(), another classifier shape
-    torch.manual_seed(0)
-    return amnesiac_paper.SimpleModel(1, 5, width=6).double()
+    return tiny_model(classes=5)
 
 
 @pytest.mark.parametrize("other,kw,match", [
