@@ -145,7 +145,7 @@
       return hits.map((h, c) => (this.counts[c] > 0 ? h / this.counts[c] : NaN));
     }
 
-    split(acc, fc) { // amnesiac.book.split_accuracy
+    split(acc, fc) { // amnesiac_paper.book.interactive.split_accuracy
       let num = 0, den = 0;
       for (let c = 0; c < acc.length; c++) {
         if (c === fc || this.counts[c] === 0) continue;

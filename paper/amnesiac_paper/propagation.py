@@ -33,6 +33,7 @@ from . import fidelity as fi
 from .metrics import argmin_finite
 from .store import (
     PieceCache,
+    cached_tensors,
     check_profile,
     config_hash,
     provenance,
@@ -118,7 +119,7 @@ def _original(c: fi._Combo, study: PropagationStudy) -> dict:
             out[f"{method}/{name}/hvp_seconds"] = torch.tensor(getattr(log, "hvp_seconds", 0.0))
         return out
 
-    state = fi._cached(c.weights / "propagation-original.pt", make)
+    state = cached_tensors(c.weights / "propagation-original.pt", make)
     shared = c.weights / "original.pt"  # the fidelity study's original, when its weights folder is shared
     if shared.exists():
         theirs = torch.load(shared, weights_only=True)["theta"]

@@ -15,7 +15,8 @@ subtraction bit for bit; the forward pass to float32 rounding), so a test can dr
 
 Example:
     >>> import tempfile, torch
-    >>> from amnesiac import ArrayDataset, DeltaLog, SimpleModel
+    >>> from amnesiac import ArrayDataset, DeltaLog
+    >>> from amnesiac_paper import SimpleModel
     >>> torch.manual_seed(0); model = SimpleModel(num_classes=3, width=4)  # doctest: +ELLIPSIS
     <...>
     >>> x = (torch.randint(0, 256, (6, 1, 28, 28)).float() / 255.0 - 0.5) / 0.5
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from amnesiac.data import ArrayDataset
 from amnesiac.grads import ParamLayout
 
+from .book.interactive import forget_live, split_accuracy
 from .metrics import class_accuracies
 from .models import SimpleModel
 
@@ -257,11 +259,9 @@ def _accuracies(data: PanelData, logits: torch.Tensor) -> np.ndarray:
 
 def panel_reference(data: PanelData, *, forget_class: int | None, selected: Sequence[int], alpha: float) -> dict:
     """What the page shows for one choice, computed in PyTorch from the exported files: per-class test accuracy
-    before and after, the forgotten and rest accuracies (as :func:`amnesiac_paper.book.split_accuracy`), and for each
-    selected image its label, predicted label and probability of its label, before and after; ``logits_after``
-    keeps the raw outputs (test images, then tracked images) for tie checks."""
-    from .book import split_accuracy
-
+    before and after, the forgotten and rest accuracies (as :func:`amnesiac_paper.book.interactive.split_accuracy`),
+    and for each selected image its label, predicted label and probability of its label, before and after;
+    ``logits_after`` keeps the raw outputs (test images, then tracked images) for tie checks."""
     counts = torch.bincount(data.labels[:data.n_test], minlength=data.meta["classes"]).numpy()
     theta, used = panel_theta(data, forget_class, selected, alpha)
     before, after = data.logits_before, _forward(data, theta)
@@ -304,11 +304,9 @@ def panel_html(data_src: str = "forget-panel/", runtime: str = "onnxruntime-web/
 def export_check(data: PanelData, model: torch.nn.Module, class_log, sample_log, choices: Sequence[dict]) -> dict:
     """How far the exported float32 files are from the package's own forgetting: for each choice, the largest
     difference in any per-class accuracy and the number of tracked images whose predicted label differs between
-    :func:`panel_reference` and :func:`amnesiac_paper.book.forget_live` (the ledger's float64 deltas through
-    ``unlearn``), on the page's images."""
+    :func:`panel_reference` and :func:`amnesiac_paper.book.interactive.forget_live` (the ledger's float64 deltas
+    through ``unlearn``), on the page's images."""
     from amnesiac.training import predict
-
-    from .book import forget_live
 
     labels = {s["id"]: s["label"] for s in data.meta["samples"]}
     n = data.n_test

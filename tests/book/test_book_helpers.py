@@ -1,29 +1,32 @@
-"""The chapters' logic lives in amnesiac_paper.book: the computed sentences and values, on committed results."""
+"""The chapters' logic lives in amnesiac_paper.book (one module per chapter): the computed sentences and values, on
+committed results."""
 
 import dataclasses
 
 import pytest
-from amnesiac_paper import book
+from amnesiac_paper.book import attacks, common, discussion, intro, mnist_class, mnist_samples, published
+from amnesiac_paper.book import comparison as book_comparison
+from amnesiac_paper.book import fidelity as book_fidelity
 from amnesiac_paper.experiments import load, summarize
 
 
 def test_class_discussion_sentences_come_from_the_results():
     res = load("mnist-class3-simple", "full")
     assert res.seeds  # committed
-    out = book.class_discussion(res, forget_tol=0.05, rest_drop=0.02)
+    out = discussion.class_discussion(res, forget_tol=0.05, rest_drop=0.02)
     assert set(out) == {"overshoot", "best_sentence", "conclusion", "repair_sentence", "mia_sentence",
                         "memory_sentence"}
     rows = {r["method"]: r for r in summarize(res, ("acc_test_rest", "mia_loss"))}
     full = rows[res.experiment.update(1).label]["acc_test_rest"]
     assert f"{full:.3f}" in out["overshoot"]
     assert f"{rows['After training (original)']['mia_loss']:.3f}" in out["mia_sentence"]
-    empty = book.class_discussion(dataclasses.replace(res, seeds={}), forget_tol=0.05, rest_drop=0.02)
+    empty = discussion.class_discussion(dataclasses.replace(res, seeds={}), forget_tol=0.05, rest_drop=0.02)
     assert all("not available" in s for s in empty.values())
 
 
 def test_sample_forgetting_values_cover_both_requests():
     res1, res10 = load("mnist-samples1-simple", "full"), load("mnist-samples10-simple", "full")
-    values = book.sample_forgetting_values(res1, res10)
+    values = mnist_samples.sample_forgetting_values(res1, res10)
     for tag in ("1", "10"):
         for key in ("orig_forget", "retrain_forget", "a1_forget", "a01_forget", "ft_forget", "seed_forget"):
             assert 0.0 <= values[f"{key}_{tag}"] <= 1.0, key
@@ -32,11 +35,11 @@ def test_sample_forgetting_values_cover_both_requests():
 
 
 def test_the_abstract_is_computed_from_the_committed_studies():
-    from amnesiac_paper import book, fidelity
+    from amnesiac_paper import fidelity
 
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
-    mem = book.membership_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu", progress=False)
-    text = book.abstract(fid, mem, 10.0)
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    mem = attacks.membership_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu", progress=False)
+    text = intro.abstract(fid, mem, 10.0)
     rows = {r["set"]: r for r in fidelity.summary_rows(fid, "full", "adam", "drop")}
     if "random-100" not in rows:
         assert "waits for it" in text
@@ -46,44 +49,43 @@ def test_the_abstract_is_computed_from_the_committed_studies():
 
 
 def test_the_consolidated_table_reads_both_studies():
-    from amnesiac_paper import book, fidelity, membership
+    from amnesiac_paper import fidelity, membership
 
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     mem = membership.load_study("full")
-    table = book.consolidated_table(fid, mem)
+    table = discussion.consolidated_table(fid, mem)
     lines = table.splitlines()
-    assert len(lines) == 2 + len(book.CONSOLIDATED_ROWS)
+    assert len(lines) == 2 + len(discussion.CONSOLIDATED_ROWS)
     row = {r["set"]: r for r in fidelity.summary_rows(fid, "full", "sgd", "drop")}.get("random-100")
     if row is not None:
-        assert book._ci(row["a1_recovered"]) in lines[2]
+        assert common.format_ci(row["a1_recovered"]) in lines[2]
     if mem.pieces.get("lira-methods"):
         scrub = next(line for line in lines if line.startswith("| SCRUB"))
         assert f"{mem.pieces['lira-methods']['methods']['SCRUB']['auc']:.3f}" in scrub and "not measured" in scrub
 
 
 def test_the_misindexing_sentence_follows_the_numbers():
-    from amnesiac_paper import book
     from amnesiac_paper.experiments import load
 
     res = load("mnist-class3-simple", "full")
-    assert "not computed" in book.misindexing_sentence(res, None)
+    assert "not computed" in mnist_class.misindexing_sentence(res, None)
     bigger = {"seed": 0, "n_forget": 100, "norms": {"gradient-p0.1": 3.0, "misindexed": 1.0},
               "cosines": {"gradient-p0.1|misindexed": 0.1}}
     smaller = {**bigger, "norms": {"gradient-p0.1": 1.0, "misindexed": 3.0}}
-    text_big, text_small = book.misindexing_sentence(res, bigger), book.misindexing_sentence(res, smaller)
+    text_big, text_small = mnist_class.misindexing_sentence(res, bigger), mnist_class.misindexing_sentence(res, smaller)
     assert "norm 3, the mis-indexed one 1" in text_big
     assert ("limited the damage" in text_big) != ("limited the damage" in text_small)
 
 
 def test_the_conclusions_are_computed_from_the_studies():
-    from amnesiac_paper import book, membership
+    from amnesiac_paper import membership
 
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     mem = membership.load_study("full")
-    assert "of the way from the original model" in book.fidelity_conclusion(fid)
+    assert "of the way from the original model" in book_fidelity.fidelity_conclusion(fid)
     if mem.pieces.get("lira"):
-        assert f"{mem.pieces['lira']['alpha=1']['auc']:.3f}" in book.attacks_conclusion(mem)
-    assert "not computed" in book.attacks_conclusion(None)
+        assert f"{mem.pieces['lira']['alpha=1']['auc']:.3f}" in attacks.attacks_conclusion(mem)
+    assert "not computed" in attacks.attacks_conclusion(None)
 
 
 def _fake_comparison(recovered: dict[str, list[float]]):
@@ -113,65 +115,66 @@ def _fake_comparison(recovered: dict[str, list[float]]):
 
 
 def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_table():
-    from amnesiac_paper import book, comparison, membership
+    from amnesiac_paper import comparison, membership
 
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
-    table = book.comparison_table(comp, "adam", "random-100")
+    table = book_comparison.comparison_table(comp, "adam", "random-100")
     ssd = next(line for line in table.splitlines() if line.startswith("| SSD"))
     i = list(comparison.METHODS).index("ssd")
-    assert book._ci(comparison.summary_rows(comp, "adam", "random-100")[i]["chosen_recovered"]) in ssd
+    assert common.format_ci(comparison.summary_rows(comp, "adam", "random-100")[i]["chosen_recovered"]) in ssd
     assert "x=1 (×2)" in ssd and "| 1.5 ± 0 |" in ssd  # the chosen settings over the seeds; seconds of the chosen trial
     assert "retrain (the dropped replay)" in table and "| 40 ± 0 |" in table
-    assert "acc. test class" in book.comparison_table(comp, "adam", "class-3")
-    assert "Comparison `full`: 6 trials per method, 2 (optimizer, seed)" in book.comparison_provenance(comp)
-    assert "not shown" not in book.comparison_provenance(comp)
+    assert "acc. test class" in book_comparison.comparison_table(comp, "adam", "class-3")
+    assert "Comparison `full`: 6 trials per method, 2 (optimizer, seed)" in book_comparison.comparison_provenance(comp)
+    assert "not shown" not in book_comparison.comparison_provenance(comp)
     old = comparison.ComparisonResult(comp.study, comp.records, None, ["sgd/seed1/class-3/scrub",
                                                                         "sgd/seed1/class-3/neggrad_plus"])
     assert ("2 piece(s) on disk (neggrad_plus, scrub) were computed under an earlier search space or code of their "
-            "method and are not shown") in book.comparison_provenance(old)
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
-    lines = book.consolidated_table(fid, membership.load_study("full"), comp).splitlines()
-    assert len(lines) == 2 + len(book.CONSOLIDATED_ROWS) + len(comparison.METHODS)
+            "method and are not shown") in book_comparison.comparison_provenance(old)
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    lines = discussion.consolidated_table(fid, membership.load_study("full"), comp).splitlines()
+    assert len(lines) == 2 + len(discussion.CONSOLIDATED_ROWS) + len(comparison.METHODS)
     tuned = next(line for line in lines if line.startswith("| NegGrad+, tuned (6 trials"))
     rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}
-    assert book._ci(rows["neggrad_plus"]["chosen_recovered"]) in tuned
+    assert common.format_ci(rows["neggrad_plus"]["chosen_recovered"]) in tuned
     empty = comparison.ComparisonResult(comp.study, {}, None)
-    text = book.comparison_provenance(empty)
-    assert "Not computed yet" in text and "amnesiac comparison --profile full" in text and "weights" in text
-    text = book.propagation_provenance(empty)  # the same sentence, the propagation study's command
-    assert "Not computed yet" in text and "amnesiac propagation --profile full" in text and "weights" not in text
-    assert "No complete seed for adam" in book.comparison_table(empty, "adam", "class-3")
+    text = book_comparison.comparison_provenance(empty)
+    assert "Not computed yet" in text and "amnesiac_paper comparison --profile full" in text and "weights" in text
+    text = book_fidelity.propagation_provenance(empty)  # the same sentence, the propagation study's command
+    assert "Not computed yet" in text and "amnesiac_paper propagation --profile full" in text and "weights" not in text
+    assert "No complete seed for adam" in book_comparison.comparison_table(empty, "adam", "class-3")
 
 
 def test_the_comparison_brief_names_the_closest_method_beside_the_ledger_the_original_and_the_floor():
-    from amnesiac_paper import book, comparison
+    from amnesiac_paper import comparison
     from amnesiac_paper.fidelity import summary_rows
     from amnesiac_paper.metrics import mean_ci
 
     # KL = 1 - recovered: SCRUB (the last method) recovers most, so it is closest on both sets
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
-    text = book.comparison_brief(comp, fid)
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    text = book_comparison.comparison_brief(comp, fid)
     rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "random-100")}
     floor = {r["set"]: r["floor_kl"] for r in summary_rows(fid, "full", "adam")}["random-100"]
-    original = book._ci(mean_ci([0.01, 0.02]))  # the fake seeds' original models
+    original = common.format_ci(mean_ci([0.01, 0.02]))  # the fake seeds' original models
     assert text.startswith("* **Every method with the same tuning budget** (6 trials each")
-    assert (f"adam, random-100 (2 seeds): closest SCRUB {book._ci(rows['scrub']['chosen_kl'])}, ledger subtraction "
-            f"{book._ci(rows['amnesiac']['chosen_kl'])}; the original model {original}, another retraining "
-            f"{book._ci(floor)}") in text
+    assert (f"adam, random-100 (2 seeds): closest SCRUB {common.format_ci(rows['scrub']['chosen_kl'])}, "
+            "ledger subtraction "
+            f"{common.format_ci(rows['amnesiac']['chosen_kl'])}; the original model {original}, another retraining "
+            f"{common.format_ci(floor)}") in text
     assert "adam, class-3 (2 seeds): closest SCRUB" in text
     empty = comparison.ComparisonResult(comp.study, {}, None)
-    assert "no complete seed yet" in book.comparison_brief(empty, fid)
+    assert "no complete seed yet" in book_comparison.comparison_brief(empty, fid)
 
 
 def test_the_comparison_findings_measure_every_method_against_doing_nothing():
-    from amnesiac_paper import book, comparison
+    from amnesiac_paper import comparison
 
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
     for seed in (0, 1):
         for m in comparison.METHODS:
             comp.records[("adam", seed)][f"class-3/{m}"]["original"] = {"drop": {"kl": 0.72}}
-    lines = book.comparison_findings(comp).splitlines()
+    lines = book_comparison.comparison_findings(comp).splitlines()
     labels = [comparison.LABELS[m] for m in comparison.METHODS]
     # random-100: the original (KL 0.01-0.02) beats every trial of every method
     assert lines[0].startswith("* **adam, random-100** (2 seeds): doing nothing")
@@ -180,82 +183,86 @@ def test_the_comparison_findings_measure_every_method_against_doing_nothing():
     # class-3 (KL = 1 - recovered / 2, mean 0.85 - 0.05 i for method i): methods 3-5 are closer than 0.72 on
     # average; every trial of methods 0 and 1 is at 0.75 or more
     rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}
-    closer = ", ".join(f"{comparison.LABELS[m]} {book._ci(rows[m]['chosen_kl'])}" for m in comparison.METHODS[3:])
+    closer = ", ".join(f"{comparison.LABELS[m]} {common.format_ci(rows[m]['chosen_kl'])}"
+                       for m in comparison.METHODS[3:])
     assert f"3 of 6 methods come closer on average ({closer})" in lines[1]
     assert lines[1].endswith(f"no trial of {labels[0]}, {labels[1]}, in any seed, came closer than the original.")
-    assert book.comparison_findings(comparison.ComparisonResult(comp.study, {}, None)).startswith("*No complete")
+    empty = comparison.ComparisonResult(comp.study, {}, None)
+    assert book_comparison.comparison_findings(empty).startswith("*No complete")
 
 
 def test_the_fidelity_references_are_the_floor_and_the_repair_only_control_of_each_set():
-    from amnesiac_paper import book
     from amnesiac_paper.fidelity import summary_rows
 
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
-    refs = book.fidelity_references(fid, "adam")
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    refs = book_fidelity.fidelity_references(fid, "adam")
     rows = summary_rows(fid, "full", "adam")
     assert set(refs["floor_kl"]) == {r["set"] for r in rows} and "class-3" in refs["repair_only"]
     for r in rows:
         assert refs["floor_kl"][r["set"]] == r["floor_kl"]
         if "ft_seconds" in r:
             assert refs["repair_only"][r["set"]] == (r["ft_seconds"][0], r["ft_kl"][0])
-    assert book.fidelity_references(fid, "sgd", "graves")["floor_kl"] == {}  # no seed of that setting
-    assert book.fidelity_references(fid, "rmsprop") == {"floor_kl": {}, "repair_only": {}}
+    assert book_fidelity.fidelity_references(fid, "sgd", "graves")["floor_kl"] == {}  # no seed of that setting
+    assert book_fidelity.fidelity_references(fid, "rmsprop") == {"floor_kl": {}, "repair_only": {}}
 
 
 def test_the_comparison_overview_puts_every_tuned_method_between_doing_nothing_and_retraining():
-    from amnesiac_paper import book, comparison, membership
+    from amnesiac_paper import comparison, membership
     from amnesiac_paper.fidelity import summary_rows
 
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
-    lines = book.comparison_overview(comp, fid, membership.load_study("full")).splitlines()
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    lines = book_comparison.comparison_overview(comp, fid, membership.load_study("full")).splitlines()
     assert lines[0].startswith("| method | adam, random-100: test KL to replay (× floor) | adam, class-3:")
     assert len(lines) == 2 + len(comparison.METHODS) + 3
     floor = {r["set"]: r["floor_kl"] for r in summary_rows(fid, "full", "adam")}
     ssd = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}["ssd"]["chosen_kl"]
     line = next(x for x in lines if x.startswith("| SSD, tuned"))
-    assert f"| {book._ci(ssd)} ({ssd[0] / floor['class-3'][0]:.2g}×) |" in line
+    assert f"| {common.format_ci(ssd)} ({ssd[0] / floor['class-3'][0]:.2g}×) |" in line
     lira = membership.load_study("full").pieces["lira-methods"]["methods"]["SSD"]["auc"]
     assert line.endswith(f"| {lira:.3f} | 1.5 ± 0 |")  # U-LiRA at the defaults; the chosen trial's seconds
     assert "| random relabelling, tuned |" in lines[4] and "not measured" in lines[4]
     assert lines[-3].startswith("| original model (no unlearning) |")
-    assert lines[-2].startswith(f"| retrain, another seed and order (the floor) | {book._ci(floor['random-100'])} (1×)")
+    assert lines[-2].startswith(
+        f"| retrain, another seed and order (the floor) | {common.format_ci(floor['random-100'])} (1×)")
     assert lines[-1] == "| retrain, same seed and order (the replay) | 0 | 0 | 0.5 (by construction) | 40 ± 0 |"
     empty = comparison.ComparisonResult(comp.study, {}, None)
-    assert book.comparison_overview(empty, fid).startswith("*No complete seed")
+    assert book_comparison.comparison_overview(empty, fid).startswith("*No complete seed")
 
 
 def test_per_seed_tables_show_each_seeds_value_in_seed_order():
-    from amnesiac_paper import book, comparison
+    from amnesiac_paper import comparison
     from amnesiac_paper.fidelity import summary_rows
 
-    fid = book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     row = next(r for r in summary_rows(fid, "full", "sgd") if r["set"] == "class-3")
-    line = next(x for x in book.fidelity_table(fid, "sgd", per_seed=True).splitlines() if x.startswith("| class-3"))
+    line = next(x for x in book_fidelity.fidelity_table(fid, "sgd", per_seed=True).splitlines()
+                if x.startswith("| class-3"))
     want = " / ".join(f"{p['a1_recovered']:.3g}" for p in row["per_seed"])
     assert line.startswith(f"| class-3 | {row['size']} | 0, 1, 2 | {want} |")
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
-    lines = book.comparison_seed_table(comp, "adam", "random-100").splitlines()
+    lines = book_comparison.comparison_seed_table(comp, "adam", "random-100").splitlines()
     assert lines[0] == "| method | seed 0: test KL (chosen) | seed 1: test KL (chosen) |"
     assert lines[2] == "| ledger subtraction | 0.8 (x=1) | 0.6 (x=1) |"  # KL = 1 - recovered, per seed
     empty = comparison.ComparisonResult(comp.study, {}, None)
-    assert "No complete seed" in book.comparison_seed_table(empty, "adam", "random-100")
+    assert "No complete seed" in book_comparison.comparison_seed_table(empty, "adam", "random-100")
 
 
 def test_a_method_whose_every_trial_diverged_reads_as_diverged_not_as_a_number():
-    from amnesiac_paper import book, comparison, plotting
+    from amnesiac_paper import comparison, plotting
 
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
     for seed in (0, 1):
         for t in comp.records[("adam", seed)]["class-3/scrub"]["trials"]:
             t["val"]["kl"] = t["test"]["drop"]["kl"] = t["test"]["drop"]["recovered"] = float("nan")
-    scrub = next(x for x in book.comparison_table(comp, "adam", "class-3").splitlines() if x.startswith("| SCRUB"))
+    scrub = next(x for x in book_comparison.comparison_table(comp, "adam", "class-3").splitlines()
+                 if x.startswith("| SCRUB"))
     assert "| diverged | diverged |" in scrub
-    findings = book.comparison_findings(comp).splitlines()[1]
+    findings = book_comparison.comparison_findings(comp).splitlines()[1]
     assert ("(SCRUB: every trial diverged, non-finite outputs; the learning rates of the search space, 0.01-1 × the "
             "recipe's, hold no stable setting here)") in findings and "closest: SSD" in findings
-    assert "class-3 (2 seeds): closest SSD" in book.comparison_brief(
-        comp, book.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu"))
+    assert "class-3 (2 seeds): closest SSD" in book_comparison.comparison_brief(
+        comp, book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu"))
     fig = plotting.comparison_vs_compute(comp, "adam")
     assert [t.get_text() for t in fig.axes[1].texts if t.get_text().startswith("diverged")] == \
         ["diverged (every trial): SCRUB"]
@@ -286,7 +293,6 @@ def test_the_quality_against_compute_figure_places_every_method_the_original_and
 
 
 def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_like():
-    from amnesiac_paper import book
 
     def rec(seed, like):
         rows = []
@@ -300,16 +306,17 @@ def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_l
                 "original": {"acc_test_forgotten": 0.9, "acc_test_rest": 0.97}}
 
     for like in ("full_times_p", "full_times_sqrt_p"):
-        text = book.mask_control_sentence([rec(0, like), rec(1, like)])
-        assert f"most like the {dict(book.MASK_VARIANTS)[like]} at 2 of 2" in text and "2 seeds" in text
+        text = mnist_class.mask_control_sentence([rec(0, like), rec(1, like)])
+        assert f"most like the {dict(mnist_class.MASK_VARIANTS)[like]} at 2 of 2" in text and "2 seeds" in text
         assert "largest accuracy gap to it 0.000" in text and "2.00 to 2.00 times" in text and "0.30 to 0.30" in text
         # component along the full record: 2 * 100 sqrt(p) * 0.3 / (100 p) = 0.6 / sqrt(p)
         assert f"{0.6 / 0.01 ** 0.5:.2f} to {0.6 / 0.001 ** 0.5:.2f} times the full record × p" in text
         assert "by at most 0.000, the masked record by up to" in text  # the random direction keeps 0.9 / 0.97
         assert ("does no more than a random direction" in text) == (like == "full_times_p")
-    table = book.mask_control_table([rec(0, "full_times_p")])
+    table = mnist_class.mask_control_table([rec(0, "full_times_p")])
     assert "| 0.001 | 6.32: 0.50 / 0.970 | 0.1: 0.50 / 0.970 |" in table
-    assert "not computed" in book.mask_control_sentence([]) and "not computed" in book.mask_control_table([])
+    assert "not computed" in mnist_class.mask_control_sentence([])
+    assert "not computed" in mnist_class.mask_control_table([])
 
 
 def test_the_seed_report_is_set_beside_ours_row_by_row():
@@ -319,11 +326,11 @@ def test_the_seed_report_is_set_beside_ours_row_by_row():
     after = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
 
     def ours(row):
-        return f"{book.pm(row, metrics[0])} / {book.pm(row, metrics[1])}"
+        return f"{common.pm(row, metrics[0])} / {common.pm(row, metrics[1])}"
 
-    seed_rows = book.SEED_REPORT["mnist-class3-simple"]
+    seed_rows = published.SEED_REPORT["mnist-class3-simple"]
     for every in (False, True):
-        lines = book.seed_beside_ours(res, metrics, every_method=every).splitlines()
+        lines = mnist_class.seed_beside_ours(res, metrics, every_method=every).splitlines()
         assert lines[0] == ("| method | seed: after train | ours: after train | seed: no retrain | ours: no repair | "
                             "seed: after retrain | ours: after repair |")
         rows = {line.strip("|").split(" | ")[0].strip(): [c.strip() for c in line.strip("|").split(" | ")]
@@ -341,14 +348,14 @@ def test_the_seed_report_is_set_beside_ours_row_by_row():
     cells = rows[unrepaired]
     assert cells[1] == cells[3] == cells[5] == cells[6] == "–" and cells[4] == ours(no[unrepaired])
     with pytest.raises(ValueError, match="no computed seeds"):
-        book.seed_beside_ours(dataclasses.replace(res, seeds={}))
+        mnist_class.seed_beside_ours(dataclasses.replace(res, seeds={}))
 
 
 def test_provenance_says_when_a_seed_was_resumed_and_its_wall_time_is_partial():
     res = load("mnist-class3-simple", "full")
-    assert "resumed" not in book.provenance(res)
+    assert "resumed" not in common.provenance(res)
     rec = dict(res.seeds[0], resumed={"from": "trained", "methods_done": 1})
-    text = book.provenance(dataclasses.replace(res, seeds={**res.seeds, 0: rec}))
+    text = common.provenance(dataclasses.replace(res, seeds={**res.seeds, 0: rec}))
     assert "seed(s) [0] resumed after an interruption: only their last run's time is counted" in text
 
 
@@ -357,24 +364,24 @@ def test_the_reading_of_the_seed_comparison_follows_the_numbers():
     exp = res.experiment
     F, R = metrics = ("acc_test_forgotten", "acc_test_rest")
     rows = {r["method"]: r for r in summarize(res, metrics + ("agreement_to_retrain",), "no_repair")}
-    text = book.seed_comparison_reading(res)
+    text = mnist_class.seed_comparison_reading(res)
     assert text.startswith(f"**Reading the table** (means over {len(res.seeds)} seeds")
     for label in ("After training (original)", "Retrain from scratch (reference)", exp.per_batch().label,
                   exp.misindexed().label, exp.finetune().label):
         assert f"{rows[label][F]:.2f} / {rows[label][R]:.2f}" in text, label
     # the seed's p = 0.1 row (0.00 / 0.83) lies nearer the mis-indexed record than the correctly indexed one
     assert "nearer our mis-indexed record" in text
-    best = book.smallest_alpha_matching(res)
+    best = mnist_class.smallest_alpha_matching(res)
     assert best is not None and f"at α = {best['alpha']:g}" in text
-    assert book.pm(rows[exp.update(best["alpha"]).label], "agreement_to_retrain", 3) in text
+    assert common.pm(rows[exp.update(best["alpha"]).label], "agreement_to_retrain", 3) in text
     # the rule's thresholds decide the sentences: with no room on the forgotten class nothing matches
-    strict = book.seed_comparison_reading(res, forget_tol=0.0, rest_drop=0.0)
+    strict = mnist_class.seed_comparison_reading(res, forget_tol=0.0, rest_drop=0.0)
     assert "No scale of the exact update attribution" in strict and "does not forget like" in strict
     # the step-size sentence follows the largest gap between masked and scaled records against forget_tol
     gap = max(abs(rows[exp.seed_record(p).label][m] - rows[exp.gradient_record(p).label][m])
               for p in exp.ps for m in metrics)
     assert f"(largest gap {gap:.2f})" in text and 0 < gap < 0.5
-    assert "not only a step size" in strict and "not only a step size" in book.seed_comparison_reading(
-        res, forget_tol=gap / 2) and "acts as a step size" in book.seed_comparison_reading(res, forget_tol=gap)
+    assert "not only a step size" in strict and "not only a step size" in mnist_class.seed_comparison_reading(
+        res, forget_tol=gap / 2) and "acts as a step size" in mnist_class.seed_comparison_reading(res, forget_tol=gap)
     with pytest.raises(ValueError, match="no computed seeds"):
-        book.seed_comparison_reading(dataclasses.replace(res, seeds={}))
+        mnist_class.seed_comparison_reading(dataclasses.replace(res, seeds={}))

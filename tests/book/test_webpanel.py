@@ -7,8 +7,8 @@ import amnesiac_paper
 import numpy as np
 import pytest
 import torch
-from amnesiac_paper import book
 from amnesiac_paper import webpanel as wp
+from amnesiac_paper.book import interactive
 
 import amnesiac
 
@@ -58,8 +58,9 @@ def test_the_pages_subtraction_is_the_packages_forgetting(trained):
                    {"forget_class": None, "selected": [102], "alpha": 1.0},
                    {"forget_class": 2, "selected": [], "alpha": 0.05}):
         theta, used = wp.panel_theta(data, **choice)
-        new, used_pkg = book.forget_live(model, class_log, sample_log, labels, forget_class=choice["forget_class"],
-                                         sample_ids=choice["selected"], alpha=choice["alpha"])
+        new, used_pkg = interactive.forget_live(model, class_log, sample_log, labels,
+                                                forget_class=choice["forget_class"], sample_ids=choice["selected"],
+                                                alpha=choice["alpha"])
         assert used == used_pkg
         want = amnesiac.ParamLayout.of(new).vector(new)
         torch.testing.assert_close(theta, want.float(), rtol=1e-5, atol=1e-6)
@@ -76,8 +77,8 @@ def test_the_reference_forward_pass_is_the_model(trained):
     with torch.no_grad():
         want = model(data.images)
     torch.testing.assert_close(ref["logits_after"], want, rtol=1e-5, atol=1e-5)
-    acc = book.per_class_accuracy(model, amnesiac.ArrayDataset(data.images[:30], data.labels[:30],
-                                                                        torch.arange(30)), 3)
+    acc = interactive.per_class_accuracy(model, amnesiac.ArrayDataset(data.images[:30], data.labels[:30],
+                                                                      torch.arange(30)), 3)
     np.testing.assert_allclose(ref["per_class_after"], acc)
     assert ref["acc_forgotten_after"] != ref["acc_forgotten_after"]  # NaN: no class forgotten
     # nothing removed: "before" (the cached forward pass of the exported theta) equals "after"

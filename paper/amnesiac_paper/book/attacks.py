@@ -1,0 +1,213 @@
+"""Chapter *Attacks: can anyone tell that the data was forgotten?* (``book/attacks.md``): the membership study's
+tables, findings and provenance; the introduction quotes :func:`membership_findings`, the *Discussion*
+:func:`ulira_methods_sentence` and :func:`attacks_conclusion`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import membership as membership_study
+from ..metrics import mean_ci
+from .common import format_ci, markdown_table, validate
+
+
+def membership_results(*, profile: str = "full", seeds: Sequence[int] | None = None, recompute: bool = False,
+                       device: str = "cpu", progress: bool = True):
+    """The membership study a chapter renders: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``; class and canary pieces restricted to ``seeds``."""
+    validate(profile=profile, seeds=seeds, recompute=recompute, device=device)
+    if recompute or profile == "smoke":
+        res = membership_study.run_study(profile, seeds=seeds, device="cpu" if device == "auto" else device,
+                                         progress=progress)
+    else:
+        res = membership_study.load_study(profile)
+    if seeds is not None:
+        keep = {f"{kind}-seed{s}" for kind in ("class", "canary") for s in seeds}
+        res.pieces = {k: v for k, v in res.pieces.items() if not k.startswith(("class-", "canary-")) or k in keep}
+    return res
+
+
+def membership_provenance(result) -> str:
+    """Where the membership numbers come from, or that they are not computed yet."""
+    if not result.pieces:
+        return (f"**Not computed yet.** The `{result.study.profile}` membership study has no piece on disk; run "
+                f"`python -m amnesiac_paper membership --profile {result.study.profile}`.")
+    revs = sorted({p["provenance"]["git"] for p in result.pieces.values() if "provenance" in p})
+    seeds = sorted({int(k.split("seed")[1]) for k in result.pieces if k.startswith(("class-", "canary-"))})
+    shadows = sum(k.startswith("shadow") for k in result.pieces)
+    return (f"Membership study `{result.study.profile}`: seeds {seeds} (class and canary settings), {shadows} shadow "
+            f"models (U-LiRA), computed at revision(s) {', '.join(revs)}.")
+
+
+def _pieces(result, kind: str) -> list[dict]:
+    return [v for k, v in sorted(result.pieces.items()) if k.startswith(f"{kind}-seed")]
+
+
+def _attack_cells(attacks: Sequence[dict], fprs=("0.01", "0.001")) -> list[str]:
+    cells = [format_ci(mean_ci([a["auc"] for a in attacks]))]
+    cells += [format_ci(mean_ci([a["tpr"][f] for a in attacks])) for f in fprs]
+    cells.append(format_ci(mean_ci([a["heldout_accuracy"] for a in attacks])))
+    return cells
+
+
+ATTACK_HEADER = ["AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "held-out accuracy"]
+
+
+def class_attack_table(result) -> str:
+    """The class-conditional loss attack on every model of the class setting: mean ± 95% interval over seeds."""
+    recs = _pieces(result, "class")
+    if not recs:
+        return "*The class setting has no seed yet.*"
+    rows = [["original model"] + _attack_cells([r["original"] for r in recs]),
+            ["retrained (dropped replay)"] + _attack_cells([r["retrain"] for r in recs]),
+            ["zero-weighted replay"] + _attack_cells([r["zero_replay"] for r in recs])]
+    for i, a in enumerate(recs[0]["alphas"]):
+        rule = [r["rule"]["alpha"] for r in recs].count(a)
+        mark = f" (the rule's choice in {rule} of {len(recs)} seeds)" if rule else ""
+        rows.append([f"subtract, α = {a:g}{mark}"] + _attack_cells([r["amnesiac"][i]["attack"] for r in recs]))
+    rows.append(["fine-tune, 1 epoch (repair only)"] + _attack_cells([r["finetune"] for r in recs]))
+    return markdown_table(["model"] + ATTACK_HEADER, rows)
+
+
+def canary_table(result) -> str:
+    """Planted- and true-label rates of the canaries under every model, mean ± 95% interval over seeds."""
+
+    recs = _pieces(result, "canary")
+    if not recs:
+        return "*The canary setting has no seed yet.*"
+
+    def cells(rates):
+        return [format_ci(mean_ci([r["planted"] for r in rates])), format_ci(mean_ci([r["true"] for r in rates]))]
+
+    rows = [["original model"] + cells([r["original"] for r in recs]),
+            ["retrained (dropped replay)"] + cells([r["retrain"] for r in recs])]
+    for i, a in enumerate(recs[0]["alphas"]):
+        rule = [r["rule"]["alpha"] for r in recs].count(a)
+        mark = f" (the rule's choice in {rule} of {len(recs)} seeds)" if rule else ""
+        rows.append([f"subtract, α = {a:g}{mark}"] + cells([r["amnesiac"][i]["rates"] for r in recs]))
+    rows.append(["fine-tune, 1 epoch (repair only)"] + cells([r["finetune"] for r in recs]))
+    return markdown_table(["model", "predicts the planted label", "predicts the true label"], rows)
+
+
+def difference_table(result) -> str:
+    """The difference attack on the canary request, per variant, mean ± 95% interval over seeds."""
+    recs = _pieces(result, "canary")
+    if not recs:
+        return "*The canary setting has no seed yet.*"
+    names = {"alpha=1": "subtract, α = 1", "rule": "subtract, the rule's α",
+             "rule + repair": "the rule's α, then 1 epoch of repair",
+             "batched (alpha=1)": f"α = 1, request batched with {recs[0]['batched_size'] - recs[0]['n_canaries']} "
+                                  "other samples"}
+    rows = [[label] + _attack_cells([r["difference"][k] for r in recs]) for k, label in names.items()]
+    return markdown_table(["what the attacker sees change"] + ATTACK_HEADER, rows)
+
+
+def lira_table(result) -> str:
+    """U-LiRA (leave one shadow out) per alpha, and plain LiRA on the unmodified models."""
+    lira = result.pieces.get("lira")
+    if lira is None:
+        return "*The shadow models are not computed yet.*"
+    rows = [["no unlearning (plain LiRA: kept vs never seen)"] + _attack_cells([lira["original"]])]
+    for key in sorted((k for k in lira if k.startswith("alpha=")), key=lambda k: -float(k.split("=")[1])):
+        rows.append([f"subtract, α = {key.split('=')[1]} (forgot vs never seen)"] + _attack_cells([lira[key]]))
+    return markdown_table(["target models"] + ATTACK_HEADER, rows)
+
+
+def lira_methods_table(result) -> str:
+    """U-LiRA of every method when each shadow forgets all the candidates it holds at once, with each method's
+    median time per request."""
+    got = result.pieces.get("lira-methods")
+    if got is None:
+        return ("*U-LiRA for the other methods is not computed yet: run `python -m amnesiac_paper membership --parts "
+                "methods`.*")
+    rows = [[name] + _attack_cells([rec]) + [f"{rec['seconds']:.2f}"] for name, rec in got["methods"].items()]
+    return markdown_table(["method (forgot vs never seen)"] + ATTACK_HEADER + ["seconds per request"], rows)
+
+
+def membership_findings(result) -> str:
+    """The chapter's summary, computed: one bullet per attack, with the original model, the retrained reference,
+    alpha = 1 and the rule's alpha (means over the seeds on disk); says plainly what is not computed yet."""
+
+    def m(values):
+        return format_ci(mean_ci(list(values)))
+
+    def at(recs, alpha, get):
+        """One measure of the subtraction at ``alpha`` (a number, or "rule": each seed's own rule alpha)."""
+        return [get(r["amnesiac"][r["alphas"].index(r["rule"]["alpha"] if alpha == "rule" else alpha)]) for r in recs]
+
+    out = []
+    cls = _pieces(result, "class")
+    if cls:
+        one = at(cls, 1.0, lambda x: x["attack"]["auc"])
+        rule = at(cls, "rule", lambda x: x["attack"]["auc"])
+        out.append(
+            f"- **Class-conditional loss attack** ({len(cls)} seed(s), AUC; 0.5 = cannot tell training from test "
+            f"images of the class): original {m(r['original']['auc'] for r in cls)}, retrained "
+            f"{m(r['retrain']['auc'] for r in cls)}, subtraction at α = 1 "
+            f"{m(one)}, at the rule's α {m(rule)}, fine-tuning "
+            f"{m(r['finetune']['auc'] for r in cls)}.")
+    can = _pieces(result, "canary")
+    if can:
+        one = at(can, 1.0, lambda x: x["rates"]["planted"])
+        rule = at(can, "rule", lambda x: x["rates"]["planted"])
+        out.append(
+            f"- **Canaries** ({len(can)} seed(s), fraction predicted as the planted label): original "
+            f"{m(r['original']['planted'] for r in can)}, retrained {m(r['retrain']['planted'] for r in can)}, "
+            f"subtraction at α = 1 {m(one)}, at the rule's α "
+            f"{m(rule)}, fine-tuning {m(r['finetune']['planted'] for r in can)}.")
+        out.append(
+            f"- **Difference attack** (AUC of telling the forgotten canaries from retained samples by the direction "
+            f"of the change): α = 1 {m(r['difference']['alpha=1']['auc'] for r in can)}, after a repair "
+            f"{m(r['difference']['rule + repair']['auc'] for r in can)}, batched with other samples "
+            f"{m(r['difference']['batched (alpha=1)']['auc'] for r in can)}.")
+    lira = result.pieces.get("lira")
+    if lira:
+        alphas = sorted((k for k in lira if k.startswith("alpha=")), key=lambda k: abs(lira[k]["auc"] - 0.5))
+        best = alphas[0]
+        out.append(
+            f"- **U-LiRA** ({result.study.shadows} shadows; shadow training accuracy {lira['train_accuracy']:.3f}, "
+            f"test {lira['test_accuracy']:.3f}): plain LiRA on the unmodified models AUC {lira['original']['auc']:.3f}"
+            f" (TPR {lira['original']['tpr']['0.01']:.3f} at 1% FPR), the signal there is to remove; after "
+            f"subtraction at α = 1 AUC {lira['alpha=1']['auc']:.3f} (TPR {lira['alpha=1']['tpr']['0.01']:.3f}); "
+            f"closest to chance at α = {best.split('=')[1]}: AUC {lira[best]['auc']:.3f}.")
+    methods = result.pieces.get("lira-methods")
+    if methods:
+        ranked = sorted(methods["methods"].items(), key=lambda kv: abs(kv[1]["auc"] - 0.5))
+        out.append(
+            f"- **U-LiRA, every method** (each shadow forgets its ~{methods['forget_set_size']:.0f} candidates at "
+            f"once, each method at its defaults): AUC " + ", ".join(f"{k} {v['auc']:.3f}" for k, v in ranked)
+            + " (closest to chance first).")
+    if not out:
+        return "*No membership result is on disk yet.*"
+    return "\n".join(out)
+
+
+def ulira_methods_sentence(result) -> str:
+    """The Discussion's sentence on U-LiRA for every method (says so when it is not computed)."""
+    got = result.pieces.get("lira-methods") if result is not None else None
+    lira = result.pieces.get("lira") if result is not None else None
+    if not got or not lira:
+        return "U-LiRA for the methods other than the ledger is not computed at this profile."
+    m = got["methods"]
+    best = min(m, key=lambda k: abs(m[k]["auc"] - 0.5))
+    near = abs(m[best]["auc"] - 0.5) < 0.05
+    return (f"When each shadow forgets about {got['forget_set_size']:.0f} samples at once, "
+            f"{'the closest method comes near chance' if near else 'no method comes near chance'}: "
+            f"{best} leaves U-LiRA an AUC of {m[best]['auc']:.3f}, against "
+            f"{lira['original']['auc']:.3f} for telling members from non-members in models that forgot nothing, "
+            f"and subtracting the whole summed delta is the most visible of all (AUC "
+            f"{m['amnesiac α=1']['auc']:.3f}); every method ran at its defaults, untuned.")
+
+
+def attacks_conclusion(mem) -> str:
+    """The Discussion's sentence on what U-LiRA says about subtraction at alpha = 1 (from the committed study)."""
+    lira = mem.pieces.get("lira") if mem is not None else None
+    if not lira:
+        return "U-LiRA is not computed at this profile."
+    a1, plain = lira["alpha=1"]["auc"], lira["original"]["auc"]
+    verb = "better" if a1 > plain else "less well"
+    return (f"On small overfit shadow models, U-LiRA tells \"trained, then subtracted at α = 1\" from \"never saw it\" "
+            f"{verb} (AUC {a1:.3f}) than it tells members from non-members in models that forgot nothing "
+            f"({plain:.3f}).")
+

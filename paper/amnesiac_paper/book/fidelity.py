@@ -1,0 +1,290 @@
+"""Chapter *How close to never having seen the data?* (``book/fidelity.md``): the fidelity study's tables,
+findings and provenance, and the propagated attribution measured beside it. The fair comparison, the chapter's
+last part, is :mod:`amnesiac_paper.book.comparison`. The introduction (:func:`fidelity_brief`) and the
+*Discussion* (:func:`fidelity_conclusion`) quote the study through this module too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import fidelity as fidelity_study
+from .. import propagation as propagation_study
+from .common import format_ci, markdown_table, study_provenance, study_results, validate
+
+
+def fidelity_results(*, profile: str = "full", seeds: Sequence[int] | None = None,
+                     optimizers: Sequence[str] | None = None, recompute: bool = False, device: str = "cpu",
+                     progress: bool = True):
+    """The fidelity study a chapter renders: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``; restricted to ``seeds`` and ``optimizers`` if given."""
+    validate(profile=profile, seeds=seeds, recompute=recompute, device=device)
+    study = fidelity_study.get_study(profile, seeds=seeds, optimizers=optimizers)  # validates the optimizers
+    if recompute or profile == "smoke":
+        res = fidelity_study.run_study(profile, seeds=seeds, optimizers=optimizers,
+                                       device="cpu" if device == "auto" else device, progress=progress)
+    else:
+        res = fidelity_study.load_study(profile)
+    res.records = {k: v for k, v in res.records.items() if k[1] in study.optimizers and k[2] in study.seeds}
+    res.study = study
+    return res
+
+
+def fidelity_provenance(result) -> str:
+    """Where the study's numbers come from, and which (optimizer, seed) pieces are still missing."""
+    recs = [p for pieces in result.records.values() for p in pieces.values()]
+    if not recs:
+        return (f"**Not computed yet.** No piece of the `{result.study.profile}` fidelity study is on disk; run "
+                f"`python -m amnesiac_paper fidelity --profile {result.study.profile}`.")
+    revs = sorted({r["provenance"]["git"] for r in recs})
+    dates = sorted(r["provenance"]["date"][:10] for r in recs)
+    minutes = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
+    prov = recs[0]["provenance"]
+    text = (f"**Provenance.** Fidelity study `{result.study.name}`, profile `{result.study.profile}`, config hash "
+            f"`{result.study.hash}`; {len(recs)} pieces computed with code revision(s) "
+            f"{', '.join(f'`{r}`' for r in revs)} on {prov['device']} ({prov['threads']} threads), torch "
+            f"{prov['torch']}, {dates[0]} to {dates[-1]}; {minutes:.0f} min of compute in all.")
+    missing = []
+    for setting, opt, seed in result.study.combos():
+        if seed not in result.seeds_of(setting, opt):
+            missing.append(f"{setting}/{opt}/seed {seed}")
+    if missing:
+        text += (f" **Not computed yet:** {', '.join(missing)} (the study resumes where it stopped: "
+                 f"`python -m amnesiac_paper fidelity --profile {result.study.profile}`). Means and intervals "
+                 "below use the seeds that are complete; with one seed no interval is shown.")
+    return text
+
+
+FIDELITY_COLUMNS = {
+    "recovered": [("α = 1", "a1_recovered"), ("rule α", "rule_alpha"), ("at rule α", "rule_recovered"),
+                  ("oracle α", "oracle_alpha"), ("at oracle α", "oracle_recovered"),
+                  ("best control", "best_control_recovered"), ("fine-tune 1 epoch", "ft_recovered")],
+    "distance": [("floor", "floor_dist"), ("original", "original_dist"), ("zero vs drop replay", "zero_to_drop_dist"),
+                 ("α = 1", "a1_dist"), ("rule α", "rule_dist"), ("oracle α", "oracle_dist"),
+                 ("fine-tune", "ft_dist")],
+    "kl": [("floor", "floor_kl"), ("original", "original_kl"), ("α = 1", "a1_kl"), ("rule α", "rule_kl"),
+           ("oracle α", "oracle_kl"), ("smallest on the grid", "best_kl"), ("at α", "best_kl_alpha"),
+           ("fine-tune", "ft_kl")],
+}
+
+
+def _per_seed(values: Sequence[float]) -> str:
+    """Per-seed values of a cell, in seed order: ``0.12 / 0.3 / -0.04``."""
+    return " / ".join(f"{v:.3g}" for v in values)
+
+
+def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: str = "drop",
+                   columns: str = "recovered", per_seed: bool = False) -> str:
+    """A Markdown table, one row per forget set, of ``columns`` (a key of :data:`FIDELITY_COLUMNS`): mean ± 95%
+    interval over the complete seeds (a single value with one seed), or each seed's value (``per_seed``)."""
+    if columns not in FIDELITY_COLUMNS:
+        raise ValueError(f"unknown columns {columns!r}; valid: {', '.join(FIDELITY_COLUMNS)}")
+    rows = fidelity_study.summary_rows(result, setting, optimizer, reference)
+    if not rows:
+        return f"*No complete seed for {setting}/{optimizer} yet.*"
+    body = []
+    for r in rows:
+        cells = [r["set"], str(r["size"]), ", ".join(map(str, r["seeds"])) if per_seed else str(len(r["seeds"]))]
+        for _, key in FIDELITY_COLUMNS[columns]:
+            if key not in r:
+                cells.append("–")
+            else:
+                cells.append(_per_seed([p[key] for p in r["per_seed"]]) if per_seed else format_ci(r[key]))
+        body.append(cells)
+    return markdown_table(["forget set", "n", "seeds"] + [h for h, _ in FIDELITY_COLUMNS[columns]], body)
+
+
+def fidelity_rule_table(result, *, setting: str = "full", reference: str = "drop") -> str:
+    """Per optimizer and forget set, per seed: the rule's alpha (and whether parity was reached) beside the
+    oracle's, and the test accuracy and distance / floor at each."""
+    body = []
+    for opt in result.study.optimizers:
+        for r in fidelity_study.summary_rows(result, setting, opt, reference):
+            for s, p in zip(r["seeds"], r["per_seed"]):
+                rule = f"{p['rule_alpha']:g}" + ("" if p["rule_reached"] else " (not reached)")
+                body.append([opt, r["set"], str(s), rule, f"{p['oracle_alpha']:g}",
+                             f"{p['rule_acc_test']:.3f} / {p['oracle_acc_test']:.3f}",
+                             f"{p['rule_floor_ratio']:.2f} / {p['oracle_floor_ratio']:.2f}"])
+    if not body:
+        return "*No complete seed yet.*"
+    return markdown_table(["optimizer", "forget set", "seed", "rule α", "oracle α", "test acc. (rule / oracle)",
+                           "distance / floor (rule / oracle)"], body)
+
+
+def _by_set(rows, key) -> str:
+    return ", ".join(f"{r['set']} {format_ci(r[key])}" for r in rows)
+
+
+def fidelity_findings(result, *, setting: str = "full", reference: str = "drop") -> str:
+    """The study's findings as Markdown bullets, one per optimizer with a complete seed, worded from the numbers
+    (fractions of the way from the original to the ``reference`` replay; 1 = reached it, 0 = no closer than the
+    original, negative = farther than the original)."""
+    lines = []
+    for opt in result.study.optimizers:
+        rows = fidelity_study.summary_rows(result, setting, opt, reference)
+        if not rows:
+            continue
+        n = len(rows[0]["seeds"])
+        worse = [r["set"] for r in rows if r["a1_recovered"][0] < -0.05]
+        same = [r["set"] for r in rows if abs(r["a1_recovered"][0]) <= 0.05]
+        beats = [r["set"] for r in rows if r["oracle_recovered"][0] > r["best_control_recovered"][0]]
+        reached = sum(sum(r["rule_reached"]) for r in rows)
+        cases = sum(len(r["rule_reached"]) for r in rows)
+        ft_better = [r["set"] for r in rows if "ft_recovered" in r and r["ft_recovered"][0] > r["oracle_recovered"][0]]
+        text = (f"* **{opt}** ({n} seed{'s' if n > 1 else ''}). Fraction of the way from the original model to the "
+                f"{reference} replay covered by subtracting the exact delta at α = 1: "
+                f"{_by_set(rows, 'a1_recovered')}. ")
+        closer = [r["set"] for r in rows if r["a1_recovered"][0] > 0.05]
+        groups = [("closer to the replay than the original model (more than 5% of the way)", closer),
+                  ("within 5% of the original model's distance: no measurable progress", same),
+                  ("*farther* from the replay than the original model", worse)]
+        text += "At α = 1 the subtraction ends " + "; ".join(f"{what} for {', '.join(sets)}" for what, sets in groups
+                                                             if sets) + ". "
+        text += (f"With the best α of the grid (the oracle, which uses the answer): {_by_set(rows, 'oracle_recovered')}"
+                 f" (oracle α: {_by_set(rows, 'oracle_alpha')}). Distance to the replay over the retrain floor at "
+                 f"α = 1: {_by_set(rows, 'a1_floor_ratio')}. ")
+        text += (f"The two replays themselves, which differ only in how a few batch means are normalised, end "
+                 f"{_by_set(rows, 'zero_to_drop_dist')} apart, against {_by_set(rows, 'original_dist')} from the "
+                 "original model to the dropped replay: where these are of the same size, parameter distance is "
+                 "dominated by how training amplifies any small change, not by what the forget set taught. Mean KL "
+                 f"of the test softmax from the replay's: original {_by_set(rows, 'original_kl')}; subtraction at "
+                 f"α = 1 {_by_set(rows, 'a1_kl')}; retrain floor {_by_set(rows, 'floor_kl')}. ")
+        kl_better = [r["set"] for r in rows if r["best_kl"][0] < 0.95 * r["original_kl"][0]]
+        text += ("In output space, the α of the grid with the smallest KL brings the subtraction more than 5% closer "
+                 f"to the replay than the original model for {', '.join(kl_better)} "
+                 f"(smallest KL {_by_set([r for r in rows if r['set'] in kl_better], 'best_kl')}). "
+                 if kl_better else "In output space no α of the grid brings the subtraction more than 5% closer to "
+                 "the replay than the original model already is. ")
+        kl_selective = [r["set"] for r in rows if r["set"] in kl_better and r["best_kl"][0] < r["best_control_kl"][0]]
+        if kl_better:
+            text += (f"There it also beats both controls at their own best α for "
+                     f"{', '.join(kl_selective) if kl_selective else 'none of them'} (controls' smallest KL: "
+                     f"{_by_set([r for r in rows if r['set'] in kl_better], 'best_control_kl')}). ")
+        text += (f"In parameter space the oracle subtraction beats both controls (another group's delta, a random "
+                 f"direction of the same norm, each at its best α) for {len(beats)} of {len(rows)} sets"
+                 + (f" ({', '.join(beats)})" if beats and len(beats) < len(rows) else "") + ". ")
+        text += (f"The loss-parity rule reached parity in {reached} of {cases} (set, seed) cases and chose "
+                 f"{_by_set(rows, 'rule_alpha')}, recovering {_by_set(rows, 'rule_recovered')} of the parameter "
+                 f"distance, with test-set KL {_by_set(rows, 'rule_kl')}. ")
+        if any("ft_recovered" in r for r in rows):
+            text += (f"One epoch of fine-tuning on the retain set (the repair-only control) recovers "
+                     f"{_by_set(rows, 'ft_recovered')}"
+                     + (f"; it beats the oracle subtraction for {', '.join(ft_better)}." if ft_better else
+                        "; the oracle subtraction beats it for every set."))
+        lines.append(text)
+    return "\n".join(lines) if lines else "*No complete seed of the fidelity study yet.*"
+
+
+def rows_by_optimizer(fid, setting: str, reference: str) -> dict[str, dict[str, dict]]:
+    """The fidelity study's summary rows, {optimizer: {set name: row}}, for every optimizer with a computed set."""
+    out = {opt: {r["set"]: r for r in fidelity_study.summary_rows(fid, setting, opt, reference)}
+           for opt in fid.study.optimizers}
+    return {opt: rows for opt, rows in out.items() if rows}
+
+
+def headline_rows(rows: dict[str, dict]) -> tuple[dict, dict] | None:
+    """(100 random samples, whole class) rows of one optimizer, or None unless both are computed."""
+    cls = next((r for r in rows.values() if r["kind"] == "class"), None)
+    return (rows["random-100"], cls) if "random-100" in rows and cls is not None else None
+
+
+def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") -> str:
+    """One Markdown bullet for the introduction: per optimizer, the fraction of the way to the dropped replay
+    recovered at alpha = 1 for the smallest and largest random set and the whole class, beside the repair-only
+    control and the distance over the retrain floor."""
+    parts = []
+    for opt, rows in rows_by_optimizer(result, setting, reference).items():
+        random = sorted((r for r in rows.values() if r["kind"] == "random"), key=lambda r: r["size"])
+        pick = [random[0], random[-1]] + [r for r in rows.values() if r["kind"] == "class"]
+        parts.append(f"{opt} ({len(pick[0]['seeds'])} seed{'s' if len(pick[0]['seeds']) > 1 else ''}): "
+                     + "; ".join(f"{r['set']}: {format_ci(r['a1_recovered'])} "
+                                 f"(oracle α {format_ci(r['oracle_recovered'])}, "
+                                 f"fine-tune {format_ci(r['ft_recovered'])}); test-set KL to the replay "
+                                 f"{format_ci(r['a1_kl'])} after subtracting, {format_ci(r['original_kl'])} before, "
+                                 f"{format_ci(r['ft_kl'])} after fine-tuning, {format_ci(r['floor_kl'])} "
+                                 "between retrains"
+                                 for r in pick))
+    if not parts:
+        return "* *The fidelity study has no complete seed yet.*"
+    return ("* **Against the model that never saw the data** (the dropped replay: same initialisation and batch "
+            "order, forget set removed), the fraction of the way from the original model to it that subtracting "
+            "the exact delta covers at α = 1 (1 = reached it, 0 = no closer than the original, negative = farther), "
+            "beside the best α of the grid (which uses the answer) and one epoch of fine-tuning on the retain set "
+            "(the repair-only control): " + " — ".join(parts) + ".")
+
+
+def fidelity_references(fid, optimizer: str, setting: str = "full") -> dict:
+    """The fidelity study's references for one optimizer, per forget set: ``floor_kl`` (set -> mean and 95% interval
+    of the test KL from a retraining with another seed and order to the dropped replay: the retrain floor) and
+    ``repair_only`` (set -> (seconds, test KL) means of one untuned epoch of fine-tuning, the repair-only control).
+    Both are empty where the study has no seed of that optimizer and setting."""
+    rows = fidelity_study.summary_rows(fid, setting, optimizer) if fid.seeds_of(setting, optimizer) else []
+    return {"floor_kl": {r["set"]: r["floor_kl"] for r in rows},
+            "repair_only": {r["set"]: (r["ft_seconds"][0], r["ft_kl"][0]) for r in rows if "ft_seconds" in r}}
+
+
+def fidelity_conclusion(fid, *, setting: str = "full", reference: str = "drop") -> str:
+    """The Discussion's conclusion on fidelity: how much of the way to the replay the exact delta covers at
+    alpha = 1 and at the best grid alpha, for random sets, per optimizer (says so when nothing is computed)."""
+    parts, best = [], []
+    for opt, by_set in rows_by_optimizer(fid, setting, reference).items():
+        rows = [r for r in by_set.values() if r["kind"] == "random"]
+        if not rows:
+            continue
+        a1 = [r["a1_recovered"][0] for r in rows]
+        best += [r["oracle_recovered"][0] for r in rows]
+        parts.append(f"{opt} {min(a1):+.3f} to {max(a1):+.3f}")
+    if not parts:
+        return "The fidelity study has no complete seed at this profile."
+    return ("Measured against a replay of the same training without the forget set, subtracting the exact delta of "
+            "1 to 1,000 random samples at α = 1 covers between " + "; ".join(parts) + " of the way from the "
+            f"original model (1 = all of it), and no α of the grid covers more than {max(best):+.4f}: the ledger is "
+            "an exact record of what the data did, not a route to the model that never saw it.")
+
+
+# ------------------------------------------------------------------------------------ propagated attribution
+
+
+def propagation_results(*, profile: str = "full", recompute: bool = False, device: str = "cpu",
+                        progress: bool = True):
+    """The propagation study a chapter renders: committed pieces for ``full`` (computing nothing unless
+    ``recompute``), computed when missing for ``smoke``."""
+    return study_results(propagation_study, profile=profile, recompute=recompute, device=device, progress=progress)
+
+
+def propagation_table(result, optimizer: str, reference: str = "zero") -> str:
+    """Per forget set: recovered fraction toward the ``reference`` replay of the exact delta (alpha = 1 and its
+    best grid alpha), the propagated delta (alpha = 1 and best), fine-tuning, and the training overhead."""
+    rows = propagation_study.summary_rows(result, optimizer, reference)
+    if not rows:
+        return (f"*No complete seed for {optimizer} yet: run `python -m amnesiac_paper propagation --profile "
+                f"{result.study.profile}`.*")
+    body = []
+    for r in rows:
+        body.append([r["set"], str(r["size"]), str(len(r["seeds"])), format_ci(r["exact_recovered"]),
+                     format_ci(r["exact_best_recovered"]), format_ci(r["propagated_recovered"]),
+                     format_ci(r["propagated_best_recovered"]),
+                     format_ci(r["finetune_recovered"]), format_ci(r["overhead"])])
+    return markdown_table(["forget set", "n", "seeds", "exact, α = 1", "exact, best α", "propagated, α = 1",
+                           "propagated, best α", "fine-tune (1 epoch)", "training × plain"], body)
+
+
+def propagation_memory_sentence(optimizers: Sequence[str]) -> str:
+    """What the exact and the propagated logs hold per group, measured
+    (:func:`amnesiac_paper.propagation.log_memory`)."""
+    parts = []
+    for opt in optimizers:
+        m = propagation_study.log_memory(opt)
+        parts.append(f"{opt}: {m['update']:.2f} (exact) and {m['propagated']:.2f} (propagated)")
+    return ("Memory held per tracked group after training, in vectors of the model's size (float32, measured on the "
+            "SimpleModel): " + "; ".join(parts) + ". Both keep each group's delta and its optimizer buffer "
+            "(momentum or first moment). Where the exact log's moments are lazy (a first moment and no weight "
+            "decay: Adam here), it also buffers the shares of the current segment of steps until it settles them "
+            "(at most `segment_bytes`, 128 MiB by default), which the measurement catches mid-segment. The "
+            "Hessian-vector products cost time, not memory.")
+
+
+def propagation_provenance(result) -> str:
+    """Where the propagation numbers come from, or that they are not computed yet."""
+    return study_provenance(result, what="propagation study", command="propagation", minutes="20")
+

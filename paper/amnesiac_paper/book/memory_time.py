@@ -1,0 +1,39 @@
+"""Chapter *Memory and time* (``book/memory_time.md``): the benchmark it renders, and the GPU's beside the CPU's."""
+
+from __future__ import annotations
+
+import json
+
+from ..bench import bench_path, run_bench, side_by_side
+from ..store import results_root
+from .common import markdown_table, validate
+
+
+def bench_results(profile: str = "full", *, recompute: bool = False, device: str = "auto") -> dict:
+    """The benchmark output for a profile: ``results/bench/<profile>.json``, computed if missing or asked."""
+    validate(profile=profile, recompute=recompute, device=device)
+    path = bench_path(profile)
+    if recompute:
+        return run_bench(profile, device=device)
+    if path.exists():
+        return json.loads(path.read_text())
+    # the full benchmark takes long on a CPU: without a committed one, run (and label) the small one
+    smoke = results_root() / "bench" / "smoke.json"
+    return json.loads(smoke.read_text()) if smoke.exists() else run_bench("smoke", device=device)
+
+
+def bench_gpu_comparison(cpu: dict, profile: str = "full") -> str:
+    """The CPU benchmark beside the committed CUDA one of the same profile (``results/bench/<profile>-cuda.json``),
+    as a Markdown table, or a sentence saying that none is committed and how to make one."""
+    path = bench_path(profile, "cuda")
+    if not path.exists():
+        return (f"*No GPU benchmark is committed for the `{profile}` profile, so only the CPU's figures are shown. On "
+                f"a machine with CUDA, `python -m amnesiac_paper bench --profile {profile} --device cuda` writes "
+                f"`results/bench/{path.name}` (or `bash tools/device_check.sh bench`), and this chapter then shows it "
+                "beside the CPU's.*")
+    gpu = json.loads(path.read_text())
+    header, rows = side_by_side(cpu, gpu)
+    prov = gpu["provenance"]
+    return (f"The same benchmark on a GPU ({prov.get('device_name')}, torch {prov['torch']}, revision {prov['git']}), "
+            "beside the CPU's; ratios are within one run and device:\n\n" + markdown_table(header, rows))
+
