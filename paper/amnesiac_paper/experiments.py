@@ -820,6 +820,10 @@ def metric_value(entry: dict, metric: str) -> float:
     return float(v["mean"]) if isinstance(v, dict) else float(v)
 
 
+ORIGINAL_LABEL = "After training (original)"  # the summary rows of the two reference models (their spec is None)
+RETRAIN_LABEL = "Retrain from scratch (reference)"
+
+
 def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair") -> list[dict]:
     """Rows (method label first, then original and retrain) with, for each metric, the mean over seeds, the
     sample standard deviation (``<metric>_std``, ddof=1) and the half-width of the 95% t-interval of the mean
@@ -844,11 +848,11 @@ def summarize(result: Result, metrics: tuple[str, ...], stage: str = "no_repair"
             out[m + "_std"] = float(ok.std(ddof=1)) if len(ok) > 1 else float("nan")
         return out
 
-    rows.append(row("After training (original)", [r["original"] for r in records]))
+    rows.append(row(ORIGINAL_LABEL, [r["original"] for r in records]))
     for spec in result.experiment.methods:
         entries = [r["methods"][spec.label].get(stage, {}) for r in records if spec.label in r["methods"]]
         rows.append(row(spec.label, entries, spec))
-    rows.append(row("Retrain from scratch (reference)", [r["retrain"] for r in records]))
+    rows.append(row(RETRAIN_LABEL, [r["retrain"] for r in records]))
     return rows
 
 

@@ -122,6 +122,16 @@ def _train(model: torch.nn.Module, data: ArrayDataset, *, seed: int, epochs: int
     return model
 
 
+def lira_key(alpha: float) -> str:
+    """The key of the U-LiRA piece's entry for models that subtracted ``alpha`` times the delta."""
+    return f"alpha={alpha:g}"
+
+
+def piece_name(kind: str, seed: int) -> str:
+    """The file name (without ``.json``) of a per-seed piece: ``kind`` is ``"class"`` or ``"canary"``."""
+    return f"{kind}-seed{seed}"
+
+
 def _attack_dict(result: A.AttackResult) -> dict:
     return result.to_dict(with_curve=True)
 
@@ -333,7 +343,7 @@ def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequen
 
     out = {"original": _attack_dict(loo(np.where(member, conf, np.nan)))}
     for a in study.alphas:
-        out[f"alpha={a:g}"] = _attack_dict(loo(forgotten(a)))
+        out[lira_key(a)] = _attack_dict(loo(forgotten(a)))
     out["train_accuracy"] = float(np.mean([s["train_accuracy"] for s in shadows]))
     out["test_accuracy"] = float(np.mean([s["test_accuracy"] for s in shadows]))
     out["shadow_seconds"] = float(np.median([s["seconds"] for s in shadows]))
@@ -448,10 +458,11 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, devi
 
     for seed in study.seeds:
         if "class" in parts:
-            piece(f"class-seed{seed}", lambda seed=seed: class_piece(study, seed, device=dev, progress=progress,
+            piece(piece_name("class", seed), lambda seed=seed: class_piece(study, seed, device=dev, progress=progress,
                                                                      results_root=results_root))
         if "canary" in parts:
-            piece(f"canary-seed{seed}", lambda seed=seed: canary_piece(study, seed, device=dev, progress=progress))
+            piece(piece_name("canary", seed),
+                  lambda seed=seed: canary_piece(study, seed, device=dev, progress=progress))
     if "lira" in parts:
         for j in range(study.shadows):
             piece(f"shadow{j}", lambda j=j: shadow_piece(study, j, device=dev, progress=progress))

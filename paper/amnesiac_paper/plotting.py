@@ -64,7 +64,7 @@ def method_bars(rows: list[dict], metrics: tuple[str, ...], labels: dict[str, st
     for ax, metric in zip(axes[0], metrics):
         means = np.array([r[metric] for r in rows])
         stds = np.nan_to_num(np.array([r[metric + "_ci"] for r in rows]))  # 95% interval over seeds
-        colors = ["0.3" if r["method"].startswith(("After training", "Retrain")) else "C0" for r in rows]
+        colors = ["0.3" if r["spec"] is None else "C0" for r in rows]  # the original and retrained models
         ax.barh(y, np.nan_to_num(means), xerr=stds, color=colors, capsize=2)
         ax.set_title(labels.get(metric, metric))
         ax.set_xlim(0, 1.05)

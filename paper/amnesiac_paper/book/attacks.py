@@ -34,7 +34,8 @@ def membership_provenance(result) -> str:
         return (f"**Not computed yet.** The `{result.study.profile}` membership study has no piece on disk; run "
                 f"`python -m amnesiac_paper membership --profile {result.study.profile}`.")
     revs = sorted({p["provenance"]["git"] for p in result.pieces.values() if "provenance" in p})
-    seeds = sorted({int(k.split("seed")[1]) for k in result.pieces if k.startswith(("class-", "canary-"))})
+    seeds = [s for s in result.study.seeds
+             if any(membership_study.piece_name(kind, s) in result.pieces for kind in ("class", "canary"))]
     shadows = sum(k.startswith("shadow") for k in result.pieces)
     return (f"Membership study `{result.study.profile}`: seeds {seeds} (class and canary settings), {shadows} shadow "
             f"models (U-LiRA), computed at revision(s) {', '.join(revs)}.")
@@ -109,8 +110,10 @@ def lira_table(result) -> str:
     if lira is None:
         return "*The shadow models are not computed yet.*"
     rows = [["no unlearning (plain LiRA: kept vs never seen)"] + _attack_cells([lira["original"]])]
-    for key in sorted((k for k in lira if k.startswith("alpha=")), key=lambda k: -float(k.split("=")[1])):
-        rows.append([f"subtract, α = {key.split('=')[1]} (forgot vs never seen)"] + _attack_cells([lira[key]]))
+    for alpha in sorted(result.study.alphas, reverse=True):
+        if membership_study.lira_key(alpha) in lira:
+            key = membership_study.lira_key(alpha)
+            rows.append([f"subtract, α = {alpha:g} (forgot vs never seen)"] + _attack_cells([lira[key]]))
     return markdown_table(["target models"] + ATTACK_HEADER, rows)
 
 

@@ -6,7 +6,7 @@ the table of every method at a glance. Its other numbers come from the chapters'
 from __future__ import annotations
 
 from ..comparison import summary_rows
-from ..experiments import Result, summarize
+from ..experiments import ORIGINAL_LABEL, RETRAIN_LABEL, Result, summarize
 from .common import format_bytes, format_ci, markdown_table
 from .comparison import tuned_cell
 from .fidelity import headline_rows, rows_by_optimizer
@@ -23,7 +23,7 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
     best = smallest_alpha_matching(res, forget_tol=forget_tol, rest_drop=rest_drop)
     unavailable = "The MNIST class-3 results are not available in this build, so no number is quoted here."
     if rows:
-        original, retrain = rows["After training (original)"], rows["Retrain from scratch (reference)"]
+        original, retrain = rows[ORIGINAL_LABEL], rows[RETRAIN_LABEL]
         full_delta = rows[res.experiment.update(1).label]
         drop = original["acc_test_rest"] - full_delta["acc_test_rest"]
         overshoot = (f"In the MNIST class-3 experiment, subtracting the whole class delta (α = 1) leaves "
@@ -65,7 +65,7 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
             reference_row, reference_label = best, f"α = {best['alpha']:g}"
         finetune = rows[res.experiment.finetune().label]
         after = [r["acc_test_forgotten"] for label, r in repaired.items()  # methods evaluated after repair (NaN: not)
-                 if not label.startswith(("After training", "Retrain")) and r["acc_test_forgotten"] >= 0]
+                 if r["spec"] is not None and r["acc_test_forgotten"] >= 0]
         repair_sentence = (f"One epoch of fine-tuning on the retain set, with no unlearning step at all, takes the "
                            f"forgotten class's test accuracy from {original['acc_test_forgotten']:.3f} to "
                            f"{finetune['acc_test_forgotten']:.3f} "

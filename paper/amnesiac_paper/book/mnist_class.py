@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..experiments import UPDATE_LOG, LogSpec, Result, summarize
+from ..experiments import ORIGINAL_LABEL, RETRAIN_LABEL, UPDATE_LOG, LogSpec, Result, summarize
 from .common import markdown_table, pm
 from .published import SEED_REPORT
 
@@ -49,7 +49,7 @@ def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgo
         return f"{pair[0]:.2f} / {pair[1]:.2f}" if pair else "–"
 
     seed = {label: cells for label, *cells in SEED_REPORT[name]}
-    trained, reference = "After training (original)", "Retrain from scratch (reference)"
+    trained, reference = ORIGINAL_LABEL, RETRAIN_LABEL
     labels = list(seed) + ([k for k in ours["no_repair"] if k not in seed and k not in (trained, reference)]
                            if every_method else [])
     rows = []
@@ -84,7 +84,7 @@ def seed_comparison_reading(result: Result, *, forget_tol: float = 0.05, rest_dr
     def fr(row: dict) -> str:
         return f"{row[F]:.2f} / {row[R]:.2f}"
 
-    orig, ref = rows["After training (original)"], rows["Retrain from scratch (reference)"]
+    orig, ref = rows[ORIGINAL_LABEL], rows[RETRAIN_LABEL]
     batch, ft = rows[exp.per_batch().label], rows[exp.finetune().label]
     ps = sorted(exp.ps, reverse=True)
     masked = [rows[exp.seed_record(p).label] for p in ps]
@@ -158,7 +158,7 @@ def smallest_alpha_matching(result: Result, *, forget_tol: float = 0.05, rest_dr
         return None
     metrics = ("acc_test_forgotten", "acc_test_rest", "mia_loss", "dist_param")
     rows = {r["method"]: r for r in summarize(result, metrics, stage)}
-    original, retrain = rows["After training (original)"], rows["Retrain from scratch (reference)"]
+    original, retrain = rows[ORIGINAL_LABEL], rows[RETRAIN_LABEL]
     candidates = []
     for spec in result.experiment.methods:
         alpha = spec.alpha

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..experiments import UPDATE_LOG, Result, summarize
+from ..experiments import ORIGINAL_LABEL, RETRAIN_LABEL, UPDATE_LOG, Result, summarize
 from .common import best_row
 from .published import STARTING_KIT
 
@@ -26,7 +26,7 @@ def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
     for tag, res in (("1", res1), ("10", res10)):
         nr = {r["method"]: r for r in summarize(res, metrics, "no_repair")}
         ar = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
-        orig, ref = nr["After training (original)"], nr["Retrain from scratch (reference)"]
+        orig, ref = nr[ORIGINAL_LABEL], nr[RETRAIN_LABEL]
         ex = res.experiment
         batch, a1, a01 = nr[ex.per_batch().label], nr[ex.update(1).label], nr[ex.update(0.1).label]
         ft = nr[ex.finetune().label]
@@ -37,12 +37,12 @@ def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
         fold_std = float(np.mean([r["original"]["mia_loss"]["std"] for r in res.seeds.values()]))
         # Methods that push the forget set's accuracy clearly below the retrained model's (by more than 0.01).
         under = [label for label, r in nr.items() if r["acc_forget"] < ref["acc_forget"] - 0.01
-                 and label != "Retrain from scratch (reference)"]
+                 and label != RETRAIN_LABEL]
         # Update-attribution scales whose test accuracy stays within 0.005 of the original model's.
         harmless = [f"{r['alpha']:g}" for r in nr.values() if r["spec"] is not None and r["spec"].log == UPDATE_LOG
                     and r["acc_test"] >= orig["acc_test"] - 0.005]
         repaired_test = [r["acc_test"] for label, r in ar.items() if not np.isnan(r["acc_test"])
-                         and label not in ("After training (original)", "Retrain from scratch (reference)")]
+                         and label not in (ORIGINAL_LABEL, RETRAIN_LABEL)]
         close = (abs(orig["acc_forget"] - ref["acc_forget"]) < 0.01
                  and abs(orig["mia_loss"] - ref["mia_loss"]) < 2 * fold_std)
         values.update({
