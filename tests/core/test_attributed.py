@@ -4,13 +4,9 @@ schedulers drive it, hooks are removed, and bad steps are refused before anythin
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import attributed_loop, flat, tiny_dataset, tiny_model
+from helpers import attributed_loop, flat, tiny_dataset, tiny_model, user_groups
 
 import amnesiac
-
-
-def _groups():
-    return amnesiac.groups_by_user(torch.arange(0, 40, 2), 4, seed=1)
 
 
 def _schedule(opt):
@@ -26,19 +22,19 @@ def test_a_hand_written_loop_with_a_scheduler_gives_the_ledger_of_train(make):
     ds = tiny_dataset()
     # train() with a per-step scheduler
     ref_model = tiny_model()
-    ref_log = amnesiac.DeltaLog(ref_model, _groups())
+    ref_log = amnesiac.DeltaLog(ref_model, user_groups())
     ref_opt = make(ref_model.parameters())
     amnesiac.train(ref_model, ds.loader(8, seed=1), ref_opt, epochs=2, delta_log=ref_log, progress=False,
                    scheduler=_schedule(ref_opt))
     # the same training in a plain PyTorch loop, the scheduler built on the wrapper
     model = tiny_model()
-    log = amnesiac.DeltaLog(model, _groups())
+    log = amnesiac.DeltaLog(model, user_groups())
     opt = amnesiac.AttributedOptimizer(make(model.parameters()), model, log)
     attributed_loop(model, opt, ds.loader(8, seed=1), epochs=2, scheduler=_schedule(opt))
     opt.close()
     assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"] < ref_opt.defaults["lr"]
     assert torch.equal(flat(model), flat(ref_model))
-    names = list(_groups())
+    names = list(user_groups())
     assert log.delta_vector(names).abs().max() > 1e-6
     for k in names:
         assert torch.equal(log.delta_vector([k]), ref_log.delta_vector([k])), k
@@ -85,7 +81,7 @@ def test_close_removes_the_hooks_and_refuses_more_steps():
 def test_a_non_finite_gradient_stops_before_the_step_and_keeps_the_ledger():
     ds = tiny_dataset()
     model = tiny_model()
-    log = amnesiac.DeltaLog(model, _groups())
+    log = amnesiac.DeltaLog(model, user_groups())
     opt = amnesiac.AttributedOptimizer(torch.optim.Adam(model.parameters(), lr=0.01), model, log)
     loader = ds.loader(8, seed=1)
     batches = list(loader)
@@ -94,7 +90,7 @@ def test_a_non_finite_gradient_stops_before_the_step_and_keeps_the_ledger():
         opt.set_batch(ids)
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    before = (flat(model).clone(), log.delta_vector(list(_groups())).clone(), log.steps)
+    before = (flat(model).clone(), log.delta_vector(list(user_groups())).clone(), log.steps)
     x, y, ids = batches[2]
     x = x.clone()
     x[0] = float("nan")
@@ -104,7 +100,7 @@ def test_a_non_finite_gradient_stops_before_the_step_and_keeps_the_ledger():
     with pytest.raises(FloatingPointError, match="NaN or infinity.*last finite step"):
         opt.step()
     assert torch.equal(flat(model), before[0]) and log.steps == before[2] == 2
-    assert torch.equal(log.delta_vector(list(_groups())), before[1])
+    assert torch.equal(log.delta_vector(list(user_groups())), before[1])
     # training goes on from the last good step
     x, y, ids = batches[3]
     opt.zero_grad()
@@ -148,7 +144,7 @@ def test_the_vmap_path_needs_the_inputs_and_agrees_with_the_hooks():
     logs = {}
     for mode in ("hooks", "vmap"):
         model = tiny_model()
-        log = amnesiac.DeltaLog(model, _groups())
+        log = amnesiac.DeltaLog(model, user_groups())
         opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, log,
                                            group_grads=mode)
         for x, y, ids in ds.loader(8, seed=1):
@@ -165,7 +161,7 @@ def test_the_vmap_path_needs_the_inputs_and_agrees_with_the_hooks():
             opt.step()
         opt.close()
         logs[mode] = log
-    names = list(_groups())
+    names = list(user_groups())
     torch.testing.assert_close(logs["vmap"].delta_vector(names), logs["hooks"].delta_vector(names),
                                rtol=1e-10, atol=1e-13)
 
@@ -213,7 +209,7 @@ def _clipped_oracle(groups, ds, max_norm, lr=0.1, mu=0.9):
 @pytest.mark.parametrize("weight_grads", ["autograd", "partitioned"])
 def test_global_norm_clipping_is_attributed_exactly(weight_grads):
     ds = tiny_dataset()
-    groups = _groups()
+    groups = user_groups()
     want, clipped = _clipped_oracle(groups, ds, max_norm=0.3)
     assert clipped >= 3  # the clipping was really active on several steps
     model = tiny_model()
@@ -236,7 +232,7 @@ def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_ste
     ds = tiny_dataset()
     batches = list(ds.loader(8, seed=1))
     model = tiny_model()
-    log = amnesiac.DeltaLog(model, _groups())
+    log = amnesiac.DeltaLog(model, user_groups())
     opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, log,
                                        weight_grads=weight_grads)
     x, y, ids = batches[0]
@@ -257,7 +253,7 @@ def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_ste
         F.cross_entropy(model(x), y).backward()
     with pytest.raises(RuntimeError, match="accumulated over several backward passes"):
         opt.step()
-    assert log.steps == 0 and float(log.delta_vector(list(_groups())).abs().max()) == 0.0
+    assert log.steps == 0 and float(log.delta_vector(list(user_groups())).abs().max()) == 0.0
     opt.zero_grad()
     opt.set_batch(ids)  # then abandoned without a backward pass (partitioned: armed, parameters frozen)
     assert all(q.requires_grad for q in model.parameters()) == (weight_grads == "autograd")

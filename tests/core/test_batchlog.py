@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import flat, tiny_dataset, tiny_model
+from helpers import flat, tiny_dataset, tiny_model
 
 import amnesiac
 from amnesiac.deltalog import mask_indices

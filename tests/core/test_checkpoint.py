@@ -3,8 +3,7 @@ data order) gives the ledger of the uninterrupted run bit for bit; damaged files
 
 import pytest
 import torch
-from conftest import attributed_loop, flat, tiny_dataset, tiny_model
-from test_deltalog import OPTIMIZERS
+from helpers import OPTIMIZERS, attributed_loop, flat, tiny_dataset, tiny_model
 
 import amnesiac
 
@@ -104,14 +103,6 @@ def test_a_memory_mapped_ledger_equals_the_in_memory_one(tmp_path, opt_name):
         assert torch.equal(disk.delta_vector([k]), ram.delta_vector([k]))
     with pytest.raises(ValueError, match="memory-mapped storage is on the CPU"):
         amnesiac.DeltaLog(tiny_model(), SINGLES, storage=tmp_path / "x", device="meta")
-
-
-def test_ledger_read_times_on_a_small_memory_mapped_ledger(tmp_path):
-    from amnesiac_paper.bench import ledger_read_times
-
-    out = ledger_read_times(tmp_path / "l", model="simple", n_samples=20, dtype="float16", reads=(1, 5), repeats=2)
-    assert out["file_bytes"] == 20 * out["n_params"] * 2  # float16 rows, nothing else left on disk
-    assert set(out["reads"]) == {"1", "5"} and out["reads"]["5"]["warm_median_seconds"] > 0
 
 
 def test_a_finalized_masked_ledger_reloads_with_its_bytes_and_deltas(tmp_path):

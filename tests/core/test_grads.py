@@ -5,14 +5,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import Scale, loop_oracle, small_resnet, tiny_dataset, tiny_model
+from helpers import RESNET, SIMPLE, Scale, loop_oracle, small_resnet, tiny_dataset, tiny_model
 
 import amnesiac
 from amnesiac.grads import GroupGradients, ParamLayout, per_sample_grads
 from amnesiac.layers import hooks_unsupported_reason
 
 
-@pytest.mark.parametrize("make_model", [tiny_model, small_resnet], ids=["simple", "resnet18-gn"])
+@pytest.mark.parametrize("make_model", [SIMPLE, RESNET])
 @pytest.mark.parametrize("batch,rows", [(1, [0]), (5, [4, 0, 2]), (7, [1, 3, 5, 6])])
 def test_per_sample_grads_match_loop(make_model, batch, rows):
     model = make_model()
@@ -47,7 +47,7 @@ def test_layout_roundtrip():
 # ------------------------------------------------------------------ group sums read off the backward pass
 
 
-@pytest.mark.parametrize("make_model", [tiny_model, small_resnet], ids=["simple", "resnet18-gn"])
+@pytest.mark.parametrize("make_model", [SIMPLE, RESNET])
 def test_hook_group_sums_match_summed_per_sample_grads(make_model):
     model = make_model()
     ds = tiny_dataset(n=7, classes=3, size=16)
@@ -112,7 +112,7 @@ def test_layers_without_a_rule_fall_back_alone_and_hooks_alone_refuse():
 
 
 @pytest.mark.parametrize("indexing", ["position", "seed-misindexed"])
-@pytest.mark.parametrize("p", [None, 0.3])
+@pytest.mark.parametrize("p", [pytest.param(None, marks=pytest.mark.slow), 0.3])  # None: on the ResNet
 def test_training_with_hooks_and_with_vmap_log_the_same_deltas(indexing, p):
     ds = tiny_dataset(n=24, classes=3, size=16)
     cls = amnesiac.groups_by_class(ds, [2])

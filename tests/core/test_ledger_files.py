@@ -6,7 +6,7 @@ import stat
 
 import pytest
 import torch
-from conftest import tiny_dataset, tiny_model
+from helpers import tiny_dataset, tiny_model
 
 import amnesiac
 from amnesiac.ledger import ledger_fingerprint

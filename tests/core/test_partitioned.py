@@ -9,9 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_dataset, tiny_model
-from test_attributed import _groups
-from test_grads import Scale, loop_oracle, small_resnet
+from helpers import RESNET, SIMPLE, Scale, loop_oracle, small_resnet, tiny_dataset, tiny_model, user_groups
 
 import amnesiac
 from amnesiac.grads import GroupGradients, ParamLayout
@@ -26,8 +24,8 @@ def _twice_with_inplace():
                                torch.nn.PReLU(), Scale(), torch.nn.Linear(16, 3)).double()
 
 
-MODELS = {"simple": lambda: tiny_model(classes=3), "resnet18-gn": small_resnet, "twice-inplace-fallback":
-          _twice_with_inplace}
+MODELS = [pytest.param(lambda: tiny_model(classes=3), id="simple"), RESNET,
+          pytest.param(_twice_with_inplace, id="twice-inplace-fallback")]
 ASSIGNMENTS = {  # batch of 7
     "mixed": ([0, -1, 1, 0, 2, 1, -1], 3),
     "every-row": ([1, 0, 0, 1, 2, 2, 0], 3),
@@ -36,7 +34,7 @@ ASSIGNMENTS = {  # batch of 7
 }
 
 
-@pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
+@pytest.mark.parametrize("make_model", MODELS)
 @pytest.mark.parametrize("assignment", ASSIGNMENTS.values(), ids=ASSIGNMENTS.keys())
 def test_one_partitioned_backward_gives_autograds_gradient_and_the_oracles_group_sums(make_model, assignment):
     model = make_model()
@@ -78,7 +76,7 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("make_opt", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
-@pytest.mark.parametrize("make_model", [tiny_model, small_resnet], ids=["simple", "resnet18-gn"])
+@pytest.mark.parametrize("make_model", [SIMPLE, RESNET])
 def test_training_partitioned_logs_what_the_default_path_logs(make_opt, make_model):
     ds = tiny_dataset(n=24, classes=3, size=16 if make_model is small_resnet else 4)
     classes = amnesiac.groups_by_class(ds)
@@ -103,7 +101,7 @@ def test_training_partitioned_logs_what_the_default_path_logs(make_opt, make_mod
 
 def test_partitioned_is_refused_where_it_cannot_work():
     model = tiny_model()
-    log = amnesiac.DeltaLog(model, _groups())
+    log = amnesiac.DeltaLog(model, user_groups())
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="unknown weight_grads 'fused'; valid: autograd, partitioned"):
         amnesiac.AttributedOptimizer(sgd, model, log, weight_grads="fused")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import flat, tiny_dataset, tiny_model
+from helpers import flat, tiny_dataset, tiny_model
 
 import amnesiac
 

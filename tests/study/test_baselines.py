@@ -3,13 +3,22 @@ against its published update rule on a hand-checkable case."""
 
 import copy
 
+import amnesiac_paper  # noqa: F401 - registers the baselines into amnesiac.METHODS
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import flat, tiny_dataset, tiny_model
+from helpers import flat, tiny_dataset, tiny_model, unlearning_setup
 
 import amnesiac
 
+BASELINES = {
+    "relabel": {"epochs": 1},
+    "finetune": {"epochs": 1},
+    "retrain": {},
+    "neggrad_plus": {"epochs": 1},
+    "ssd": {"selection": 1.0},
+    "scrub": {"epochs": 1},
+}
 SGD = amnesiac.Recipe(optimizer="sgd", lr=0.1, batch_size=64, epochs=1)  # one batch holds each tiny split
 
 
@@ -97,3 +106,35 @@ def test_baseline_arguments_are_checked():
         amnesiac.unlearn("scrub", tiny_model(), _request(ds, [0]), epochs=1, max_epochs=2)
     with pytest.raises(ValueError, match="needs request field"):
         amnesiac.unlearn("ssd", tiny_model(), amnesiac.Request(recipe=SGD))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return unlearning_setup()
+
+
+def test_every_registered_method_is_the_librarys_or_a_baseline_here():
+    library = {"amnesiac", "misindexed", "batch", "layer"}  # tests/core/test_unlearning.py runs these
+    assert set(amnesiac.METHODS) == library | set(BASELINES)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.parametrize("repair_epochs", [0, 1])
+def test_baseline_returns_a_new_model_and_leaves_the_input(trained, method, repair_epochs):
+    model, _, request = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    new = amnesiac.unlearn(method, model, request, repair_epochs=repair_epochs, **BASELINES[method])
+    assert new is not model
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{method} changed the input model's {k}"
+    assert not torch.equal(flat(new), flat(model))
+    assert torch.isfinite(flat(new)).all()
+
+
+def test_retrain_needs_its_data_and_is_seeded_and_deterministic_on_cpu(trained):
+    model, _, request = trained
+    with pytest.raises(ValueError, match="needs request field"):
+        amnesiac.unlearn("retrain", model, amnesiac.Request())
+    a = amnesiac.unlearn("retrain", model, request)
+    b = amnesiac.unlearn("retrain", model, request)
+    assert torch.equal(flat(a), flat(b))

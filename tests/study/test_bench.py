@@ -7,6 +7,7 @@ from amnesiac_paper import store
 from amnesiac_paper.bench import TARGETS, format_bench, ledger_read_times, run_bench
 
 
+@pytest.mark.slow  # the smoke benchmark: minutes on 2 CPU cores
 def test_smoke_bench_writes_every_block_and_judges_the_targets(tmp_path):
     out = tmp_path / "bench.json"
     result = run_bench("smoke", device="cpu", out=out)
@@ -83,18 +84,19 @@ def test_a_gpu_benchmark_has_its_own_file_and_the_book_shows_it_beside_the_cpus(
     import json
     from pathlib import Path
 
-    from amnesiac_paper import bench, book
+    from amnesiac_paper import bench
+    from amnesiac_paper.book import memory_time
 
     assert bench.bench_path("full").name == "full.json" and bench.bench_path("smoke", "cuda").name == "smoke-cuda.json"
     cpu = json.loads((Path(__file__).resolve().parents[2] / "results" / "bench" / "full.json").read_text())
     monkeypatch.setattr(store, "RESULTS_ROOT", tmp_path)
-    assert "No GPU benchmark is committed" in book.bench_gpu_comparison(cpu)
+    assert "No GPU benchmark is committed" in memory_time.bench_gpu_comparison(cpu)
     gpu = copy.deepcopy(cpu)
     gpu["provenance"].update(device="cuda:0", device_name="NVIDIA H200")
     gpu["overhead"][0]["rows"]["class groups"]["ratio"] = 3.65
     bench.bench_path("full", "cuda").parent.mkdir(parents=True)
     bench.bench_path("full", "cuda").write_text(json.dumps(gpu))
-    text = book.bench_gpu_comparison(cpu)
+    text = memory_time.bench_gpu_comparison(cpu)
     assert "The same benchmark on a GPU (NVIDIA H200" in text
     simple_class = cpu["overhead"][0]["rows"]["class groups"]["ratio"]
     assert f"| simple: class groups (× plain) | {simple_class:.2f}× | 3.65× |" in text

@@ -11,6 +11,7 @@ import torch
 from amnesiac_paper import comparison as cmp
 from amnesiac_paper import fidelity as fi
 from amnesiac_paper.metrics import argmin_finite
+from helpers import write_fake_mnist
 
 import amnesiac
 
@@ -69,8 +70,6 @@ def test_a_learning_rate_reaches_the_methods_that_train():
 
 @pytest.fixture
 def small_study(tmp_path, monkeypatch):
-    from test_data import write_fake_mnist
-
     write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
     monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
     small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("adam",), (0,), (1, 10), 3, 10, 2, 5, ("adam",), (0.3, 1.0),
@@ -79,6 +78,7 @@ def small_study(tmp_path, monkeypatch):
     return small, tmp_path / "results"
 
 
+@pytest.mark.slow  # the study on stand-in MNIST: minutes
 def test_the_comparison_chooses_on_validation_reports_on_test_and_caches(small_study, monkeypatch):
     small, root = small_study
     res = cmp.run_study("smoke", results_root=root, progress=False)

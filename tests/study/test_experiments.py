@@ -302,7 +302,7 @@ def test_the_ledger_read_benchmark_writes_its_json_and_always_removes_the_ledger
 
 
 def test_summaries_give_the_95_percent_t_interval_over_seeds():
-    from amnesiac_paper import book
+    from amnesiac_paper.book import common
     from scipy import stats
 
     exp = E.get_experiment("mnist-samples1-simple", "smoke")
@@ -313,10 +313,10 @@ def test_summaries_give_the_95_percent_t_interval_over_seeds():
     half = stats.t.ppf(0.975, 2) * np.std(accs, ddof=1) / np.sqrt(3)
     assert row["acc_test"] == pytest.approx(np.mean(accs)) and row["acc_test_ci"] == pytest.approx(half)
     assert row["acc_test_std"] == pytest.approx(np.std(accs, ddof=1))
-    assert book.pm(row, "acc_test", 3) == f"{np.mean(accs):.3f} ± {half:.3f}"
+    assert common.pm(row, "acc_test", 3) == f"{np.mean(accs):.3f} ± {half:.3f}"
     assert f"+- {half:.3f}" in E.format_table([row], ("acc_test",))
     one = E.summarize(E.Result(exp, {0: seeds[0]}, {}, Path(".")), ("acc_test",))[0]
-    assert np.isnan(one["acc_test_ci"]) and book.pm(one, "acc_test", 2) == "0.90"
+    assert np.isnan(one["acc_test_ci"]) and common.pm(one, "acc_test", 2) == "0.90"
 
 
 def test_run_combos_writes_the_config_and_runs_every_optimizer_of_a_seed_first(tmp_path):
@@ -347,10 +347,10 @@ def test_run_combos_writes_the_config_and_runs_every_optimizer_of_a_seed_first(t
 
 
 def test_the_resnet_experiment_repairs_the_seed_reports_rows_and_the_controls_only():
-    from amnesiac_paper import book
+    from amnesiac_paper.book import published
 
     exp = E.get_experiment("mnist-class3-resnet18", "full")
-    seed_rows = {label for label, *_ in book.SEED_REPORT["mnist-class3-resnet18"]}
+    seed_rows = {label for label, *_ in published.SEED_REPORT["mnist-class3-resnet18"]}
     assert {m.label for m in exp.methods if m.repair} == seed_rows | {"Relabel (1 epoch)", "Fine-tune (1 epoch)"}
     assert seed_rows <= {m.label for m in exp.methods} and exp.ps == (0.2, 0.1, 0.075)
     assert exp.recipe.epochs == exp.repair_epochs == 4 and exp.graves_keep == 100
@@ -368,6 +368,7 @@ def _without_timings(x):
     return x
 
 
+@pytest.mark.slow  # three runs of a seed: 7 minutes on 2 CPU cores
 def test_a_seed_interrupted_in_training_and_in_its_methods_resumes_with_the_uninterrupted_numbers(
         fake_mnist, tmp_path, monkeypatch):
     exp = dataclasses.replace(E.get_experiment("mnist-samples1-simple", "smoke"),

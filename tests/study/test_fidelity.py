@@ -8,76 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from amnesiac_paper import fidelity as fi
-from conftest import attributed_loop, flat, tiny_dataset, tiny_model
+from helpers import ORACLE_OPTIMIZERS, attributed_loop, flat, oracle_step, tiny_dataset, tiny_model, write_fake_mnist
 
 import amnesiac
 
 # ------------------------------------------------------------------------------ the loop oracle, from equations
 
-ORACLE_OPTIMIZERS = {
-    "momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-    "momentum-dampening-coupled-wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.3,
-                                                               weight_decay=0.05),
-    "nesterov": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
-    "nesterov-coupled-wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05),
-    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
-    "adam-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.05),
-    "adamw-decoupled-wd": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
-    "amsgrad-coupled-wd": lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True, weight_decay=0.05),
-    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
-    "rmsprop-momentum-wd": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, weight_decay=0.05),
-    "rmsprop-centered-momentum": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
-    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1),
-    "adagrad-lr-decay-wd": lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.05, weight_decay=0.05,
-                                                         initial_accumulator_value=0.1),
-}
 SCHEDULED = ("momentum", "adam", "rmsprop-momentum-wd", "adagrad")  # also checked under a learning-rate schedule
-
-
-def _state(opt, params, key):
-    return torch.cat([opt.state[q][key].reshape(-1) for q in params]).double()
-
-
-def _oracle_step(opt, params, step, delta, buf, share):
-    """One step of every group's delta, from the optimizers' published equations (their state read as given)."""
-    hp = opt.param_groups[0]
-    wd, lr = hp["weight_decay"], hp["lr"]
-    if isinstance(opt, torch.optim.Adam):
-        b1, b2 = hp["betas"]
-        v = _state(opt, params, "max_exp_avg_sq" if hp["amsgrad"] else "exp_avg_sq")
-        denom = v.sqrt() / (1 - b2**step) ** 0.5 + hp["eps"]
-        for k in delta:
-            s = share[k]
-            if wd and isinstance(opt, torch.optim.AdamW):
-                delta[k] *= 1 - lr * wd
-            elif wd:
-                s = s + wd * delta[k]
-            buf[k] = b1 * buf[k] + (1 - b1) * s
-            delta[k] -= lr / (1 - b1**step) * buf[k] / denom
-    elif isinstance(opt, torch.optim.RMSprop):
-        sq = _state(opt, params, "square_avg")
-        if hp["centered"]:
-            sq = sq - _state(opt, params, "grad_avg") ** 2
-        avg = sq.sqrt() + hp["eps"]
-        for k in delta:
-            s = share[k] + wd * delta[k]
-            if hp["momentum"] > 0:
-                buf[k] = hp["momentum"] * buf[k] + s / avg
-                delta[k] -= lr * buf[k]
-            else:
-                delta[k] -= lr * s / avg
-    elif isinstance(opt, torch.optim.Adagrad):
-        std = _state(opt, params, "sum").sqrt() + hp["eps"]
-        clr = lr / (1 + (step - 1) * hp["lr_decay"])
-        for k in delta:
-            delta[k] -= clr * (share[k] + wd * delta[k]) / std
-    else:
-        mu, damp, nesterov = hp["momentum"], hp["dampening"], hp["nesterov"]
-        for k in delta:
-            s = share[k] + wd * delta[k]
-            buf[k] = s.clone() if step == 1 else mu * buf[k] + (1 - damp) * s
-            u = s + mu * buf[k] if nesterov else buf[k]
-            delta[k] -= lr * (u if mu else s)
 
 
 def _schedule(opt):
@@ -113,7 +50,7 @@ def oracle_deltas(opt_name, groups, ds, epochs=2, batch=8, scheduled=False):
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
-            _oracle_step(opt, params, step, delta, buf, share)
+            oracle_step(opt, params, step, delta, buf, share)
             if sched is not None:
                 sched.step()
     return delta
@@ -305,8 +242,6 @@ def test_bad_study_parameters_name_the_valid_values():
 @pytest.fixture
 def mnist_like(tmp_path, monkeypatch):
     """A tiny data root in torchvision's MNIST layout (the real on-disk format), 600 train / 200 test images."""
-    from test_data import write_fake_mnist  # the suite's writer of MNIST idx files
-
     write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
     monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
     return tmp_path
@@ -319,6 +254,7 @@ def _tiny_study(monkeypatch):
     return small
 
 
+@pytest.mark.slow  # the study on stand-in MNIST, interrupted and resumed
 def test_study_runs_caches_and_resumes(mnist_like, monkeypatch):
     study = _tiny_study(monkeypatch)
     root = mnist_like / "results"

@@ -3,9 +3,10 @@
 import pytest
 from amnesiac_paper import fidelity as fi
 from amnesiac_paper import membership as mb
-from test_data import write_fake_mnist
+from helpers import write_fake_mnist
 
 
+@pytest.mark.slow  # the study on stand-in MNIST
 def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
     monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
@@ -33,13 +34,13 @@ def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeyp
     assert set(methods["methods"]) == set(mb.SET_METHODS) and all(
         0 <= m["auc"] <= 1 and m["seconds"] >= 0 for m in methods["methods"].values())
     assert p["methods0"]["forgot"]["SSD"] and len(p["methods0"]["forgot"]["SCRUB"]) == len(p["methods0"]["inside"])
-    from amnesiac_paper import book
+    from amnesiac_paper.book import attacks
 
-    table = book.lira_methods_table(res)
+    table = attacks.lira_methods_table(res)
     assert table.count("\n") == len(mb.SET_METHODS) + 1 and "| SCRUB |" in table
-    assert "U-LiRA, every method" in book.membership_findings(res)
-    assert "samples at once" in book.ulira_methods_sentence(res)
-    assert "not computed" in book.ulira_methods_sentence(None)
+    assert "U-LiRA, every method" in attacks.membership_findings(res)
+    assert "samples at once" in attacks.ulira_methods_sentence(res)
+    assert "not computed" in attacks.ulira_methods_sentence(None)
     # cached: nothing is recomputed
     monkeypatch.setattr(mb, "shadow_piece", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = mb.run_study("smoke", results_root=root, progress=False)
@@ -66,13 +67,13 @@ def test_committed_membership_results_match_the_study_and_a_clean_revision():
 def test_the_findings_are_the_means_of_each_seeds_values_at_alpha_1_and_at_the_rules_alpha():
     import re
 
-    from amnesiac_paper import book
+    from amnesiac_paper.book import attacks
 
     res = mb.load_study("full")
     cls = [v for k, v in sorted(res.pieces.items()) if k.startswith("class-seed")]
     if not cls:
         pytest.skip("no committed full-profile class pieces")
-    text = book.membership_findings(res)
+    text = attacks.membership_findings(res)
 
     def mean(values):
         return sum(values) / len(values)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from amnesiac_paper import metrics as M
-from conftest import tiny_dataset, tiny_model
+from helpers import tiny_dataset, tiny_model
 
 
 def test_mia_on_identical_distributions_is_chance():
