@@ -89,6 +89,12 @@ def user_groups():
     return amnesiac.groups_by_user(torch.arange(0, 40, 2), 4, seed=1)
 
 
+def fast_only(values, fast):
+    """Parametrize values with every value not in ``fast`` marked slow: a sweep whose every case runs in the full
+    suite, and the cases in ``fast`` in the fast loop too (``pytest -m "not slow"``)."""
+    return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
 # ------------------------------------------------------------------------------------------- optimizers
 
 OPTIMIZERS = {

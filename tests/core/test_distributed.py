@@ -84,6 +84,7 @@ def _worker(rank, port, kind, opt_name, clip, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
 @pytest.mark.parametrize("kind", ["class", "samples"])
 @pytest.mark.parametrize("opt_name,clip", [("momentum", None), ("adam", None), ("momentum", 0.5)],
                          ids=["momentum", "adam", "momentum-clipped"])
@@ -125,6 +126,7 @@ def _unlearn_worker(rank, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
 def test_unlearn_sharded_gives_every_rank_the_single_process_unlearned_model(tmp_path):
     """The public path from a sharded ledger: on every rank, what amnesiac.unlearn('amnesiac') gives from the
     single-process ledger of the same global batches; the trained model is left as it was."""
@@ -162,6 +164,7 @@ def _mismatch_worker(rank, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
 def test_ranks_asking_for_different_groups_get_a_value_error_on_every_rank(tmp_path):
     mp.spawn(_mismatch_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
     said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
@@ -196,6 +199,7 @@ def _unattached_worker(rank, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
 def test_without_attach_the_averaged_gradient_is_refused_with_the_fix(tmp_path):
     mp.spawn(_unattached_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
     for r in range(WORLD):
@@ -227,6 +231,7 @@ def _storage_and_late_worker(rank, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
 def test_a_sharded_log_stores_each_shard_apart_and_refuses_a_late_optimizer_before_its_step(tmp_path):
     mp.spawn(_storage_and_late_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
     for r in range(WORLD):

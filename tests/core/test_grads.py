@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import RESNET, SIMPLE, Scale, loop_oracle, small_resnet, tiny_dataset, tiny_model
+from helpers import RESNET, SIMPLE, Scale, fast_only, loop_oracle, small_resnet, tiny_dataset, tiny_model
 
 import amnesiac
 from amnesiac.grads import GroupGradients, ParamLayout, per_sample_grads
@@ -111,8 +111,8 @@ def test_layers_without_a_rule_fall_back_alone_and_hooks_alone_refuse():
                        delta_log=amnesiac.DeltaLog(m, {"a": [0]}), progress=False, group_grads="hooks")
 
 
-@pytest.mark.parametrize("indexing", ["position", "seed-misindexed"])
-@pytest.mark.parametrize("p", [pytest.param(None, marks=pytest.mark.slow), 0.3])  # None: on the ResNet
+@pytest.mark.parametrize("indexing", fast_only(["position", "seed-misindexed"], ["position"]))
+@pytest.mark.parametrize("p", fast_only([None, 0.3], [0.3]))  # None: on the ResNet, minutes
 def test_training_with_hooks_and_with_vmap_log_the_same_deltas(indexing, p):
     ds = tiny_dataset(n=24, classes=3, size=16)
     cls = amnesiac.groups_by_class(ds, [2])

@@ -1,6 +1,7 @@
 """Forget requests served one after another from a saved ledger, with an append-only, hash-chained record."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,16 +10,25 @@ from helpers import flat, tiny_dataset, tiny_model
 import amnesiac
 
 
-@pytest.fixture
-def saved(tmp_path):
+@pytest.fixture(scope="module")
+def trained_files(tmp_path_factory):
     """A model trained with a log of three user groups, saved to files as a training job would leave them."""
+    folder = tmp_path_factory.mktemp("trained")
     ds = tiny_dataset()
     model = tiny_model()
     log = amnesiac.DeltaLog(model, {"a": [0, 1, 2], "b": [5, 6], 7: [7]})
     amnesiac.train(model, ds.loader(8, seed=1), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), epochs=2,
                    delta_log=log, progress=False)
-    torch.save(model.state_dict(), tmp_path / "model.pt")
-    amnesiac.save_ledger(tmp_path / "ledger.pt", log)
+    torch.save(model.state_dict(), folder / "model.pt")
+    amnesiac.save_ledger(folder / "ledger.pt", log)
+    return folder
+
+
+@pytest.fixture
+def saved(tmp_path, trained_files):
+    """This test's own copy of the trained files (trained once per module)."""
+    for name in ("model.pt", "ledger.pt"):
+        shutil.copyfile(trained_files / name, tmp_path / name)
     return tmp_path
 
 

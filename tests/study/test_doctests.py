@@ -10,11 +10,13 @@ from pathlib import Path
 
 import amnesiac_paper
 import pytest
+from helpers import fast_only
 
 MODULES = ["amnesiac_paper", *sorted(m.name for m in pkgutil.walk_packages(amnesiac_paper.__path__, "amnesiac_paper."))]
+SLOW = {"amnesiac_paper.propagation"}  # its example trains SimpleModel with four logs: ~10 s on 2 CPU cores
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", fast_only(MODULES, set(MODULES) - SLOW))
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)

@@ -42,7 +42,8 @@ def test_config_is_frozen_and_hash_tracks_content():
     assert exp.recipe.optimizer == "adam" and exp.recipe.lr == 1e-3 and exp.recipe.batch_size == 64
 
 
-@pytest.mark.parametrize("name", list(E.EXPERIMENTS))
+@pytest.mark.parametrize("name", [n if n.startswith("cifar100") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in E.EXPERIMENTS])  # an MNIST smoke run takes minutes; CIFAR-100 is absent
 def test_smoke_profile_runs(name, fake_mnist, tmp_path):
     result = E.run(name, "smoke", progress=False, results_root=tmp_path)
     if name.startswith("cifar100"):  # no CIFAR-100 files in the fake root: a clear "not available" result
@@ -60,6 +61,7 @@ def test_smoke_profile_runs(name, fake_mnist, tmp_path):
     assert "acc_test" in E.format_table(rows, ("acc_test", "mia_loss"))
 
 
+@pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_cache_hit_does_not_retrain_and_atomic_write_survives_a_crash(fake_mnist, tmp_path, monkeypatch):
     first = E.run("mnist-samples1-simple", "smoke", progress=False, results_root=tmp_path)
     path = first.folder / "seed0.json"
@@ -83,6 +85,7 @@ def test_cache_hit_does_not_retrain_and_atomic_write_survives_a_crash(fake_mnist
     assert not list(path.parent.glob(".*.tmp"))  # and no temporary is left behind
 
 
+@pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_interrupted_seed_resumes_from_finished_methods(fake_mnist, tmp_path, monkeypatch):
     exp = E.get_experiment("mnist-samples1-simple", "smoke")
     calls = []
@@ -203,6 +206,7 @@ def test_the_threads_option_sets_torchs_threads_before_the_command_runs(capsys):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_an_overridden_smoke_run_forgets_the_chosen_class(fake_mnist, tmp_path):
     result = E.run("mnist-class3-simple", "smoke", progress=False, results_root=tmp_path,
                    overrides={"forget_class": 5, "alphas": "0.5"})
@@ -239,6 +243,7 @@ def test_logs_and_rows_are_typed():
     assert rows[0]["spec"] is None and any(r["spec"] == row and r["alpha"] == 0.1 for r in rows)
 
 
+@pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_log_norms_trains_the_experiments_run_and_caches_the_norms(fake_mnist, tmp_path, monkeypatch):
     got = E.log_norms("mnist-class3-simple", "smoke", results_root=tmp_path)
     exp = E.get_experiment("mnist-class3-simple", "smoke")
@@ -249,6 +254,7 @@ def test_log_norms_trains_the_experiments_run_and_caches_the_norms(fake_mnist, t
     assert E.log_norms("mnist-class3-simple", "smoke", results_root=tmp_path) == got
 
 
+@pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_the_mask_control_retraces_the_run_and_scales_the_full_record(fake_mnist, tmp_path, monkeypatch):
     ps = (0.01, 0.1)
     got = E.mask_control("mnist-class3-simple", "smoke", ps=ps, device="cpu", results_root=tmp_path)

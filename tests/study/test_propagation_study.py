@@ -61,6 +61,7 @@ def test_committed_propagation_results_match_the_study_and_one_original_per_comb
             assert len({p["original"]["acc_test"] for k, p in pieces.items() if k.startswith("set-")}) == 1
 
 
+@pytest.mark.slow  # trains full-width SimpleModel with exact and propagated logs 8 times: ~30 s
 def test_the_propagated_log_holds_a_delta_and_a_buffer_per_group():
     from amnesiac_paper.book import fidelity as book_fidelity
 

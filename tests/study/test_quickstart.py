@@ -49,6 +49,7 @@ def test_the_quick_start_on_mnist_prints_the_ranges_the_readme_states(capsys):
     assert r1 < 0.2, out
 
 
+@pytest.mark.slow  # trains the full-width SimpleModel twice (README and example)
 def test_the_example_prints_the_quick_starts_table(monkeypatch, capsys):
     """examples/quickstart.py trains and forgets as the README's code does (on a small MNIST-shaped stand-in)."""
     monkeypatch.setattr(amnesiac_paper, "load_dataset", lambda name, split, **kw: fake_mnist(split))

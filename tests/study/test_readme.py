@@ -3,6 +3,7 @@
 
 import re
 
+import pytest
 from helpers import README
 
 import amnesiac
@@ -14,6 +15,7 @@ def _blocks(start: str, end: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
+@pytest.mark.slow  # trains twice on 3000 samples; test_readme_library.py runs the quick start in the fast loop
 def test_the_librarys_python_blocks_run_in_order(capsys):
     blocks = _blocks("## The library", "## The paper")
     assert len(blocks) >= 3  # the quick start, the hand-written loop, the request record
