@@ -29,23 +29,20 @@ def tiny_dataset(n=40, classes=4, size=8, channels=1, seed=0):
 
 
 class TinyCNN(nn.Module):
-    """The paper's SimpleModel (amnesiac_paper.models), rebuilt here so the library's tests need no paper package:
-    the same modules in the same order, so the same parameter names, and the same initialisation (each layer's
-    default init, then Xavier-normal weights and zero biases), so a seed gives it bit for bit SimpleModel's
-    parameters and every expectation written against SimpleModel still holds."""
+    """The paper's SimpleModel (amnesiac_paper.models) for the library's tests, which must not need the paper's
+    package: the same modules in the same order (so the same parameter names) and the same initialisation (each
+    layer's default init, then Xavier-normal weights and zero biases), so a seed gives it bit for bit
+    SimpleModel's parameters (tests/study/test_baselines.py checks that) and expectations hold for both."""
 
     def __init__(self, in_channels=1, num_classes=10, width=100):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, 2, 1), nn.LeakyReLU(0.1),
-            nn.Conv2d(width, width, 3, 2, 1), nn.LeakyReLU(0.1),
-            nn.AdaptiveMaxPool2d((2, 2)),
-        )
+        convs = [nn.Conv2d(c, width, 3, 2, 1) for c in (in_channels, width)]
+        self.features = nn.Sequential(convs[0], nn.LeakyReLU(0.1), convs[1], nn.LeakyReLU(0.1),
+                                      nn.AdaptiveMaxPool2d((2, 2)))
         self.classifier = nn.Linear(width * 4, num_classes)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_normal_(module.weight)
-                nn.init.zeros_(module.bias)
+        for layer in (*convs, self.classifier):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
@@ -289,6 +286,33 @@ def fake_mnist(split):
     x = torch.randn(n, 1, 28, 28, generator=gen)
     y = torch.arange(n) % 10
     return amnesiac.ArrayDataset(x, y, torch.arange(n), f"mnist-{split}")
+
+
+def assert_a_new_model_and_the_input_untouched(method, model, new, before):
+    """``unlearn``'s contract: ``new`` is another model, finite and changed; ``model`` still holds ``before``."""
+    assert new is not model
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{method} changed the input model's {k}"
+    assert not torch.equal(flat(new), flat(model))
+    assert torch.isfinite(flat(new)).all()
+
+
+def tiny_study(monkeypatch, tmp_path, *, optimizer="sgd", graves_optimizer=None):
+    """The shared setting at its smallest, for the study tests: stand-in MNIST (600 training, 200 test images)
+    under ``tmp_path/data`` (``$AMNESIAC_DATA``), one seed, random sets of 1 and 10, class 3, two requests of 10,
+    the Graves setting keeping 5 threes, alphas 0.3 and 1, a validation split of 60, one epoch; every study's
+    ``fidelity.get_study`` returns it. Returns the study."""
+    from amnesiac_paper import fidelity
+
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
+    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
+    small = fidelity.FidelityStudy(
+        name=fidelity.STUDY_NAME, profile="smoke", optimizers=(optimizer,), seeds=(0,), sizes=(1, 10),
+        forget_class=3, request_size=10, n_requests=2, graves_keep=5,
+        graves_optimizers=(graves_optimizer or optimizer,), alphas=(0.3, 1.0), val_size=60, train_subset=None,
+        test_subset=None, eval_retain=100, epochs=1)
+    monkeypatch.setattr(fidelity, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    return small
 
 
 def free_port():

@@ -40,6 +40,7 @@ from amnesiac.unlearning import Request, method_params, unlearn
 
 from . import cli
 from . import fidelity as fi
+from . import setting as st
 from .metrics import argmin_finite
 from .store import (
     atomic_write_json,
@@ -123,7 +124,7 @@ def get_comparison_study(profile: str = "full", *, seeds: Sequence[int] | None =
     else:
         study = ComparisonStudy(STUDY_NAME, "full", ("adam", "sgd"), (0, 1, 2), ("random-100", f"class-{c}"),
                                 METHODS, 6)
-    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(fi.OPTIMIZER_RECIPES))
+    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(st.OPTIMIZER_RECIPES))
     if methods is not None:
         bad = [m for m in methods if m not in SPACES]
         if bad or not methods:
@@ -235,10 +236,10 @@ def diverged(record: dict) -> bool:
     return not np.isfinite(record["trials"][chosen_index(record)]["test"]["drop"]["kl"])
 
 
-def _measure(ev: fi._Evaluator, theta: torch.Tensor, ref_val: torch.Tensor) -> tuple[dict, dict]:
+def _measure(ev: st.Evaluator, theta: torch.Tensor, ref_val: torch.Tensor) -> tuple[dict, dict]:
     """(divergence to the reference on the validation split, every test measure) from one forward pass."""
     logits = ev._logits(theta)
-    val = fi.divergences(ref_val, torch.softmax(logits.double()[ev.slices["val"]], 1))
+    val = st.divergences(ref_val, torch.softmax(logits.double()[ev.slices["val"]], 1))
     return val, ev.measure(theta, logits)
 
 
@@ -247,20 +248,20 @@ class _SetContext:
     """What every method of one forget set shares: the dropped replay, the evaluator, the replay's validation
     softmax, the request, and the test measures of the original model and of the replay."""
 
-    fset: fi.ForgetSet
+    fset: st.ForgetSet
     theta: torch.Tensor
     drop: dict
-    ev: fi._Evaluator
+    ev: st.Evaluator
     ref_val: torch.Tensor
     request: Request
     original: dict
     reference: dict
 
 
-def _set_context(c: fi._Combo, state: dict, fset: fi.ForgetSet) -> _SetContext:
-    drop = fi._replay(c, fset, "drop")
+def _set_context(c: st.Combo, state: dict, fset: st.ForgetSet) -> _SetContext:
+    drop = st.replay(c, fset, "drop")
     theta = state["theta"].double()
-    ev = fi._evaluator(c, fset, theta, {"drop": drop})
+    ev = st.evaluator(c, fset, theta, {"drop": drop})
     ref_val = ev._probs(drop["theta"].double())[ev.slices["val"]]
     pool = c.setting.pool
     request = Request(forget_groups=(fset.name,), forget=pool.subset(fset.ids), retain=pool.without(fset.ids),
@@ -268,25 +269,25 @@ def _set_context(c: fi._Combo, state: dict, fset: fi.ForgetSet) -> _SetContext:
     return _SetContext(fset, theta, drop, ev, ref_val, request, ev.measure(theta), ev.measure(drop["theta"].double()))
 
 
-def _evaluate_method(c: fi._Combo, state: dict, ctx: _SetContext, method: str, budget: int) -> dict:
+def _evaluate_method(c: st.Combo, state: dict, ctx: _SetContext, method: str, budget: int) -> dict:
     fset, theta, ev = ctx.fset, ctx.theta, ctx.ev
-    delta = fi.set_delta(state, fset.name) if method == "amnesiac" else None
+    delta = st.set_delta(state, fset.name) if method == "amnesiac" else None
     rows = []
     for config in trials(method, budget):
         t0 = time.perf_counter()
         if method == "amnesiac":  # the ledger's subtraction, on the flat vector (as the fidelity study)
             new_theta = theta - config["alpha"] * delta
         else:
-            start = fi._assign(c.fresh_model(0), theta)
+            start = st.assign(c.fresh_model(0), theta)
             new = unlearn(method, start, ctx.request, progress=c.progress, **_call_params(config, c.recipe.lr))
-            new_theta = fi._vector(new).double()
+            new_theta = st.vector(new).double()
         seconds = time.perf_counter() - t0
         val, test = _measure(ev, new_theta, ctx.ref_val)
         rows.append({"params": config, "seconds": seconds, "retain_passes": retain_passes(method, config),
                      "val": val, "test": test})
     chosen = argmin_finite([r["val"]["kl"] for r in rows])
     oracle = argmin_finite([r["test"]["drop"]["kl"] for r in rows])
-    return {"original_fingerprint": fi.fingerprint(state["theta"]), "set": fset.name, "kind": fset.kind,
+    return {"original_fingerprint": st.fingerprint(state["theta"]), "set": fset.name, "kind": fset.kind,
             "size": len(fset.ids), "method": method, "method_semantics": METHOD_SEMANTICS[method],
             "space": {k: list(v) for k, v in SPACES[method].items()}, "budget": budget, "trials": rows,
             "chosen": chosen, "oracle": oracle, "criterion": "validation KL(dropped replay || method)",
@@ -301,11 +302,11 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
     base = study.base
     folder = study.folder(results_root) / optimizer / f"seed{seed}"
     weights = base.folder(results_root) / "weights" / "full" / optimizer / f"seed{seed}"
-    setting = fi.make_setting(base, "full", seed)
+    setting = st.make_setting(base, "full", seed)
     missing = [s for s in study.sets if s not in setting.sets]
     if missing:
         raise ValueError(f"forget sets {missing} are not in the fidelity setting; valid: {', '.join(setting.sets)}")
-    c = fi._Combo(base, setting, optimizer, seed, weights, dev, progress)
+    c = st.Combo(base, setting, optimizer, seed, weights, dev, progress)
     prov = provenance(dev, semantics=COMPARISON_SEMANTICS)
     out: dict[str, dict] = {}
     state = None
@@ -322,7 +323,7 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
                     print(f"{path}: computed under another search space or code of {method!r}; recomputing",
                           flush=True)
             if state is None:
-                state = fi._original(c)
+                state = st.original(c)
             start = time.perf_counter()
             if ctx is None:
                 ctx = _set_context(c, state, setting.sets[name])

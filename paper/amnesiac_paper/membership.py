@@ -41,6 +41,7 @@ from amnesiac.unlearning import Request, unlearn
 from . import attacks as A
 from . import cli
 from . import fidelity as fi
+from . import setting as st
 from .datasets import load_dataset
 from .models import build_model
 from .store import (
@@ -142,29 +143,29 @@ def _attack_dict(result: A.AttackResult) -> dict:
 def class_piece(study: MembershipStudy, seed: int, *, device, progress, results_root: Path | None = None) -> dict:
     """Class-conditional loss attack on the fidelity study's Graves setting (Adam), every method."""
     base = fi.get_study(study.profile)
-    setting = fi.make_setting(base, "graves", seed)
+    setting = st.make_setting(base, "graves", seed)
     fset = next(iter(setting.sets.values()))
     weights = base.folder(results_root) / "weights" / "graves" / "adam" / f"seed{seed}"  # the fidelity study's
-    c = fi._Combo(base, setting, "adam", seed, weights, device, progress)
-    state = fi._original(c)
+    c = st.Combo(base, setting, "adam", seed, weights, device, progress)
+    state = st.original(c)
     theta = state["theta"].double()
-    delta = fi.set_delta(state, fset.name)
-    refs = {m: fi._replay(c, fset, m) for m in fi.REFERENCES}
-    ev = fi._evaluator(c, fset, theta, refs)
+    delta = st.set_delta(state, fset.name)
+    refs = {m: st.replay(c, fset, m) for m in st.REFERENCES}
+    ev = st.evaluator(c, fset, theta, refs)
     members = setting.pool.subset(fset.ids)
     nonmembers = setting.test.subset(class_ids(setting.test, base.forget_class))
     model = _model(0).to(device)
 
     def attack(vec):
-        return A.class_conditional_loss_attack(fi._assign(model, vec), members, nonmembers, seed=seed)
+        return A.class_conditional_loss_attack(st.assign(model, vec), members, nonmembers, seed=seed)
 
     rows = []
     for a in study.alphas:
         m = ev.measure(theta - a * delta)
         rows.append({"alpha": a, "attack": _attack_dict(attack(theta - a * delta)), "loss_forget": m["loss_forget"],
                      "loss_val_matched": m["loss_val_matched"], "acc_test": m["acc_test"]})
-    rule = fi.loss_parity_alpha(study.alphas, [r["loss_forget"] for r in rows], [r["loss_val_matched"] for r in rows])
-    start = fi._assign(c.fresh_model(0), theta)
+    rule = st.loss_parity_alpha(study.alphas, [r["loss_forget"] for r in rows], [r["loss_val_matched"] for r in rows])
+    start = st.assign(c.fresh_model(0), theta)
     tuned = unlearn("finetune", start, Request(retain=setting.pool.without(fset.ids), recipe=c.recipe, seed=seed,
                                                device=str(device)), epochs=1, progress=progress)
     return {
@@ -220,11 +221,11 @@ def canary_piece(study: MembershipStudy, seed: int, *, device, progress) -> dict
     model = _model(0).to(device)
     grid = []
     for a in study.alphas:
-        m = fi._assign(model, theta - a * delta)
+        m = st.assign(model, theta - a * delta)
         f, h = losses(m)
         grid.append({"alpha": a, "rates": rates(m), "loss_forget": f, "loss_heldout": h,
                      "acc_test": accuracy(m, test_set)})
-    rule = fi.loss_parity_alpha(study.alphas, [g["loss_forget"] for g in grid], [g["loss_heldout"] for g in grid])
+    rule = st.loss_parity_alpha(study.alphas, [g["loss_forget"] for g in grid], [g["loss_heldout"] for g in grid])
     request = Request(retain=pool.without(cids), recipe=dataclasses.replace(RECIPE), seed=seed, device=str(device))
     tuned = unlearn("finetune", original, request, epochs=1, progress=progress)
     # the difference attack: forgotten canaries against retained training samples of the pool
@@ -235,7 +236,7 @@ def canary_piece(study: MembershipStudy, seed: int, *, device, progress) -> dict
     pos, neg = grads[: len(cids)].cpu(), grads[len(cids):].cpu()
     after = {"alpha=1": theta - delta, "rule": theta - rule["alpha"] * delta,
              "rule + repair": None, "batched (alpha=1)": theta - delta_batched}
-    repaired = unlearn("finetune", fi._assign(_model(0), after["rule"]), request, epochs=1, progress=progress)
+    repaired = unlearn("finetune", st.assign(_model(0), after["rule"]), request, epochs=1, progress=progress)
     after["rule + repair"] = ParamLayout.of(repaired).vector(repaired).double().cpu()
     difference = {k: _attack_dict(A.difference_attack(theta.cpu(), v.cpu(), pos, neg, seed=seed))
                   for k, v in after.items()}
@@ -292,7 +293,7 @@ def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
         d = log.delta_vector([i]).cpu()
         x, y = cand.x[pos[i]: pos[i] + 1], cand.y[pos[i]: pos[i] + 1]
         for a in study.alphas:
-            forgot[str(a)].append(float(A.logit_confidence(predict(fi._assign(probe, theta - a * d), x), y)[0]))
+            forgot[str(a)].append(float(A.logit_confidence(predict(st.assign(probe, theta - a * d), x), y)[0]))
     # the fast path is the method: check a few targets against unlearn() on a copy of the model
     checks = []
     for i in inside.tolist()[: study.check_targets]:

@@ -6,7 +6,7 @@ initialisation, batch order and recipe, so the same parameters) with, for each f
 hold the set as one group: the exact ``"update"`` attribution and the ``"propagated"`` one (nested sets cannot
 share a log). Each set's two deltas are subtracted on the fidelity alpha grid and measured against the
 zero-weighted replay, which the propagated delta estimates to first order, and the dropped replay (the
-fidelity study's references, :func:`amnesiac_paper.fidelity._replay`); the repair-only control (one epoch of
+fidelity study's references, :func:`amnesiac_paper.setting.replay`); the repair-only control (one epoch of
 fine-tuning on the retain set) is measured beside them. Training time with the logs, the time inside the
 Hessian-vector products and plain training time are recorded, so the overhead is a measured ratio.
 
@@ -30,6 +30,7 @@ from amnesiac.unlearning import Request, unlearn
 
 from . import cli
 from . import fidelity as fi
+from . import setting as st
 from .metrics import argmin_finite
 from .store import (
     PieceCache,
@@ -83,11 +84,11 @@ def get_propagation_study(profile: str = "full", *, seeds: Sequence[int] | None 
     check_profile(profile)
     c = fi.get_study(profile).forget_class
     if profile == "smoke":
-        study = PropagationStudy(STUDY_NAME, "smoke", ("sgd", "adam"), (0,), ("random-10", f"class-{c}"))
+        study = PropagationStudy(STUDY_NAME, "smoke", ("sgd", "adam"), (0,), ("random-10", st.class_set(c)))
     else:
         study = PropagationStudy(STUDY_NAME, "full", ("sgd", "adam"), (0, 1, 2),
-                                 ("random-10", "random-100", "random-1000", f"class-{c}"))
-    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(fi.OPTIMIZER_RECIPES))
+                                 ("random-10", "random-100", "random-1000", st.class_set(c)))
+    study = restrict(study, seeds=seeds, optimizers=optimizers, valid_optimizers=tuple(st.OPTIMIZER_RECIPES))
     if propagate_every is not None:
         if int(propagate_every) < 1:
             raise ValueError(f"propagate_every must be >= 1, got {propagate_every}")
@@ -95,7 +96,7 @@ def get_propagation_study(profile: str = "full", *, seeds: Sequence[int] | None 
     return study
 
 
-def _original(c: fi._Combo, study: PropagationStudy) -> dict:
+def _original(c: st.Combo, study: PropagationStudy) -> dict:
     """Train (or load) the original with an exact and a propagated log per set; also time plain training."""
     sets = {name: c.setting.sets[name] for name in study.sets}
 
@@ -113,7 +114,7 @@ def _original(c: fi._Combo, study: PropagationStudy) -> dict:
                                     desc=f"{c.optimizer} seed {c.seed}: original with propagated logs")
         _, _, plain = c.train(init_seed=c.seed, order_seed=c.seed, data=c.setting.pool,
                               desc=f"{c.optimizer} seed {c.seed}: plain training (timing)")
-        out = {"theta": fi._vector(model), "seconds": torch.tensor(seconds), "plain_seconds": torch.tensor(plain)}
+        out = {"theta": st.vector(model), "seconds": torch.tensor(seconds), "plain_seconds": torch.tensor(plain)}
         for (method, name), log in logs.items():
             out[f"{method}/{name}"] = log.delta_vector([name]).detach().cpu().clone()
             out[f"{method}/{name}/hvp_seconds"] = torch.tensor(getattr(log, "hvp_seconds", 0.0))
@@ -123,23 +124,23 @@ def _original(c: fi._Combo, study: PropagationStudy) -> dict:
     shared = c.weights / "original.pt"  # the fidelity study's original, when its weights folder is shared
     if shared.exists():
         theirs = torch.load(shared, weights_only=True)["theta"]
-        if fi.fingerprint(theirs) != fi.fingerprint(state["theta"]):
+        if st.fingerprint(theirs) != st.fingerprint(state["theta"]):
             raise RuntimeError(
                 f"the fidelity study's original in {c.weights} differs from this run's (another machine or thread "
                 "count?): its cached replays cannot serve as references here; use a results root of its own")
     return state
 
 
-def _evaluate_set(c: fi._Combo, study: PropagationStudy, state: dict, fset: fi.ForgetSet) -> dict:
-    refs = {m: fi._replay(c, fset, m) for m in fi.REFERENCES}
+def _evaluate_set(c: st.Combo, study: PropagationStudy, state: dict, fset: st.ForgetSet) -> dict:
+    refs = {m: st.replay(c, fset, m) for m in st.REFERENCES}
     theta = state["theta"].double()
-    ev = fi._evaluator(c, fset, theta, refs)
+    ev = st.evaluator(c, fset, theta, refs)
     t0 = time.perf_counter()
     methods = {}
     for method in METHODS:
         delta = state[f"{method}/{fset.name}"].double()
         methods[method] = [dict(alpha=a, **ev.measure(theta - a * delta)) for a in c.study.alphas]
-    start = fi._assign(c.fresh_model(0), theta)
+    start = st.assign(c.fresh_model(0), theta)
     tuned = unlearn("finetune", start, Request(retain=c.setting.pool.without(fset.ids), recipe=c.recipe, seed=c.seed,
                                                device=str(c.device)), epochs=1, progress=c.progress)
     return {
@@ -147,9 +148,9 @@ def _evaluate_set(c: fi._Combo, study: PropagationStudy, state: dict, fset: fi.F
         "delta_norm": {m: float(state[f"{m}/{fset.name}"].double().norm()) for m in METHODS},
         "hvp_seconds": float(state[f"propagated/{fset.name}/hvp_seconds"]),
         "original": ev.measure(theta),
-        "references": {m: ev.measure(refs[m]["theta"].double()) for m in fi.REFERENCES},
+        "references": {m: ev.measure(refs[m]["theta"].double()) for m in st.REFERENCES},
         "methods": methods,
-        "finetune": ev.measure(fi._vector(tuned).double()),
+        "finetune": ev.measure(st.vector(tuned).double()),
         "eval_seconds": time.perf_counter() - t0,
     }
 
@@ -163,11 +164,11 @@ def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str
     # the fidelity study's weights folder for this combo: its replays (same initialisation, order and recipe) are
     # the references here too, computed once for both studies
     weights = study.base.folder(results_root) / "weights" / "full" / optimizer / f"seed{seed}"
-    setting = fi.make_setting(base, "full", seed)
+    setting = st.make_setting(base, "full", seed)
     missing = [s for s in study.sets if s not in setting.sets]
     if missing:
         raise ValueError(f"forget sets {missing} are not in the fidelity setting; valid: {', '.join(setting.sets)}")
-    c = fi._Combo(base, setting, optimizer, seed, weights, dev, progress)
+    c = st.Combo(base, setting, optimizer, seed, weights, dev, progress)
     prov = provenance(dev, semantics=PROPAGATION_SEMANTICS)
     state = None
 
@@ -182,7 +183,7 @@ def run_combo(study: PropagationStudy, optimizer: str, seed: int, *, device: str
 
     def original_record():
         s = need_state()
-        return {"original_fingerprint": fi.fingerprint(s["theta"]),
+        return {"original_fingerprint": st.fingerprint(s["theta"]),
                 "train_seconds": float(s["seconds"]), "plain_seconds": float(s["plain_seconds"]),
                 "overhead": float(s["seconds"]) / float(s["plain_seconds"]), "n_logs": 2 * len(study.sets),
                 "propagate_every": study.propagate_every, "n_params": int(s["theta"].numel()),
@@ -232,7 +233,7 @@ def set_summary(record: dict, reference: str = "zero") -> dict:
     and at its best alpha, and the repair-only control."""
 
     def at(method, alpha):
-        return fi._row_at({"methods": record["methods"], "alphas": record["alphas"]}, method, alpha)[reference]
+        return fi.row_at({"methods": record["methods"], "alphas": record["alphas"]}, method, alpha)[reference]
 
     def best(method):
         rows = record["methods"][method]
@@ -287,9 +288,9 @@ def log_memory(optimizer: str, *, groups: tuple[int, int] = (2, 6), seed: int = 
 
     from .models import SimpleModel
 
-    recipe = fi.OPTIMIZER_RECIPES[optimizer] if optimizer in fi.OPTIMIZER_RECIPES else None
+    recipe = st.OPTIMIZER_RECIPES[optimizer] if optimizer in st.OPTIMIZER_RECIPES else None
     if recipe is None:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(fi.OPTIMIZER_RECIPES)}")
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(st.OPTIMIZER_RECIPES)}")
     out = {}
     for attribution in ("update", "propagated"):
         held = []

@@ -11,7 +11,7 @@ import torch
 from amnesiac_paper import comparison as cmp
 from amnesiac_paper import fidelity as fi
 from amnesiac_paper.metrics import argmin_finite
-from helpers import write_fake_mnist
+from helpers import tiny_study
 
 import amnesiac
 
@@ -70,11 +70,7 @@ def test_a_learning_rate_reaches_the_methods_that_train():
 
 @pytest.fixture
 def small_study(tmp_path, monkeypatch):
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
-    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
-    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("adam",), (0,), (1, 10), 3, 10, 2, 5, ("adam",), (0.3, 1.0),
-                             60, None, None, 100, 1)
-    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    small = tiny_study(monkeypatch, tmp_path, optimizer="adam")
     return small, tmp_path / "results"
 
 
@@ -98,7 +94,7 @@ def test_the_comparison_chooses_on_validation_reports_on_test_and_caches(small_s
     fid = fi.run_combo(small, "full", "adam", 0, results_root=root, progress=False)
     assert fid["set-random-10"]["original_fingerprint"] in fingerprints
     ours = next(t for t in rec["random-10/amnesiac"]["trials"] if t["params"]["alpha"] == 1.0)["test"]
-    theirs = fi._row_at(fid["set-random-10"], "amnesiac", 1.0)
+    theirs = fi.row_at(fid["set-random-10"], "amnesiac", 1.0)
     assert ours["drop"] == theirs["drop"] and ours["acc_forget"] == theirs["acc_forget"]
     # the methods that train changed the model; SSD's defaults dampen some parameter
     for method in ("finetune", "neggrad_plus", "scrub", "ssd"):

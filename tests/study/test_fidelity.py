@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from amnesiac_paper import fidelity as fi
+from amnesiac_paper import setting as st
 from helpers import (
     ORACLE_OPTIMIZERS,
     attributed_loop,
@@ -16,7 +17,7 @@ from helpers import (
     oracle_step,
     tiny_dataset,
     tiny_model,
-    write_fake_mnist,
+    tiny_study,
 )
 
 import amnesiac
@@ -190,7 +191,7 @@ def test_replay_arguments_are_checked():
 
 def test_atoms_partition_overlapping_sets_and_set_deltas_are_exact_sums():
     sets = {"a": torch.tensor([0, 1, 2, 3]), "b": torch.tensor([2, 3, 4]), "c": torch.tensor([3, 9])}
-    cells, members = fi.atoms(sets)
+    cells, members = st.atoms(sets)
     covered = torch.cat(list(cells.values()))
     assert sorted(covered.tolist()) == [0, 1, 2, 3, 4, 9]  # every sample once
     for name, ids in sets.items():
@@ -209,25 +210,25 @@ def test_atoms_partition_overlapping_sets_and_set_deltas_are_exact_sums():
 
 def test_atoms_reject_nothing():
     with pytest.raises(ValueError, match="no sets"):
-        fi.atoms({})
+        st.atoms({})
 
 
 def test_measures_on_hand_checkable_values():
     ref, orig = torch.zeros(3, dtype=torch.float64), torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64)
-    assert fi.recovered_fraction(orig, ref, orig) == 0.0
-    assert fi.recovered_fraction(ref, ref, orig) == 1.0
-    assert fi.recovered_fraction(2 * orig, ref, orig) == -1.0
+    assert st.recovered_fraction(orig, ref, orig) == 0.0
+    assert st.recovered_fraction(ref, ref, orig) == 1.0
+    assert st.recovered_fraction(2 * orig, ref, orig) == -1.0
     p = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     q = torch.tensor([[0.9, 0.1]], dtype=torch.float64)
-    d = fi.divergences(p, q)
+    d = st.divergences(p, q)
     want_kl = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
     assert abs(d["kl"] - want_kl) < 1e-12
     assert 0 < d["js"] < d["kl"] and d["agreement"] == 1.0
 
 
 def test_loss_parity_rule():
-    assert fi.loss_parity_alpha([1.0, 0.1, 0.3], [3.0, 0.1, 0.9], [1.0, 0.5, 0.8]) == {"alpha": 0.3, "reached": True}
-    assert fi.loss_parity_alpha([0.1, 1.0], [0.1, 0.2], [0.5, 0.6]) == {"alpha": 1.0, "reached": False}
+    assert st.loss_parity_alpha([1.0, 0.1, 0.3], [3.0, 0.1, 0.9], [1.0, 0.5, 0.8]) == {"alpha": 0.3, "reached": True}
+    assert st.loss_parity_alpha([0.1, 1.0], [0.1, 0.2], [0.5, 0.6]) == {"alpha": 1.0, "reached": False}
 
 
 def test_mean_ci_uses_ddof_1_and_the_t_quantile():
@@ -252,25 +253,10 @@ def test_bad_study_parameters_name_the_valid_values():
 # --------------------------------------------------------------------------------------------- the runner
 
 
-@pytest.fixture
-def mnist_like(tmp_path, monkeypatch):
-    """A tiny data root in torchvision's MNIST layout (the real on-disk format), 600 train / 200 test images."""
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
-    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
-    return tmp_path
-
-
-def _tiny_study(monkeypatch):
-    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("sgd",), (0.3, 1.0),
-                             60, None, None, 100, 1)
-    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
-    return small
-
-
 @pytest.mark.slow  # the study on stand-in MNIST, interrupted and resumed
-def test_study_runs_caches_and_resumes(mnist_like, monkeypatch):
-    study = _tiny_study(monkeypatch)
-    root = mnist_like / "results"
+def test_study_runs_caches_and_resumes(tmp_path, monkeypatch):
+    study = tiny_study(monkeypatch, tmp_path)
+    root = tmp_path / "results"
     res = fi.run_study("smoke", results_root=root, progress=False)
     rec = res.records[("full", "sgd", 0)]
     assert rec["determinism"]["identical"] is True
@@ -329,7 +315,7 @@ def test_committed_fidelity_pieces_match_the_study_and_a_clean_revision():
 
 def test_fingerprint_and_expected_pieces():
     a = torch.arange(5, dtype=torch.float32)
-    assert fi.fingerprint(a) == fi.fingerprint(a.clone()) != fi.fingerprint(a + 1e-7)
+    assert st.fingerprint(a) == st.fingerprint(a.clone()) != st.fingerprint(a + 1e-7)
     study = fi.get_study("full")
     assert fi.expected_pieces(study, "graves") == ["set-graves-class-3", "floor-graves"]
     assert fi.expected_pieces(study, "full")[:2] == ["set-random-1", "set-random-10"]

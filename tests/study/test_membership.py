@@ -1,18 +1,13 @@
 """The membership study runs end to end on fake MNIST (every piece cached and resumable)."""
 
 import pytest
-from amnesiac_paper import fidelity as fi
 from amnesiac_paper import membership as mb
-from helpers import write_fake_mnist
+from helpers import tiny_study
 
 
 @pytest.mark.slow  # the study on stand-in MNIST
 def test_membership_study_runs_caches_and_checks_its_fast_path(tmp_path, monkeypatch):
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
-    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
-    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("adam",), (0.3, 1.0),
-                             60, None, None, 100, 1)
-    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    tiny_study(monkeypatch, tmp_path, graves_optimizer="adam")
     root = tmp_path / "results"
     res = mb.run_study("smoke", results_root=root, progress=False)
     p = res.pieces

@@ -8,16 +8,12 @@ import pytest
 import torch
 from amnesiac_paper import fidelity as fi
 from amnesiac_paper import propagation as pr
-from helpers import write_fake_mnist
+from helpers import tiny_study
 
 
 @pytest.mark.slow  # the study on stand-in MNIST, run twice
 def test_propagation_study_runs_caches_and_summarises(tmp_path, monkeypatch):
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
-    monkeypatch.setenv("AMNESIAC_DATA", str(tmp_path / "data"))
-    small = fi.FidelityStudy(fi.STUDY_NAME, "smoke", ("sgd",), (0,), (1, 10), 3, 10, 2, 5, ("sgd",), (0.3, 1.0),
-                             60, None, None, 100, 1)
-    monkeypatch.setattr(fi, "get_study", lambda profile="smoke", seeds=None, optimizers=None: small)
+    small = tiny_study(monkeypatch, tmp_path)
     root = tmp_path / "results"
     res = pr.run_study("smoke", optimizers=["sgd"], results_root=root, progress=False)
     rec = res.records[("sgd", 0)]
