@@ -5,7 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .experiments import GRADIENT_LOG, UPDATE_LOG, LogSpec, Result, metric_value
+from .catalogue import GRADIENT_LOG, UPDATE_LOG, LogSpec
+from .experiments import Result, metric_value
 from .metrics import mean_ci
 
 FAMILY_NAMES = {UPDATE_LOG: "Update attribution", GRADIENT_LOG: "Full gradient record"}
@@ -69,7 +70,7 @@ def method_bars(rows: list[dict], metrics: tuple[str, ...], labels: dict[str, st
         ax.set_title(labels.get(metric, metric))
         ax.set_xlim(0, 1.05)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(y, [r["method"] for r in rows], fontsize=8)
+    axes[0][0].set_yticks(y, [r["label"] for r in rows], fontsize=8)
     axes[0][0].invert_yaxis()
     fig.tight_layout()
     return fig

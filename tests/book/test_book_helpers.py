@@ -4,6 +4,7 @@ committed results."""
 import dataclasses
 
 import pytest
+from amnesiac_paper import experiments as E
 from amnesiac_paper.book import attacks, common, discussion, intro, mnist_class, mnist_samples, published
 from amnesiac_paper.book import comparison as book_comparison
 from amnesiac_paper.book import fidelity as book_fidelity
@@ -16,10 +17,10 @@ def test_class_discussion_sentences_come_from_the_results():
     out = discussion.class_discussion(res, forget_tol=0.05, rest_drop=0.02)
     assert set(out) == {"overshoot", "best_sentence", "conclusion", "repair_sentence", "mia_sentence",
                         "memory_sentence"}
-    rows = {r["method"]: r for r in summarize(res, ("acc_test_rest", "mia_loss"))}
-    full = rows[res.experiment.update(1).label]["acc_test_rest"]
+    rows = {r["key"]: r for r in summarize(res, ("acc_test_rest", "mia_loss"))}
+    full = rows[res.experiment.update(1).key]["acc_test_rest"]
     assert f"{full:.3f}" in out["overshoot"]
-    assert f"{rows['After training (original)']['mia_loss']:.3f}" in out["mia_sentence"]
+    assert f"{rows[E.ORIGINAL_KEY]['mia_loss']:.3f}" in out["mia_sentence"]
     empty = discussion.class_discussion(dataclasses.replace(res, seeds={}), forget_tol=0.05, rest_drop=0.02)
     assert all("not available" in s for s in empty.values())
 
@@ -322,8 +323,8 @@ def test_the_mask_control_sentence_names_the_control_the_masked_record_behaves_l
 def test_the_seed_report_is_set_beside_ours_row_by_row():
     res = load("mnist-class3-simple", "full")
     metrics = ("acc_test_forgotten", "acc_test_rest")
-    no = {r["method"]: r for r in summarize(res, metrics, "no_repair")}
-    after = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
+    no = {r["key"]: r for r in summarize(res, metrics, "no_repair")}
+    after = {r["key"]: r for r in summarize(res, metrics, "after_repair")}
 
     def ours(row):
         return f"{common.pm(row, metrics[0])} / {common.pm(row, metrics[1])}"
@@ -335,17 +336,19 @@ def test_the_seed_report_is_set_beside_ours_row_by_row():
                             "seed: after retrain | ours: after repair |")
         rows = {line.strip("|").split(" | ")[0].strip(): [c.strip() for c in line.strip("|").split(" | ")]
                 for line in lines[2:]}
-        for label, train, (f_no, r_no), (f_after, r_after) in seed_rows:
-            cells = rows[label]
-            assert cells[1] == f"{train[0]:.2f} / {train[1]:.2f}" and cells[2] == ours(no["After training (original)"])
-            assert cells[3] == f"{f_no:.2f} / {r_no:.2f}" and cells[4] == ours(no[label])
-            assert cells[5] == f"{f_after:.2f} / {r_after:.2f}" and cells[6] == ours(after[label])
+        for seed in seed_rows:  # each seed row beside the row of ours it names (a typed selection, not its text)
+            key = seed.ours(res.experiment).key
+            train, (f_no, r_no), (f_after, r_after) = seed.after_training, seed.no_retrain, seed.after_retrain
+            cells = rows[seed.name]
+            assert cells[1] == f"{train[0]:.2f} / {train[1]:.2f}" and cells[2] == ours(no[E.ORIGINAL_KEY])
+            assert cells[3] == f"{f_no:.2f} / {r_no:.2f}" and cells[4] == ours(no[key])
+            assert cells[5] == f"{f_after:.2f} / {r_after:.2f}" and cells[6] == ours(after[key])
         assert lines[-1].startswith("| Retrain from scratch (reference) |")
-        assert rows["Retrain from scratch (reference)"][4] == ours(no["Retrain from scratch (reference)"])
+        assert rows["Retrain from scratch (reference)"][4] == ours(no[E.RETRAIN_KEY])
         assert len(rows) == len(seed_rows) + 1 if not every else len(rows) == len(no) - 1  # all but the original
-    seed_labels = {x[0] for x in seed_rows}
-    unrepaired = next(k for k, r in after.items() if k not in seed_labels and r["acc_test_rest"] != r["acc_test_rest"])
-    cells = rows[unrepaired]
+    seed_keys = {seed.ours(res.experiment).key for seed in seed_rows}
+    unrepaired = next(k for k, r in after.items() if k not in seed_keys and r["acc_test_rest"] != r["acc_test_rest"])
+    cells = rows[no[unrepaired]["label"]]
     assert cells[1] == cells[3] == cells[5] == cells[6] == "–" and cells[4] == ours(no[unrepaired])
     with pytest.raises(ValueError, match="no computed seeds"):
         mnist_class.seed_beside_ours(dataclasses.replace(res, seeds={}))
@@ -363,22 +366,21 @@ def test_the_reading_of_the_seed_comparison_follows_the_numbers():
     res = load("mnist-class3-simple", "full")
     exp = res.experiment
     F, R = metrics = ("acc_test_forgotten", "acc_test_rest")
-    rows = {r["method"]: r for r in summarize(res, metrics + ("agreement_to_retrain",), "no_repair")}
+    rows = {r["key"]: r for r in summarize(res, metrics + ("agreement_to_retrain",), "no_repair")}
     text = mnist_class.seed_comparison_reading(res)
     assert text.startswith(f"**Reading the table** (means over {len(res.seeds)} seeds")
-    for label in ("After training (original)", "Retrain from scratch (reference)", exp.per_batch().label,
-                  exp.misindexed().label, exp.finetune().label):
-        assert f"{rows[label][F]:.2f} / {rows[label][R]:.2f}" in text, label
+    for key in (E.ORIGINAL_KEY, E.RETRAIN_KEY, exp.per_batch().key, exp.misindexed().key, exp.finetune().key):
+        assert f"{rows[key][F]:.2f} / {rows[key][R]:.2f}" in text, key
     # the seed's p = 0.1 row (0.00 / 0.83) lies nearer the mis-indexed record than the correctly indexed one
     assert "nearer our mis-indexed record" in text
     best = mnist_class.smallest_alpha_matching(res)
     assert best is not None and f"at α = {best['alpha']:g}" in text
-    assert common.pm(rows[exp.update(best["alpha"]).label], "agreement_to_retrain", 3) in text
+    assert common.pm(rows[exp.update(best["alpha"]).key], "agreement_to_retrain", 3) in text
     # the rule's thresholds decide the sentences: with no room on the forgotten class nothing matches
     strict = mnist_class.seed_comparison_reading(res, forget_tol=0.0, rest_drop=0.0)
     assert "No scale of the exact update attribution" in strict and "does not forget like" in strict
     # the step-size sentence follows the largest gap between masked and scaled records against forget_tol
-    gap = max(abs(rows[exp.seed_record(p).label][m] - rows[exp.gradient_record(p).label][m])
+    gap = max(abs(rows[exp.seed_record(p).key][m] - rows[exp.gradient_record(p).key][m])
               for p in exp.ps for m in metrics)
     assert f"(largest gap {gap:.2f})" in text and 0 < gap < 0.5
     assert "not only a step size" in strict and "not only a step size" in mnist_class.seed_comparison_reading(

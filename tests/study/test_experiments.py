@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from amnesiac_paper import catalogue as C
 from amnesiac_paper import experiments as E
 from amnesiac_paper import store
 from helpers import write_fake_mnist
@@ -24,26 +25,26 @@ def fake_mnist(tmp_path_factory, monkeypatch):
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid experiments: mnist-class3-simple"):
-        E.get_experiment("nope")
+        C.get_experiment("nope")
     with pytest.raises(ValueError, match="valid profiles: smoke, full"):
-        E.get_experiment("mnist-class3-simple", "huge")
+        C.get_experiment("mnist-class3-simple", "huge")
     with pytest.raises(ValueError, match="seeds"):
-        E.get_experiment("mnist-class3-simple", seeds=())
+        C.get_experiment("mnist-class3-simple", seeds=())
 
 
 def test_config_is_frozen_and_hash_tracks_content():
-    exp = E.get_experiment("mnist-class3-simple", "full")
+    exp = C.get_experiment("mnist-class3-simple", "full")
     with pytest.raises(dataclasses.FrozenInstanceError):
         exp.repair_epochs = 1
-    assert exp.hash == E.get_experiment("mnist-class3-simple", "full", seeds=(7,)).hash  # seeds are files
+    assert exp.hash == C.get_experiment("mnist-class3-simple", "full", seeds=(7,)).hash  # seeds are files
     assert exp.hash != dataclasses.replace(exp, repair_epochs=1).hash
-    assert exp.hash != E.get_experiment("mnist-class3-simple", "smoke").hash
+    assert exp.hash != C.get_experiment("mnist-class3-simple", "smoke").hash
     assert exp.recipe.epochs == 4 and exp.repair_epochs == 4 and len(exp.seeds) >= 3
     assert exp.recipe.optimizer == "adam" and exp.recipe.lr == 1e-3 and exp.recipe.batch_size == 64
 
 
 @pytest.mark.parametrize("name", [n if n.startswith("cifar100") else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in E.EXPERIMENTS])  # an MNIST smoke run takes minutes; CIFAR-100 is absent
+                                  for n in C.EXPERIMENTS])  # an MNIST smoke run takes minutes; CIFAR-100 is absent
 def test_smoke_profile_runs(name, fake_mnist, tmp_path):
     result = E.run(name, "smoke", progress=False, results_root=tmp_path)
     if name.startswith("cifar100"):  # no CIFAR-100 files in the fake root: a clear "not available" result
@@ -52,12 +53,12 @@ def test_smoke_profile_runs(name, fake_mnist, tmp_path):
         return
     assert result.available and set(result.seeds) == set(result.experiment.seeds)
     record = result.seeds[0]
-    assert set(record["methods"]) == {s.label for s in result.experiment.methods}
+    assert set(record["methods"]) == {s.stored_name for s in result.experiment.methods}
     for row in record["methods"].values():
         assert 0 <= row["no_repair"]["acc_test"] <= 1
     assert record["memory_bytes"] and record["train_seconds"] > 0
     rows = E.summarize(result, ("acc_test", "mia_loss"))
-    assert rows[0]["method"].startswith("After training") and rows[-1]["method"].startswith("Retrain")
+    assert rows[0]["key"] == E.ORIGINAL_KEY and rows[-1]["key"] == E.RETRAIN_KEY
     assert "acc_test" in E.format_table(rows, ("acc_test", "mia_loss"))
 
 
@@ -87,7 +88,7 @@ def test_cache_hit_does_not_retrain_and_atomic_write_survives_a_crash(fake_mnist
 
 @pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_interrupted_seed_resumes_from_finished_methods(fake_mnist, tmp_path, monkeypatch):
-    exp = E.get_experiment("mnist-samples1-simple", "smoke")
+    exp = C.get_experiment("mnist-samples1-simple", "smoke")
     calls = []
     real_unlearn = E.unlearn
 
@@ -131,8 +132,8 @@ def test_committed_results_match_current_experiment_definitions():
                     "comparison-mnist-simple"):
             continue  # the studies have their own checks (test_fidelity.py, test_membership.py, ...)
         profile, _, digest = folder.name.partition("-")
-        assert name in E.EXPERIMENTS, f"{folder} belongs to no experiment"
-        exp = E.get_experiment(name, profile)
+        assert name in C.EXPERIMENTS, f"{folder} belongs to no experiment"
+        exp = C.get_experiment(name, profile)
         assert digest == exp.hash, (f"{folder} was computed for an older config (hash {digest}, now {exp.hash}); "
                                     f"rerun: python -m amnesiac_paper run {name} --profile {profile}")
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else None
@@ -146,18 +147,18 @@ def test_committed_results_match_current_experiment_definitions():
 
 
 def test_overrides_are_parsed_checked_and_hashed():
-    base = E.get_experiment("mnist-class3-simple", "full")
-    same = E.get_experiment("mnist-class3-simple", "full",
+    base = C.get_experiment("mnist-class3-simple", "full")
+    same = C.get_experiment("mnist-class3-simple", "full",
                             overrides={"forget_class": 3, "alphas": "1,0.3,0.1,0.03,0.01,0.003"})
     assert same == base and same.hash == base.hash  # restating the defaults changes nothing
-    five = E.get_experiment("mnist-class3-simple", "full",
-                            overrides=E.parse_overrides(["forget_class=5", "alphas=0.5,0.1", "epochs=2", "lr=3e-4"]))
+    five = C.get_experiment("mnist-class3-simple", "full",
+                            overrides=C.parse_overrides(["forget_class=5", "alphas=0.5,0.1", "epochs=2", "lr=3e-4"]))
     assert (five.forget_class, five.recipe.epochs, five.recipe.lr) == (5, 2, 3e-4) and five.hash != base.hash
-    update_rows = [m for m in five.methods if m.log == E.UPDATE_LOG]
+    update_rows = [m for m in five.methods if m.log == C.UPDATE_LOG]
     assert [m.label for m in update_rows] == ["Update attribution, alpha=0.5", "Update attribution, alpha=0.1"]
     assert [m.repair for m in update_rows] == [False, True]
-    assert [m.label for m in five.methods if m.log != E.UPDATE_LOG] == [m.label for m in base.methods
-                                                                      if m.log != E.UPDATE_LOG]
+    assert [m.label for m in five.methods if m.log != C.UPDATE_LOG] == [m.label for m in base.methods
+                                                                      if m.log != C.UPDATE_LOG]
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -171,9 +172,9 @@ def test_overrides_are_parsed_checked_and_hashed():
 ])
 def test_bad_overrides_say_what_is_wrong(overrides, match):
     with pytest.raises(ValueError, match=match):
-        E.get_experiment("mnist-class3-simple", "smoke", overrides=overrides)
+        C.get_experiment("mnist-class3-simple", "smoke", overrides=overrides)
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        E.parse_overrides(["forget_class"])
+        C.parse_overrides(["forget_class"])
 
 
 def test_cli_refuses_a_bad_setting_before_running(capsys, tmp_path):
@@ -223,20 +224,20 @@ def test_an_overridden_smoke_run_forgets_the_chosen_class(fake_mnist, tmp_path):
 
 
 def test_logs_and_rows_are_typed():
-    exp = E.get_experiment("mnist-class3-simple", "full")
+    exp = C.get_experiment("mnist-class3-simple", "full")
     assert {k: v.key for k, v in E.needed_logs(exp).items()} == {k: k for k in E.needed_logs(exp)}
-    assert E.seed_log(0.1).key == "gradient-p0.1" and E.BATCH_LOG.key == "batch"
-    assert E.LogSpec("batch", p=0.1).key == "layer" and E.UPDATE_LOG.key == "update"
+    assert C.seed_log(0.1).key == "gradient-p0.1" and C.BATCH_LOG.key == "batch"
+    assert C.LogSpec("batch", p=0.1).key == "layer" and C.UPDATE_LOG.key == "update"
     with pytest.raises(ValueError, match="unknown log kind 'x'; valid: delta, batch"):
-        E.LogSpec("x")
+        C.LogSpec("x")
     row = exp.update(0.1)
-    assert (row.method, row.log, row.alpha, row.label) == ("amnesiac", E.UPDATE_LOG, 0.1,
+    assert (row.method, row.log, row.alpha, row.label) == ("amnesiac", C.UPDATE_LOG, 0.1,
                                                           "Update attribution, alpha=0.1")
-    assert exp.seed_record(0.1).log == E.seed_log(0.1) and exp.per_batch().log == E.BATCH_LOG
+    assert exp.seed_record(0.1).log == C.seed_log(0.1) and exp.per_batch().log == C.BATCH_LOG
     with pytest.raises(KeyError, match="0 rows of 'mnist-class3-simple' match"):
         exp.update(0.7)
     with pytest.raises(KeyError, match="6 rows"):
-        exp.find("amnesiac", E.UPDATE_LOG)
+        exp.find("amnesiac", C.UPDATE_LOG)
     # the config (and so the hash) stores each log by its key, as results files do
     assert exp.to_dict()["methods"][0]["log"] == "batch"
     rows = E.summarize(E.Result(exp, {}, {}, Path(".")), ("acc_test",))
@@ -246,7 +247,7 @@ def test_logs_and_rows_are_typed():
 @pytest.mark.slow  # runs a smoke experiment on stand-in MNIST: minutes on 2 CPU cores
 def test_log_norms_trains_the_experiments_run_and_caches_the_norms(fake_mnist, tmp_path, monkeypatch):
     got = E.log_norms("mnist-class3-simple", "smoke", results_root=tmp_path)
-    exp = E.get_experiment("mnist-class3-simple", "smoke")
+    exp = C.get_experiment("mnist-class3-simple", "smoke")
     assert set(got["norms"]) == set(E.needed_logs(exp)) and all(v > 0 for v in got["norms"].values())
     assert "gradient-p0.1|misindexed" in got["cosines"] and all(-1 <= c <= 1 for c in got["cosines"].values())
     assert (tmp_path / exp.name / f"smoke-{exp.hash}" / "lognorms-seed0.json").exists()
@@ -311,7 +312,7 @@ def test_summaries_give_the_95_percent_t_interval_over_seeds():
     from amnesiac_paper.book import common
     from scipy import stats
 
-    exp = E.get_experiment("mnist-samples1-simple", "smoke")
+    exp = C.get_experiment("mnist-samples1-simple", "smoke")
     accs = [0.90, 0.94, 0.95]
     seeds = {s: {"original": {"acc_test": a}, "retrain": {"acc_test": a - 0.1}, "methods": {}}
              for s, a in enumerate(accs)}
@@ -355,13 +356,13 @@ def test_run_combos_writes_the_config_and_runs_every_optimizer_of_a_seed_first(t
 def test_the_resnet_experiment_repairs_the_seed_reports_rows_and_the_controls_only():
     from amnesiac_paper.book import published
 
-    exp = E.get_experiment("mnist-class3-resnet18", "full")
-    seed_rows = {label for label, *_ in published.SEED_REPORT["mnist-class3-resnet18"]}
-    assert {m.label for m in exp.methods if m.repair} == seed_rows | {"Relabel (1 epoch)", "Fine-tune (1 epoch)"}
-    assert seed_rows <= {m.label for m in exp.methods} and exp.ps == (0.2, 0.1, 0.075)
+    exp = C.get_experiment("mnist-class3-resnet18", "full")
+    seed_rows = {row.ours(exp).key for row in published.SEED_REPORT["mnist-class3-resnet18"]}
+    assert {m.key for m in exp.methods if m.repair} == seed_rows | {exp.relabel().key, exp.finetune().key}
+    assert exp.ps == (0.2, 0.1, 0.075)
     assert exp.recipe.epochs == exp.repair_epochs == 4 and exp.graves_keep == 100
-    simple = E.get_experiment("mnist-class3-simple", "full")  # SimpleModel keeps every p and repair
-    assert len([m for m in simple.methods if m.repair]) == 13 and simple.ps == E.SEED_PS
+    simple = C.get_experiment("mnist-class3-simple", "full")  # SimpleModel keeps every p and repair
+    assert len([m for m in simple.methods if m.repair]) == 13 and simple.ps == C.SEED_PS
 
 
 def _without_timings(x):
@@ -377,8 +378,8 @@ def _without_timings(x):
 @pytest.mark.slow  # three runs of a seed: 7 minutes on 2 CPU cores
 def test_a_seed_interrupted_in_training_and_in_its_methods_resumes_with_the_uninterrupted_numbers(
         fake_mnist, tmp_path, monkeypatch):
-    exp = dataclasses.replace(E.get_experiment("mnist-samples1-simple", "smoke"),
-                              recipe=E.Recipe(batch_size=64, epochs=3))
+    exp = dataclasses.replace(C.get_experiment("mnist-samples1-simple", "smoke"),
+                              recipe=C.Recipe(batch_size=64, epochs=3))
     whole = E.run_seed(exp, 0, device="cpu", progress=False)
     ck, partial = tmp_path / "weights" / "seed0", tmp_path / "seed0.partial.json"
     real_train, epochs_run = E.train, []

@@ -23,8 +23,8 @@ def membership_results(*, profile: str = "full", seeds: Sequence[int] | None = N
     else:
         res = membership_study.load_study(profile)
     if seeds is not None:
-        keep = {f"{kind}-seed{s}" for kind in ("class", "canary") for s in seeds}
-        res.pieces = {k: v for k, v in res.pieces.items() if not k.startswith(("class-", "canary-")) or k in keep}
+        per_seed = {membership_study.piece_name(kind, s): s for kind in ("class", "canary") for s in res.study.seeds}
+        res.pieces = {k: v for k, v in res.pieces.items() if k not in per_seed or per_seed[k] in seeds}
     return res
 
 
@@ -140,25 +140,21 @@ def membership_findings(result) -> str:
         return [get(r["amnesiac"][r["alphas"].index(r["rule"]["alpha"] if alpha == "rule" else alpha)]) for r in recs]
 
     out = []
-    cls = _pieces(result, "class")
-    if cls:
-        one = at(cls, 1.0, lambda x: x["attack"]["auc"])
-        rule = at(cls, "rule", lambda x: x["attack"]["auc"])
+    # (piece kind, the bullet's title and what it measures, the record's key, the measure of a subtraction row)
+    attacks = (("class", "Class-conditional loss attack",
+                "AUC; 0.5 = cannot tell training from test images of the class", "auc", lambda x: x["attack"]["auc"]),
+               ("canary", "Canaries", "fraction predicted as the planted label", "planted",
+                lambda x: x["rates"]["planted"]))
+    for kind, title, what, key, get in attacks:
+        recs = _pieces(result, kind)
+        if not recs:
+            continue
         out.append(
-            f"- **Class-conditional loss attack** ({len(cls)} seed(s), AUC; 0.5 = cannot tell training from test "
-            f"images of the class): original {m(r['original']['auc'] for r in cls)}, retrained "
-            f"{m(r['retrain']['auc'] for r in cls)}, subtraction at α = 1 "
-            f"{m(one)}, at the rule's α {m(rule)}, fine-tuning "
-            f"{m(r['finetune']['auc'] for r in cls)}.")
+            f"- **{title}** ({len(recs)} seed(s), {what}): original {m(r['original'][key] for r in recs)}, retrained "
+            f"{m(r['retrain'][key] for r in recs)}, subtraction at α = 1 {m(at(recs, 1.0, get))}, at the rule's α "
+            f"{m(at(recs, 'rule', get))}, fine-tuning {m(r['finetune'][key] for r in recs)}.")
     can = _pieces(result, "canary")
     if can:
-        one = at(can, 1.0, lambda x: x["rates"]["planted"])
-        rule = at(can, "rule", lambda x: x["rates"]["planted"])
-        out.append(
-            f"- **Canaries** ({len(can)} seed(s), fraction predicted as the planted label): original "
-            f"{m(r['original']['planted'] for r in can)}, retrained {m(r['retrain']['planted'] for r in can)}, "
-            f"subtraction at α = 1 {m(one)}, at the rule's α "
-            f"{m(rule)}, fine-tuning {m(r['finetune']['planted'] for r in can)}.")
         out.append(
             f"- **Difference attack** (AUC of telling the forgotten canaries from retained samples by the direction "
             f"of the change): α = 1 {m(r['difference']['alpha=1']['auc'] for r in can)}, after a repair "
@@ -166,7 +162,8 @@ def membership_findings(result) -> str:
             f"{m(r['difference']['batched (alpha=1)']['auc'] for r in can)}.")
     lira = result.pieces.get("lira")
     if lira:
-        alphas = sorted((k for k in lira if k.startswith("alpha=")), key=lambda k: abs(lira[k]["auc"] - 0.5))
+        alphas = sorted((k for k in map(membership_study.lira_key, result.study.alphas) if k in lira),
+                        key=lambda k: abs(lira[k]["auc"] - 0.5))
         best = alphas[0]
         out.append(
             f"- **U-LiRA** ({result.study.shadows} shadows; shadow training accuracy {lira['train_accuracy']:.3f}, "

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..catalogue import LogSpec, get_experiment
 from ..datasets import data_root, dataset_available
-from ..experiments import LogSpec, Result, get_experiment, load, run, summarize
+from ..experiments import Result, load, run, summarize
 from ..store import PROFILES
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -222,13 +223,13 @@ def results_table(result: Result, columns: Sequence[tuple[str, str, str]], *, di
     by_stage = {}
     for stage in stages:
         wanted = tuple(dict.fromkeys(m for _, m, s in columns if s == stage))
-        by_stage[stage] = {r["method"]: r for r in summarize(result, wanted, stage)}
-    order = list(next(iter(by_stage.values())))
+        by_stage[stage] = {r["key"]: r for r in summarize(result, wanted, stage)}
+    first = next(iter(by_stage.values()))
     rows = []
-    for label in order:
-        cells = [pm(by_stage[stage][label], metric, digits) for _, metric, stage in columns]
+    for key, row in first.items():
+        cells = [pm(by_stage[stage][key], metric, digits) for _, metric, stage in columns]
         if keep_empty or any(c != "–" for c in cells):
-            rows.append([label] + cells)
+            rows.append([row["label"]] + cells)
     return markdown_table(["method"] + [h for h, _, _ in columns], rows)
 
 
@@ -237,7 +238,7 @@ def best_row(rows: Sequence[dict], metric: str, *, family: LogSpec | None = None
     methods reading the log ``family`` (every row when ``None``; NaN rows ignored).
 
     Example:
-        >>> best_row([{"method": "a", "x": 0.3}, {"method": "b", "x": 0.1}], "x")["method"]
+        >>> best_row([{"key": "a", "x": 0.3}, {"key": "b", "x": 0.1}], "x")["key"]
         'b'
     """
     pool = [r for r in rows if (family is None or (r.get("spec") is not None and r["spec"].log == family))

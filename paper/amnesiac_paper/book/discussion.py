@@ -6,7 +6,8 @@ the table of every method at a glance. Its other numbers come from the chapters'
 from __future__ import annotations
 
 from ..comparison import summary_rows
-from ..experiments import ORIGINAL_LABEL, RETRAIN_LABEL, Result, summarize
+from ..experiments import ORIGINAL_KEY, RETRAIN_KEY, Result, summarize
+from ..setting import class_set
 from .common import format_bytes, format_ci, markdown_table
 from .comparison import tuned_cell
 from .fidelity import headline_rows, rows_by_optimizer
@@ -18,13 +19,13 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
     ``overshoot``, ``best_sentence``, ``conclusion``, ``repair_sentence``, ``mia_sentence``, ``memory_sentence``
     (each says plainly that no number is quoted when ``res`` has no seeds)."""
     metrics = ("acc_test_forgotten", "acc_test_rest", "mia_loss")
-    rows = {r["method"]: r for r in summarize(res, metrics, "no_repair")} if res.seeds else {}
-    repaired = {r["method"]: r for r in summarize(res, metrics, "after_repair")} if res.seeds else {}
+    rows = {r["key"]: r for r in summarize(res, metrics, "no_repair")} if res.seeds else {}
+    repaired = {r["key"]: r for r in summarize(res, metrics, "after_repair")} if res.seeds else {}
     best = smallest_alpha_matching(res, forget_tol=forget_tol, rest_drop=rest_drop)
     unavailable = "The MNIST class-3 results are not available in this build, so no number is quoted here."
     if rows:
-        original, retrain = rows[ORIGINAL_LABEL], rows[RETRAIN_LABEL]
-        full_delta = rows[res.experiment.update(1).label]
+        original, retrain = rows[ORIGINAL_KEY], rows[RETRAIN_KEY]
+        full_delta = rows[res.experiment.update(1).key]
         drop = original["acc_test_rest"] - full_delta["acc_test_rest"]
         overshoot = (f"In the MNIST class-3 experiment, subtracting the whole class delta (α = 1) leaves "
                      f"{full_delta['acc_test_rest']:.3f} test accuracy on the other classes, against "
@@ -41,7 +42,7 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
                              f"is within {forget_tol:g} of the retrained model's, "
                              f"{retrain['acc_test_forgotten']:.3f}, so there is "
                              "nothing to forget by this measure and the rule cannot rank the values of α.")
-            reference_row, reference_label = rows[res.experiment.update(0.1).label], "α = 0.1"
+            reference_row, reference_label = rows[res.experiment.update(0.1).key], "α = 0.1"
         elif best is None:
             conclusion = ("In the MNIST class-3 experiment no α of the sweep meets the rule stated above, so "
                           "subtraction alone did not both forget like retraining and keep the other classes there.")
@@ -49,7 +50,7 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
                              f"accuracy more than {forget_tol:g} away from the retrained model's "
                              f"({retrain['acc_test_forgotten']:.3f}) or "
                              f"costs the other classes {rest_drop:g} or more of accuracy.")
-            reference_row, reference_label = rows[res.experiment.update(0.1).label], "α = 0.1"
+            reference_row, reference_label = rows[res.experiment.update(0.1).key], "α = 0.1"
         else:
             conclusion = (f"In the MNIST class-3 experiment the smallest α meeting the rule stated above is "
                           f"{best['alpha']:g}: with no repair, {best['acc_test_forgotten']:.3f} accuracy on the "
@@ -63,7 +64,7 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
                              f"{best['acc_test_rest']:.3f} (retrained {best['retrain_rest']:.3f}, original "
                              f"{best['original_rest']:.3f}).")
             reference_row, reference_label = best, f"α = {best['alpha']:g}"
-        finetune = rows[res.experiment.finetune().label]
+        finetune = rows[res.experiment.finetune().key]
         after = [r["acc_test_forgotten"] for label, r in repaired.items()  # methods evaluated after repair (NaN: not)
                  if r["spec"] is not None and r["acc_test_forgotten"] >= 0]
         repair_sentence = (f"One epoch of fine-tuning on the retain set, with no unlearning step at all, takes the "
@@ -149,12 +150,13 @@ def _tuned_rows(comp) -> dict[str, dict[str, tuple[dict, dict]]]:
     if comp is None:
         return {}
     random_set = "random-100" if "random-100" in comp.study.sets else None  # the table's column
-    class_set = next((s for s in comp.study.sets if s.startswith("class-")), None)
+    whole_class = class_set(comp.study.base.forget_class)
+    whole_class = whole_class if whole_class in comp.study.sets else None
     out: dict[str, dict] = {}
     for opt in comp.study.optimizers:
-        if random_set is None or class_set is None:
+        if random_set is None or whole_class is None:
             break
-        rnd, cls = summary_rows(comp, opt, random_set), summary_rows(comp, opt, class_set)
+        rnd, cls = summary_rows(comp, opt, random_set), summary_rows(comp, opt, whole_class)
         for a, b in zip(rnd, cls):
             label = f"{a['label']}, tuned ({comp.study.budget} trials, chosen on validation)"
             out.setdefault(label, {})[opt] = (a, b)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from amnesiac.data import ArrayDataset
+from amnesiac.data import ArrayDataset, class_group
 from amnesiac.deltalog import DeltaLog
 from amnesiac.training import predict
 from amnesiac.unlearning import Request, unlearn
@@ -77,7 +77,7 @@ def forget_live(model: nn.Module, class_log: DeltaLog, sample_log: DeltaLog, sam
     """
     out = model
     if forget_class is not None:
-        out = unlearn("amnesiac", out, Request(forget_groups=(f"class{forget_class}",)), log=class_log, alpha=alpha)
+        out = unlearn("amnesiac", out, Request(forget_groups=(class_group(forget_class),)), log=class_log, alpha=alpha)
     used = [int(i) for i in sample_ids if forget_class is None or sample_labels[int(i)] != forget_class]
     if used:
         out = unlearn("amnesiac", out, Request(forget_groups=tuple(used)), log=sample_log, alpha=alpha)

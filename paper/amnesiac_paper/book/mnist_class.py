@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..experiments import ORIGINAL_LABEL, RETRAIN_LABEL, UPDATE_LOG, LogSpec, Result, summarize
+from ..catalogue import UPDATE_LOG, LogSpec
+from ..experiments import ORIGINAL_KEY, RETRAIN_KEY, Result, summarize
 from .common import markdown_table, pm
 from .published import SEED_REPORT
 
@@ -37,7 +38,7 @@ def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgo
         raise ValueError(f"the seed report has no table for {name!r}; it has: {', '.join(SEED_REPORT)}")
     if not result.seeds:
         raise ValueError(f"{name} has no computed seeds to set beside the seed report")
-    ours = {stage: {r["method"]: r for r in summarize(result, metrics, stage)}
+    ours = {stage: {r["key"]: r for r in summarize(result, metrics, stage)}
             for stage in ("no_repair", "after_repair")}
 
     def cell(row: dict | None) -> str:
@@ -48,16 +49,18 @@ def seed_beside_ours(result: Result, metrics: tuple[str, str] = ("acc_test_forgo
     def quoted(pair) -> str:
         return f"{pair[0]:.2f} / {pair[1]:.2f}" if pair else "–"
 
-    seed = {label: cells for label, *cells in SEED_REPORT[name]}
-    trained, reference = ORIGINAL_LABEL, RETRAIN_LABEL
-    labels = list(seed) + ([k for k in ours["no_repair"] if k not in seed and k not in (trained, reference)]
-                           if every_method else [])
+    seed = {row.ours(result.experiment).key: row for row in SEED_REPORT[name]}
+    keys = list(seed) + ([k for k in ours["no_repair"] if k not in seed and k not in (ORIGINAL_KEY, RETRAIN_KEY)]
+                         if every_method else [])
     rows = []
-    for label in labels:
-        s = seed.get(label)
-        rows.append([label, quoted(s and s[0]), cell(ours["no_repair"][trained]), quoted(s and s[1]),
-                     cell(ours["no_repair"].get(label)), quoted(s and s[2]), cell(ours["after_repair"].get(label))])
-    rows.append([reference, "–", "–", "–", cell(ours["no_repair"][reference]), "–", "–"])
+    for key in keys:
+        s = seed.get(key)
+        rows.append([s.name if s else ours["no_repair"][key]["label"], quoted(s and s.after_training),
+                     cell(ours["no_repair"][ORIGINAL_KEY]), quoted(s and s.no_retrain),
+                     cell(ours["no_repair"].get(key)), quoted(s and s.after_retrain),
+                     cell(ours["after_repair"].get(key))])
+    reference = ours["no_repair"][RETRAIN_KEY]
+    rows.append([reference["label"], "–", "–", "–", cell(reference), "–", "–"])
     return markdown_table(["method", "seed: after train", "ours: after train", "seed: no retrain", "ours: no repair",
                            "seed: after retrain", "ours: after repair"], rows)
 
@@ -79,20 +82,20 @@ def seed_comparison_reading(result: Result, *, forget_tol: float = 0.05, rest_dr
     if not result.seeds:
         raise ValueError(f"{name} has no computed seeds to read")
     F, R = metrics = ("acc_test_forgotten", "acc_test_rest")
-    rows = {r["method"]: r for r in summarize(result, metrics + ("agreement_to_retrain",), "no_repair")}
+    rows = {r["key"]: r for r in summarize(result, metrics + ("agreement_to_retrain",), "no_repair")}
 
     def fr(row: dict) -> str:
         return f"{row[F]:.2f} / {row[R]:.2f}"
 
-    orig, ref = rows[ORIGINAL_LABEL], rows[RETRAIN_LABEL]
-    batch, ft = rows[exp.per_batch().label], rows[exp.finetune().label]
+    orig, ref = rows[ORIGINAL_KEY], rows[RETRAIN_KEY]
+    batch, ft = rows[exp.per_batch().key], rows[exp.finetune().key]
     ps = sorted(exp.ps, reverse=True)
-    masked = [rows[exp.seed_record(p).label] for p in ps]
-    scaled = [rows[exp.gradient_record(p).label] for p in ps]
+    masked = [rows[exp.seed_record(p).key] for p in ps]
+    scaled = [rows[exp.gradient_record(p).key] for p in ps]
     gap = max(abs(a[m] - b[m]) for a, b in zip(masked, scaled) for m in metrics)
-    seed = {label: cells for label, *cells in SEED_REPORT[name]}
-    mine, mis = rows[exp.seed_record(0.1).label], rows[exp.misindexed().label]
-    theirs = seed[exp.seed_record(0.1).label][1]
+    seed = {row.ours(exp).key: row for row in SEED_REPORT[name]}
+    mine, mis = rows[exp.seed_record(0.1).key], rows[exp.misindexed().key]
+    theirs = seed[exp.seed_record(0.1).key].no_retrain
 
     def far(row: dict) -> float:
         return abs(row[F] - theirs[0]) + abs(row[R] - theirs[1])
@@ -110,8 +113,8 @@ def seed_comparison_reading(result: Result, *, forget_tol: float = 0.05, rest_dr
             f"{step}. The seed's own p = 0.1 row ({theirs[0]:.2f} / {theirs[1]:.2f} without "
             f"retraining) lies nearer our {nearer} record ({fr(mis if nearer == 'mis-indexed' else mine)}) than our "
             f"{other} one ({fr(mine if nearer == 'mis-indexed' else mis)}). ")
-    update = [(spec.alpha, rows[spec.label]) for spec in exp.methods
-              if spec.log == UPDATE_LOG and spec.alpha is not None and spec.label in rows]
+    update = [(spec.alpha, rows[spec.key]) for spec in exp.methods
+              if spec.log == UPDATE_LOG and spec.alpha is not None and spec.key in rows]
     good = sorted(a for a, r in update if abs(r[F] - ref[F]) <= forget_tol and orig[R] - r[R] < rest_drop)
     if good:
         text += (f"Exact update attribution forgets like the retrained model (within {forget_tol:g} on the "
@@ -135,7 +138,7 @@ def seed_comparison_reading(result: Result, *, forget_tol: float = 0.05, rest_dr
     best = min(good) if good else None
     agree = [("the original", orig), (exp.finetune().label, ft)]
     if best is not None:
-        agree.insert(1, (f"update attribution at α = {best:g}", rows[exp.update(best).label]))
+        agree.insert(1, (f"update attribution at α = {best:g}", rows[exp.update(best).key]))
     text += ("Agreement with the retrained model's test predictions: "
              + "; ".join(f"{pm(r, 'agreement_to_retrain', 3)} for {lab}" for lab, r in agree) + ".")
     return text
@@ -157,12 +160,12 @@ def smallest_alpha_matching(result: Result, *, forget_tol: float = 0.05, rest_dr
     if not result.seeds:
         return None
     metrics = ("acc_test_forgotten", "acc_test_rest", "mia_loss", "dist_param")
-    rows = {r["method"]: r for r in summarize(result, metrics, stage)}
-    original, retrain = rows[ORIGINAL_LABEL], rows[RETRAIN_LABEL]
+    rows = {r["key"]: r for r in summarize(result, metrics, stage)}
+    original, retrain = rows[ORIGINAL_KEY], rows[RETRAIN_KEY]
     candidates = []
     for spec in result.experiment.methods:
         alpha = spec.alpha
-        row = rows.get(spec.label)
+        row = rows.get(spec.key)
         if alpha is None or spec.log != family or row is None or np.isnan(row["acc_test_forgotten"]):
             continue
         forgets = abs(row["acc_test_forgotten"] - retrain["acc_test_forgotten"]) <= forget_tol
@@ -183,9 +186,9 @@ def misindexing_sentence(res: Result, norms: dict | None) -> str:
     if not res.seeds:
         return "*No seed of this experiment is on disk.*"
     exp = res.experiment
-    rows = {r["method"]: r for r in summarize(res, ("acc_test_rest",), "no_repair")}
-    seed_rest = rows[exp.seed_record(0.1).label]["acc_test_rest"]
-    mis_rest = rows[exp.misindexed().label]["acc_test_rest"]
+    rows = {r["key"]: r for r in summarize(res, ("acc_test_rest",), "no_repair")}
+    seed_rest = rows[exp.seed_record(0.1).key]["acc_test_rest"]
+    mis_rest = rows[exp.misindexed().key]["acc_test_rest"]
     names = ("correctly indexed", "mis-indexed")
     worse, better = names if seed_rest < mis_rest else names[::-1]
     text = (f"Added back with coefficient 1, the {worse} p = 0.1 records cost the rest more than the {better} ones "

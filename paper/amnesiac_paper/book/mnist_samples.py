@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..experiments import ORIGINAL_LABEL, RETRAIN_LABEL, UPDATE_LOG, Result, summarize
+from ..catalogue import UPDATE_LOG
+from ..experiments import ORIGINAL_KEY, RETRAIN_KEY, Result, summarize
 from .common import best_row
 from .published import STARTING_KIT
 
@@ -24,25 +25,25 @@ def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
         "kit_gap": kit["Original model"]["mia_loss"] - kit["Retrain from scratch"]["mia_loss"],
     }
     for tag, res in (("1", res1), ("10", res10)):
-        nr = {r["method"]: r for r in summarize(res, metrics, "no_repair")}
-        ar = {r["method"]: r for r in summarize(res, metrics, "after_repair")}
-        orig, ref = nr[ORIGINAL_LABEL], nr[RETRAIN_LABEL]
+        nr = {r["key"]: r for r in summarize(res, metrics, "no_repair")}
+        ar = {r["key"]: r for r in summarize(res, metrics, "after_repair")}
+        orig, ref = nr[ORIGINAL_KEY], nr[RETRAIN_KEY]
         ex = res.experiment
-        batch, a1, a01 = nr[ex.per_batch().label], nr[ex.update(1).label], nr[ex.update(0.1).label]
-        ft = nr[ex.finetune().label]
-        seed_row, relabel = nr[ex.seed_record(0.1).label], nr[ex.relabel().label]
+        batch, a1, a01 = nr[ex.per_batch().key], nr[ex.update(1).key], nr[ex.update(0.1).key]
+        ft = nr[ex.finetune().key]
+        seed_row, relabel = nr[ex.seed_record(0.1).key], nr[ex.relabel().key]
         best = best_row(list(nr.values()), "js_to_retrain", family=UPDATE_LOG)
         fraction = res.experiment.forget_fraction
         hit = 1 - (1 - fraction) ** res.experiment.recipe.batch_size
         fold_std = float(np.mean([r["original"]["mia_loss"]["std"] for r in res.seeds.values()]))
         # Methods that push the forget set's accuracy clearly below the retrained model's (by more than 0.01).
-        under = [label for label, r in nr.items() if r["acc_forget"] < ref["acc_forget"] - 0.01
-                 and label != RETRAIN_LABEL]
+        under = [r["label"] for key, r in nr.items() if r["acc_forget"] < ref["acc_forget"] - 0.01
+                 and key != RETRAIN_KEY]
         # Update-attribution scales whose test accuracy stays within 0.005 of the original model's.
         harmless = [f"{r['alpha']:g}" for r in nr.values() if r["spec"] is not None and r["spec"].log == UPDATE_LOG
                     and r["acc_test"] >= orig["acc_test"] - 0.005]
-        repaired_test = [r["acc_test"] for label, r in ar.items() if not np.isnan(r["acc_test"])
-                         and label not in (ORIGINAL_LABEL, RETRAIN_LABEL)]
+        repaired_test = [r["acc_test"] for key, r in ar.items() if not np.isnan(r["acc_test"])
+                         and key not in (ORIGINAL_KEY, RETRAIN_KEY)]
         close = (abs(orig["acc_forget"] - ref["acc_forget"]) < 0.01
                  and abs(orig["mia_loss"] - ref["mia_loss"]) < 2 * fold_std)
         values.update({
@@ -55,14 +56,14 @@ def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
             f"retrain_gap_{tag}": ref["acc_forget"] - ref["acc_test"],
             f"mia_fold_std_{tag}": fold_std, f"mia_gap_{tag}": orig["mia_loss"] - ref["mia_loss"],
             f"batch_test_{tag}": batch["acc_test"], f"batch_test_drop_{tag}": orig["acc_test"] - batch["acc_test"],
-            f"batch_test_rep_{tag}": ar[ex.per_batch().label]["acc_test"],
+            f"batch_test_rep_{tag}": ar[ex.per_batch().key]["acc_test"],
             f"a1_forget_{tag}": a1["acc_forget"], f"a1_test_{tag}": a1["acc_test"],
-            f"a1_test_rep_{tag}": ar[ex.update(1).label]["acc_test"],
+            f"a1_test_rep_{tag}": ar[ex.update(1).key]["acc_test"],
             f"a01_forget_{tag}": a01["acc_forget"], f"a01_test_{tag}": a01["acc_test"],
             f"seed_forget_{tag}": seed_row["acc_forget"], f"seed_test_{tag}": seed_row["acc_test"],
             f"relabel_forget_{tag}": relabel["acc_forget"], f"relabel_test_{tag}": relabel["acc_test"],
             f"ft_forget_{tag}": ft["acc_forget"], f"ft_test_{tag}": ft["acc_test"], f"ft_mia_{tag}": ft["mia_loss"],
-            f"best_label_{tag}": best["method"], f"best_js_{tag}": best["js_to_retrain"],
+            f"best_label_{tag}": best["label"], f"best_js_{tag}": best["js_to_retrain"],
             f"best_forget_{tag}": best["acc_forget"],
             f"best_vs_orig_{tag}": (
                 ("closer to" if best["js_to_retrain"] < orig["js_to_retrain"] else "no closer to")
