@@ -19,6 +19,7 @@ from .batchlog import BatchLog
 from .data import (
     ArrayDataset,
     BatchLoader,
+    class_group,
     class_ids,
     groups_by_class,
     groups_by_user,
@@ -54,6 +55,7 @@ __all__ = [
     "Request",
     "Step",
     "accuracy",
+    "class_group",
     "class_ids",
     "groups_by_class",
     "groups_by_user",

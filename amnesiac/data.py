@@ -151,10 +151,21 @@ def _check_class(dataset: ArrayDataset, cls: int) -> None:
 # ----------------------------------------------------------------------------------------------- groups
 
 
+def class_group(c: int) -> str:
+    """The group name of class ``c`` in :func:`groups_by_class`: ``"class3"``. Name a class's group with it, not by
+    retyping the string; masked logs seed each group's mask from its name (:func:`amnesiac.deltalog.group_seed`).
+
+    Example:
+        >>> class_group(3)
+        'class3'
+    """
+    return f"class{int(c)}"
+
+
 def groups_by_class(dataset: ArrayDataset, classes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-    """One group per class (``"class3"`` -> ids); all classes present if ``classes`` is None."""
+    """One group per class (``class_group(3)`` -> ids); all classes present if ``classes`` is None."""
     classes = sorted(set(dataset.y.tolist())) if classes is None else list(classes)
-    return {f"class{c}": class_ids(dataset, c) for c in classes}
+    return {class_group(c): class_ids(dataset, c) for c in classes}
 
 
 def groups_per_sample(sample_ids: Sequence[int] | torch.Tensor) -> dict[int, torch.Tensor]:

@@ -51,7 +51,7 @@ def main() -> None:
             F.cross_entropy(ddp(x[part].to(device)), y[part].to(device)).backward()
             opt.step()
     opt.close()
-    request = amnesiac.Request(forget_groups=(f"class{args.forget}",))
+    request = amnesiac.Request(forget_groups=(amnesiac.class_group(args.forget),))
     forgot = amnesiac.unlearn_sharded(model, request, log=log, alpha=args.alpha)  # collective: every process calls
     if rank == 0:
         forgotten, rest = amnesiac.test_views(test, args.forget)

@@ -25,7 +25,7 @@ import torch
 
 from amnesiac import layers
 from amnesiac.batchlog import BatchLog
-from amnesiac.data import ArrayDataset, groups_by_class, groups_per_sample, random_ids
+from amnesiac.data import ArrayDataset, class_group, groups_by_class, groups_per_sample, random_ids
 from amnesiac.deltalog import DeltaLog
 from amnesiac.grads import ParamLayout
 from amnesiac.training import pick_device, train
@@ -192,7 +192,7 @@ def latency(model_name: str, data: ArrayDataset, classes: int, device, repeats: 
     class_log.finalize()
     sample_log.finalize()
     layout = ParamLayout.of(model)
-    delta = class_log.delta_vector([f"class{cls}"])
+    delta = class_log.delta_vector([class_group(cls)])
     params = layout.params(model)
 
     def in_place():
@@ -202,7 +202,7 @@ def latency(model_name: str, data: ArrayDataset, classes: int, device, repeats: 
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    class_request = Request(forget_groups=(f"class{cls}",))
+    class_request = Request(forget_groups=(class_group(cls),))
     cases = {
         "one class (unlearn: copy + subtract)": lambda: unlearn("amnesiac", model, class_request, log=class_log),
         "one class (in-place subtraction only)": in_place,

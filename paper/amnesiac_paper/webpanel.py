@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amnesiac.data import ArrayDataset
+from amnesiac.data import ArrayDataset, class_group
 from amnesiac.grads import ParamLayout
 
 from .book.interactive import forget_live, split_accuracy
@@ -136,7 +136,7 @@ def export_panel(folder: str | Path, model: torch.nn.Module, class_log, sample_l
     ids = [int(i) for i in samples.ids]
     arrays = {
         "theta": layout.vector(model).detach().float().cpu(),
-        "class_deltas": torch.stack([class_log.delta_vector([f"class{c}"]) for c in range(num_classes)]).float(),
+        "class_deltas": torch.stack([class_log.delta_vector([class_group(c)]) for c in range(num_classes)]).float(),
         "sample_deltas": (torch.stack([sample_log.delta_vector([i]) for i in ids]).float() if ids
                           else torch.zeros(0, layout.numel)),
         "pixels": torch.cat([_to_pixels(test_set.x[:n_test]), _to_pixels(samples.x)]).reshape(-1, 28 * 28),

@@ -14,6 +14,15 @@ from helpers import flat, free_port, tiny_dataset, tiny_model
 import amnesiac
 
 WORLD, GLOBAL_BATCH, EPOCHS = 2, 16, 2
+# the tests that spawn two processes (mp.spawn) take 10-20 s each on 2 CPU cores: outside the fast loop
+TWO_PROCESSES = pytest.mark.slow
+
+
+def _spawn_json(worker, out):
+    """Run ``worker(rank, port, out)`` on both ranks; each rank's JSON report, in rank order."""
+    mp.spawn(worker, args=(free_port(), out), nprocs=WORLD, join=True)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+
 
 
 def _groups(kind):
@@ -84,7 +93,7 @@ def _worker(rank, port, kind, opt_name, clip, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
+@TWO_PROCESSES
 @pytest.mark.parametrize("kind", ["class", "samples"])
 @pytest.mark.parametrize("opt_name,clip", [("momentum", None), ("adam", None), ("momentum", 0.5)],
                          ids=["momentum", "adam", "momentum-clipped"])
@@ -126,7 +135,7 @@ def _unlearn_worker(rank, port, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
+@TWO_PROCESSES
 def test_unlearn_sharded_gives_every_rank_the_single_process_unlearned_model(tmp_path):
     """The public path from a sharded ledger: on every rank, what amnesiac.unlearn('amnesiac') gives from the
     single-process ledger of the same global batches; the trained model is left as it was."""
@@ -164,10 +173,9 @@ def _mismatch_worker(rank, port, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
+@TWO_PROCESSES
 def test_ranks_asking_for_different_groups_get_a_value_error_on_every_rank(tmp_path):
-    mp.spawn(_mismatch_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
-    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    said = _spawn_json(_mismatch_worker, tmp_path)
     assert "ranks disagree" in said[0][0] and "rank 0 of 2 asked for ['class0'], rank(s) [1]" in said[0][0]
     assert "ranks disagree" in said[1][0] and "rank 1 of 2 asked for ['class1', 'class3'], rank(s) [0]" in said[1][0]
     # a group unknown on one rank: KeyError there, ValueError on the other, and nobody is left waiting
@@ -199,7 +207,7 @@ def _unattached_worker(rank, port, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
+@TWO_PROCESSES
 def test_without_attach_the_averaged_gradient_is_refused_with_the_fix(tmp_path):
     mp.spawn(_unattached_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
     for r in range(WORLD):
@@ -231,10 +239,8 @@ def _storage_and_late_worker(rank, port, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two processes (mp.spawn): 10-20 s each on 2 CPU cores
+@TWO_PROCESSES
 def test_a_sharded_log_stores_each_shard_apart_and_refuses_a_late_optimizer_before_its_step(tmp_path):
-    mp.spawn(_storage_and_late_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
-    for r in range(WORLD):
-        files, refusal = json.loads((tmp_path / f"rank{r}.json").read_text())
+    for files, refusal in _spawn_json(_storage_and_late_worker, tmp_path):
         assert files == ["deltas.bin"]
         assert "attach the log before the optimizer's first step" in refusal
