@@ -271,7 +271,7 @@ def test_study_runs_caches_and_resumes(tmp_path, monkeypatch):
     assert "graves-class-3" in res.records[("graves", "sgd", 0)]["set-graves-class-3"]["set"]
     assert "class-3" in fi.format_summary(res)
     # a second run loads every piece: nothing trains
-    monkeypatch.setattr(fi, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr(st, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = fi.run_study("smoke", results_root=root, progress=False)
     assert again.records[("full", "sgd", 0)]["set-random-10"] == json.loads(json.dumps(one))
     # a lost piece is recomputed from the cached weights, still without training
