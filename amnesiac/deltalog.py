@@ -20,7 +20,10 @@ an optimizer step") derives every rule. Two attributions:
   (alpha = 1) is the first-order estimate of the zero-weighted replay, exact for a model whose loss is
   quadratic in the parameters (linear model, squared loss) under SGD with momentum. Adam's denominators stay
   taken as given (the group's effect on the second moment is not included). Needs the batch's inputs and
-  targets (:class:`~amnesiac.AttributedOptimizer` passes them) and costs one HVP per group per step.
+  targets (:class:`~amnesiac.AttributedOptimizer` passes them) and costs one HVP per group per step. With
+  ``propagate_hessian="trained"`` the Hessian is the whole batch loss's, ``H_t d_k``: the delta is then the
+  derivative of the trained parameters in the group's loss weight at 1 (a metagradient), which finite
+  differences of replays measure independently (``train(..., zero_weight_ids=F, forget_weight=1 - eps)``).
 * ``"gradient"``: the seed's record: minus the sum, over training, of each group's share of the batch
   gradient, (1/B) * grad loss_i (no learning rate, no optimizer scaling). Subtracting it with alpha = 1 is
   the seed's gradient ascent. It does not sum to the parameter change; there is no remainder.
@@ -56,6 +59,7 @@ from .storage import allocate_file, is_ledger_file, storage_dtype
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
+PROPAGATE_HESSIANS = ("replay", "trained")
 _RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
 
 
@@ -117,6 +121,11 @@ class DeltaLog(Ledger):
         propagate_every: ``"propagated"`` only: compute the Hessian-vector products every k-th step and count
             each for k steps (a cheaper, approximate propagation; 1 is exact to first order).
         propagate_after: ``"propagated"`` only: propagate from this step on (e.g. over the last epochs only).
+        propagate_hessian: ``"propagated"`` only: whose Hessian carries a delta forward. ``"replay"`` (default):
+            the batch loss without the group's rows, ``(H_t - H_{k,t}) d_k``, the first-order expansion of the
+            zero-weighted replay's gradient around the trained run (exact for a quadratic loss). ``"trained"``:
+            the whole batch loss, ``H_t d_k``: the derivative of the trained parameters in the group's loss
+            weight at 1 (for SGD with or without momentum; Adam's denominators stay taken as given).
         storage: a directory: keep the [groups x parameters] deltas and moments in memory-mapped files there
             (``deltas.bin``, ``moments.bin``) instead of RAM, so a ledger larger than memory can be trained and
             read (the operating system pages rows in and out). CPU only. Each file is allocated on disk when it is
@@ -153,6 +162,7 @@ class DeltaLog(Ledger):
         segment_bytes: int = 128 * 2**20,
         propagate_every: int = 1,
         propagate_after: int = 0,
+        propagate_hessian: str = "replay",
         storage: str | Path | None = None,
         overwrite: bool = False,
     ):
@@ -168,6 +178,8 @@ class DeltaLog(Ledger):
         if int(propagate_every) < 1 or int(propagate_after) < 0:
             raise ValueError(f"need propagate_every >= 1 and propagate_after >= 0, got {propagate_every}, "
                              f"{propagate_after}")
+        if propagate_hessian not in PROPAGATE_HESSIANS:
+            raise ValueError(f"unknown propagate_hessian {propagate_hessian!r}; valid: {', '.join(PROPAGATE_HESSIANS)}")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         dtype = storage_dtype(dtype)
@@ -212,6 +224,7 @@ class DeltaLog(Ledger):
         self.finalized = False
         self.lazy_momentum = lazy_momentum and attribution != "propagated"  # every group moves every step
         self.propagate_every, self.propagate_after = int(propagate_every), int(propagate_after)
+        self.propagate_hessian = propagate_hessian
         self.hvp_seconds = 0.0
         self.segment_bytes = segment_bytes
         self._segment: dict | None = None
@@ -419,9 +432,10 @@ class DeltaLog(Ledger):
 
         B = len(pend["row_owner"])
         weights = torch.ones(len(self.group_names), B, dtype=self.compute_dtype)  # [G, B]
-        own = pend["row_owner"]
-        rows = torch.nonzero(own >= 0).flatten()
-        weights[own[rows], rows] = 0.0
+        if self.propagate_hessian == "replay":  # the replay's loss: the group's own rows weighted 0
+            own = pend["row_owner"]
+            rows = torch.nonzero(own >= 0).flatten()
+            weights[own[rows], rows] = 0.0
         extra = weighted_hvps(model, inputs, targets, weights / B, self.deltas, layout=self.layout,
                               loss_fn=loss_fn)  # [G, P]
         pend["extra"] = extra.to(self.device, self.compute_dtype).mul_(self.propagate_every)
@@ -741,6 +755,11 @@ class DeltaLog(Ledger):
                    "tensors": dict.fromkeys(_TENSORS), "counters": dict.fromkeys(_COUNTERS), "segment": None,
                    "optimizer_attached": None}  # what load_state_dict reads (masks_cached may be absent)
 
+    def _extra_config(self) -> dict:
+        """Settings saved only when they differ from the default, so that the states and fingerprints of logs
+        built without them stay what they were."""
+        return {} if self.propagate_hessian == "replay" else {"propagate_hessian": self.propagate_hessian}
+
     def state_dict(self) -> dict:
         """Everything the log holds between two steps (tensors, counters, a lazy segment's buffers), so a training
         interrupted here and resumed with :meth:`load_state_dict` gives the same ledger bit for bit.
@@ -759,7 +778,7 @@ class DeltaLog(Ledger):
                    "carried": self._segment["carried"], "bytes": self._segment["bytes"]}
         return {
             "kind": "DeltaLog",
-            "config": {k: getattr(self, k) for k in self._CONFIG},
+            "config": {k: getattr(self, k) for k in self._CONFIG} | self._extra_config(),
             "dtypes": {"compute": str(self.compute_dtype), "storage": str(self.storage_dtype)},
             "layout": {"names": list(self.layout.names), "shapes": [list(x) for x in self.layout.shapes]},
             "groups": {"names": [str(n) for n in self.group_names], "group_of": self.table.group_of},
@@ -784,8 +803,9 @@ class DeltaLog(Ledger):
             kind = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(f"not a DeltaLog state (kind {kind!r})")
         require_keys(state, self._STATE_KEYS, "DeltaLog")
-        mine = {k: getattr(self, k) for k in self._CONFIG}
-        diff = {k: (v, state["config"][k]) for k, v in mine.items() if state["config"][k] != v}
+        mine = {k: getattr(self, k) for k in self._CONFIG} | {"propagate_hessian": self.propagate_hessian}
+        saved = {"propagate_hessian": "replay"} | dict(state["config"])  # states saved before it existed: replay
+        diff = {k: (v, saved[k]) for k, v in mine.items() if saved[k] != v}
         if diff:
             raise ValueError(f"the saved log was built with other settings: {diff} (this log, saved log)")
         check_layout(state["layout"], self.layout)

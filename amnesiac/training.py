@@ -10,6 +10,7 @@ tracked rows, :class:`~amnesiac.grads.GroupGradients`, with a per-layer ``torch.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -159,6 +160,7 @@ def train(
     weight_grads: str = "autograd",
     zero_weight_ids: Sequence[int] | torch.Tensor | None = None,
     drop_ids: Sequence[int] | torch.Tensor | None = None,
+    forget_weight: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scheduler_every: str = "step",
 ) -> History:
@@ -188,6 +190,10 @@ def train(
         zero_weight_ids: the *zero-weighted replay*: these samples stay in their batches (same order, same
             RNG stream) but their loss is multiplied by 0, while the batch mean still divides by the full
             batch size B. Batches that hold none of them take exactly the ordinary step.
+        forget_weight: with ``zero_weight_ids``, the loss weight of those samples instead of 0 (the mean still
+            divides by B): ``1 - eps`` gives the replays whose finite differences measure the derivative of the
+            trained parameters in the samples' weight (REFERENCE: metagradients); ``1`` is ordinary training up
+            to the order of float sums in the batches that hold them.
         drop_ids: the *dropped replay* (retraining with the same seed and order): these samples are removed
             from their batches and the loss is the mean over the rows left; a batch left empty takes no
             optimizer step. Exclusive with ``zero_weight_ids``. See the Method chapter,
@@ -214,6 +220,11 @@ def train(
         raise ValueError(f"unknown group_grads {group_grads!r}; valid: {', '.join(GROUP_GRAD_METHODS)}")
     if zero_weight_ids is not None and drop_ids is not None:
         raise ValueError("give zero_weight_ids (zero-weighted replay) or drop_ids (dropped replay), not both")
+    forget_weight = float(forget_weight)
+    if not (math.isfinite(forget_weight) and forget_weight >= 0.0):
+        raise ValueError(f"forget_weight must be finite and >= 0, got {forget_weight}")
+    if forget_weight != 0.0 and zero_weight_ids is None:
+        raise ValueError("forget_weight weights the zero_weight_ids rows: give zero_weight_ids too")
     excluded = _id_table(zero_weight_ids if zero_weight_ids is not None else drop_ids)
     drop = drop_ids is not None
     if scheduler_every not in ("step", "epoch"):
@@ -249,6 +260,8 @@ def train(
                     k = keep.to(dev)
                     n_kept = int(keep.sum())
                     loss = loss_fn(out[k], y[k]) * (n_kept / len(y)) if n_kept else (out * 0).sum()
+                    if forget_weight != 0.0:  # the excluded rows, weighted (their sum still over B)
+                        loss = loss + loss_fn(out[~k], y[~k]) * (forget_weight * (len(y) - n_kept) / len(y))
                 else:
                     loss = loss_fn(out, y)
                 loss.backward()

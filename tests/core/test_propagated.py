@@ -172,3 +172,69 @@ def test_propagation_options_and_errors():
     with pytest.raises(ValueError, match="inputs=x, targets=y"):
         opt.step()
     opt.close()
+
+
+def _weighted_replay(opt_name, ds, ids, weight, epochs=2):
+    """The MLP trained with the rows ``ids`` at loss weight ``weight`` (the mean still over the batch size)."""
+    model = MLP()
+    amnesiac.train(model, ds.loader(8, seed=1), ORACLE_OPTIMIZERS[opt_name](model.parameters()), epochs=epochs,
+                   zero_weight_ids=ids, forget_weight=weight, progress=False)
+    return amnesiac.ParamLayout.of(model).vector(model)
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("opt_name", ["momentum", "nesterov-coupled-wd", pytest.param("adam", marks=pytest.mark.xfail(
+    strict=True, reason="Adam's second moment is taken as given, which drops a first-order term of the same size: "
+    "the propagated delta is 50-140% off the derivative on this MLP (issue 28, item 4)"))])
+def test_propagating_with_the_trained_hessian_gives_the_finite_difference_derivative_of_the_replays(opt_name):
+    """The independent measurement: replays with the group's loss weight 1 - eps (float64, deterministic) give
+    g(eps) = (theta(1) - theta(1 - eps)) / eps, which converges to the derivative of the trained parameters in
+    that weight; the propagated delta with the trained run's Hessian is that derivative. The default (the
+    replay's Hessian) is another first-order estimate, farther from it by much more than the tolerance."""
+    ds = _mlp_data()
+    model = MLP()
+    trained = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian="trained")
+    replay = amnesiac.DeltaLog(model, GROUPS, attribution="propagated")
+    amnesiac.train(model, ds.loader(8, seed=1), ORACLE_OPTIMIZERS[opt_name](model.parameters()), epochs=2,
+                   delta_log=[trained, replay], progress=False)
+    for k, ids in GROUPS.items():
+        base = _weighted_replay(opt_name, ds, ids, 1.0)
+        g = {eps: (base - _weighted_replay(opt_name, ds, ids, 1.0 - eps)) / eps for eps in (1e-4, 1e-6)}
+        assert _rel(g[1e-4], g[1e-6]) < 1e-3  # converged: the derivative
+        err = _rel(trained.delta_vector([k]), g[1e-6])
+        assert err < 1e-5, (k, err)
+        assert _rel(replay.delta_vector([k]), g[1e-6]) > 100 * err
+    # weight 1 is ordinary training up to the order of float sums
+    plain = MLP()
+    amnesiac.train(plain, ds.loader(8, seed=1), ORACLE_OPTIMIZERS[opt_name](plain.parameters()), epochs=2,
+                   progress=False)
+    assert _rel(_weighted_replay(opt_name, ds, GROUPS["a"], 1.0), amnesiac.ParamLayout.of(plain).vector(plain)) < 1e-12
+
+
+def test_a_forget_weight_needs_its_rows_and_is_finite_and_not_negative():
+    ds = _mlp_data()
+    for kw, match in (({"forget_weight": 0.5}, "give zero_weight_ids"),
+                      ({"zero_weight_ids": [1], "forget_weight": -0.1}, "finite and >= 0"),
+                      ({"zero_weight_ids": [1], "forget_weight": float("nan")}, "finite and >= 0"),
+                      ({"drop_ids": [1], "forget_weight": 0.5}, "give zero_weight_ids")):
+        with pytest.raises(ValueError, match=match):
+            amnesiac.train(MLP(), ds.loader(8, seed=1), torch.optim.SGD(MLP().parameters(), lr=0.1), epochs=1,
+                           progress=False, **kw)
+    with pytest.raises(ValueError, match="propagate_hessian"):
+        amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated", propagate_hessian="full")
+
+
+def test_a_saved_log_keeps_its_hessian_choice_and_the_default_state_is_unchanged():
+    ds = _mlp_data()
+    model = MLP()
+    log = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian="trained")
+    amnesiac.train(model, ds.loader(8, seed=1), torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+                   delta_log=log, progress=False)
+    state = log.state_dict()
+    assert state["config"]["propagate_hessian"] == "trained"
+    with pytest.raises(ValueError, match="propagate_hessian"):
+        amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").load_state_dict(state)
+    assert "propagate_hessian" not in amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").state_dict()["config"]
