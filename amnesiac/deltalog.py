@@ -8,7 +8,7 @@ independently, so that
     sum over groups of delta_k + remainder == theta_T - theta_0        (exactly, up to rounding)
 
 holds as a checkable invariant, not by construction. The book's Method chapter (book/method.md, "Exact shares of
-an optimizer step") derives every rule. Two attributions:
+an optimizer step") derives every rule. Three attributions:
 
 * ``"update"`` (default): optimizer-consistent shares, exact for every optimizer with an update rule
   (:mod:`amnesiac.rules`: SGD with momentum, dampening and Nesterov; Adam, AdamW and AMSGrad; RMSprop;
@@ -24,6 +24,8 @@ an optimizer step") derives every rule. Two attributions:
   ``propagate_hessian="trained"`` the Hessian is the whole batch loss's, ``H_t d_k``: the delta is then the
   derivative of the trained parameters in the group's loss weight at 1 (a metagradient), which finite
   differences of replays measure independently (``train(..., zero_weight_ids=F, forget_weight=1 - eps)``).
+  With ``propagate_second_moment=True`` (Adam, AdamW) the group's effect on the second moment is carried too
+  (:class:`amnesiac.rules.SecondMoment`), so that the delta is the forward-mode derivative of the whole step.
 * ``"gradient"``: the seed's record: minus the sum, over training, of each group's share of the batch
   gradient, (1/B) * grad loss_i (no learning rate, no optimizer scaling). Subtracting it with alpha = 1 is
   the seed's gradient ascent. It does not sum to the parameter change; there is no remainder.
@@ -53,7 +55,7 @@ from torch.optim import Optimizer
 
 from .grads import ParamLayout
 from .ledger import GroupTable, Ledger, check_layout, require_keys
-from .rules import NEUTRAL, STEP_FIELDS, rule_for
+from .rules import NEUTRAL, STEP_FIELDS, rule_for, second_moment_rule
 from .rules import check_optimizer as check_rule
 from .storage import allocate_file, is_ledger_file, storage_dtype
 
@@ -125,7 +127,11 @@ class DeltaLog(Ledger):
             the batch loss without the group's rows, ``(H_t - H_{k,t}) d_k``, the first-order expansion of the
             zero-weighted replay's gradient around the trained run (exact for a quadratic loss). ``"trained"``:
             the whole batch loss, ``H_t d_k``: the derivative of the trained parameters in the group's loss
-            weight at 1 (for SGD with or without momentum; Adam's denominators stay taken as given).
+            weight at 1 (for SGD with or without momentum; for Adam with ``propagate_second_moment``).
+        propagate_second_moment: ``"propagated"`` only: carry each group's tangent of Adam's second moment
+            (a third [groups x parameters] buffer), so that the step's denominator moves with the group's weight
+            as it does in a replay; without it the denominator is taken as given, which drops a first-order term
+            as large as the one kept. Adam and AdamW (not AMSGrad); SGD has no second moment (no effect).
         storage: a directory: keep the [groups x parameters] deltas and moments in memory-mapped files there
             (``deltas.bin``, ``moments.bin``) instead of RAM, so a ledger larger than memory can be trained and
             read (the operating system pages rows in and out). CPU only. Each file is allocated on disk when it is
@@ -163,6 +169,7 @@ class DeltaLog(Ledger):
         propagate_every: int = 1,
         propagate_after: int = 0,
         propagate_hessian: str = "replay",
+        propagate_second_moment: bool = False,
         storage: str | Path | None = None,
         overwrite: bool = False,
     ):
@@ -180,6 +187,9 @@ class DeltaLog(Ledger):
                              f"{propagate_after}")
         if propagate_hessian not in PROPAGATE_HESSIANS:
             raise ValueError(f"unknown propagate_hessian {propagate_hessian!r}; valid: {', '.join(PROPAGATE_HESSIANS)}")
+        if propagate_second_moment and attribution != "propagated":
+            raise ValueError("propagate_second_moment is a setting of attribution='propagated' (the 'update' "
+                             "attribution keeps exact shares of the real update, its denominators as given)")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         dtype = storage_dtype(dtype)
@@ -225,6 +235,8 @@ class DeltaLog(Ledger):
         self.lazy_momentum = lazy_momentum and attribution != "propagated"  # every group moves every step
         self.propagate_every, self.propagate_after = int(propagate_every), int(propagate_after)
         self.propagate_hessian = propagate_hessian
+        self.propagate_second_moment = bool(propagate_second_moment)
+        self.second_moments: torch.Tensor | None = None  # [G, P] tangents of the second moment, when propagated
         self.hvp_seconds = 0.0
         self.segment_bytes = segment_bytes
         self._segment: dict | None = None
@@ -483,11 +495,13 @@ class DeltaLog(Ledger):
                 tracked_total.index_add_(0, pend["masks"].flatten(), shares.flatten())
         rest_share = pend["batch_grad"] - tracked_total  # [P]
         self._last_seen[present.cpu()] = self.steps
-        self._optimizer_step(optimizer, present, shares, rest_share)
+        self._optimizer_step(optimizer, present, shares, rest_share,
+                             grad=pend["batch_grad"] * pend["grad_scale"] if self.propagate_second_moment else None)
 
     # ------------------------------------------------------------------------------ optimizer algebra
 
-    def _optimizer_step(self, opt: Optimizer, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor):
+    def _optimizer_step(self, opt: Optimizer, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor,
+                        grad: torch.Tensor | None = None):
         if self._optimizer_ref is _RESUMED:  # resumed from a checkpoint: the optimizer continues, buffers too
             self._optimizer_ref = id(opt)
         elif self._optimizer_ref != id(opt):  # a new optimizer starts with empty buffers
@@ -534,6 +548,12 @@ class DeltaLog(Ledger):
         if stateful:
             m = self.moments if full else self.moments.index_select(0, act)
         base, bm = self.base, self.base_moment  # the remainder's track, unmasked
+        second = self._second_moment_coefficients(opt) if grad is not None else None
+        if second is not None:  # the gradient the optimizer used (coupled weight decay included), before the step
+            if not full:
+                raise RuntimeError("the second moment's tangents need every group to move every step")
+            if hp["wd"] is not None:
+                grad = grad + hp["wd"] * (base + d.sum(0))
         # the rule's map (amnesiac.rules), applied to the groups' tracks and to the remainder's
         if hp["shrink"] is not None:
             d.mul_(coords(hp["shrink"]))
@@ -550,6 +570,14 @@ class DeltaLog(Ledger):
         if hp["e"] is not None:
             d.sub_(coords(hp["e"]) * s)
             base.sub_(hp["e"] * rest)
+        if second is not None:  # q <- beta2 q + gamma2 g s; d <- d - c2 q (the remainder keeps the sum exact)
+            if self.second_moments is None:
+                self.second_moments = torch.zeros_like(self.deltas)
+            q = self.second_moments
+            q.mul_(second["beta2"]).addcmul_(s, grad * second["gamma2"])
+            change = second["c2"] * q
+            d.sub_(change)
+            base.add_(change.sum(0))
         if not full:
             self.deltas.index_copy_(0, act, d)
             if m is not None:
@@ -663,6 +691,8 @@ class DeltaLog(Ledger):
 
     def _drop_moments(self) -> None:
         self._flush()
+        if self.second_moments is not None:
+            self.second_moments.zero_()
         if self.moments is not None:
             self.moments.zero_()
             self.base_moment.zero_()
@@ -678,6 +708,8 @@ class DeltaLog(Ledger):
         if self.attribution == "gradient" or self.finalized:  # raw gradients need no rule; begin_step refuses
             return
         check_rule(optimizer)
+        if self.propagate_second_moment:
+            second_moment_rule(optimizer)
         continues = self._optimizer_ref is _RESUMED or self._optimizer_ref == id(optimizer)
         seen = self._opt_steps if continues else 0  # a new optimizer starts the log's buffers afresh
         mine = set(self._param_ids)
@@ -695,6 +727,27 @@ class DeltaLog(Ledger):
                         "the optimizer already holds a momentum_buffer (it took steps before this log was attached): "
                         "attach the log before the optimizer's first step (its buffers must start empty)"
                     )
+
+    def _second_moment_coefficients(self, opt: Optimizer) -> dict | None:
+        """This step's second-moment tangent map (:class:`amnesiac.rules.SecondMoment`) as [P] tensors, or ``None``
+        for an optimizer without a second moment."""
+        fn = second_moment_rule(opt)
+        if fn is None:
+            return None
+        where = {pid: i for i, pid in enumerate(self._param_ids)}
+        parts: list = [None] * len(self._param_ids)
+        for group in opt.param_groups:
+            for q in group["params"]:
+                i = where.get(id(q))
+                if i is not None:
+                    parts[i] = fn(opt, group, opt.state[q], self._opt_steps)
+        sizes = self.layout.sizes()
+        kw = dict(dtype=self.compute_dtype, device=self.device)
+        return {
+            "beta2": torch.cat([torch.full((n,), x.beta2, **kw) for x, n in zip(parts, sizes)]),
+            "gamma2": torch.cat([torch.full((n,), x.gamma2, **kw) for x, n in zip(parts, sizes)]),
+            "c2": torch.cat([x.c2.reshape(-1).to(**kw) for x in parts]),
+        }
 
     def _coefficients(self, opt: Optimizer) -> dict:
         """This step's map (:class:`amnesiac.rules.Step`) per coordinate: floats when uniform, [P] tensors else."""
@@ -758,7 +811,8 @@ class DeltaLog(Ledger):
     def _extra_config(self) -> dict:
         """Settings saved only when they differ from the default, so that the states and fingerprints of logs
         built without them stay what they were."""
-        return {} if self.propagate_hessian == "replay" else {"propagate_hessian": self.propagate_hessian}
+        extra = {} if self.propagate_hessian == "replay" else {"propagate_hessian": self.propagate_hessian}
+        return extra | ({"propagate_second_moment": True} if self.propagate_second_moment else {})
 
     def state_dict(self) -> dict:
         """Everything the log holds between two steps (tensors, counters, a lazy segment's buffers), so a training
@@ -782,7 +836,8 @@ class DeltaLog(Ledger):
             "dtypes": {"compute": str(self.compute_dtype), "storage": str(self.storage_dtype)},
             "layout": {"names": list(self.layout.names), "shapes": [list(x) for x in self.layout.shapes]},
             "groups": {"names": [str(n) for n in self.group_names], "group_of": self.table.group_of},
-            "tensors": {k: getattr(self, k, None) for k in self._TENSORS},
+            "tensors": {k: getattr(self, k, None) for k in self._TENSORS}
+            | ({"second_moments": self.second_moments} if self.second_moments is not None else {}),
             "counters": {k: getattr(self, k) for k in self._COUNTERS},
             "segment": seg,
             "optimizer_attached": self._optimizer_ref is not None,
@@ -803,8 +858,10 @@ class DeltaLog(Ledger):
             kind = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(f"not a DeltaLog state (kind {kind!r})")
         require_keys(state, self._STATE_KEYS, "DeltaLog")
-        mine = {k: getattr(self, k) for k in self._CONFIG} | {"propagate_hessian": self.propagate_hessian}
-        saved = {"propagate_hessian": "replay"} | dict(state["config"])  # states saved before it existed: replay
+        mine = {k: getattr(self, k) for k in self._CONFIG} | {"propagate_hessian": self.propagate_hessian,
+                                                              "propagate_second_moment": self.propagate_second_moment}
+        # settings saved only when not the default (states saved before they existed have the default)
+        saved = {"propagate_hessian": "replay", "propagate_second_moment": False} | dict(state["config"])
         diff = {k: (v, saved[k]) for k, v in mine.items() if saved[k] != v}
         if diff:
             raise ValueError(f"the saved log was built with other settings: {diff} (this log, saved log)")
@@ -835,6 +892,8 @@ class DeltaLog(Ledger):
                     delattr(self, k)
             else:
                 setattr(self, k, None)
+        q = state["tensors"].get("second_moments")
+        self.second_moments = q.to(self.device) if q is not None else None
         for k, v in state["counters"].items():
             setattr(self, k, v)
         if self.finalized:
@@ -868,6 +927,7 @@ class DeltaLog(Ledger):
         if self.moments is not None:
             self._retire(torch.nonzero(self._in_flight).flatten())
         self.moments = None
+        self.second_moments = None
         if self.storage is not None:
             (self.storage / "moments.bin").unlink(missing_ok=True)
         if self.attribution != "gradient":
@@ -925,6 +985,7 @@ class DeltaLog(Ledger):
         held = [
             self.deltas,
             self.moments,
+            self.second_moments,
             self._mask_cache,
             self._last_seen,
             self._in_flight,

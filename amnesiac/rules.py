@@ -213,3 +213,63 @@ def adagrad(optimizer: Optimizer, group: dict, state: dict, step: int) -> Step:
     clr = float(group["lr"]) / (1 + (t - 1) * float(group["lr_decay"]))
     std = state["sum"].detach().sqrt().add_(group["eps"])
     return Step(wd=_nonzero(float(group["weight_decay"])), e=clr / std)
+
+
+# ------------------------------------------------------------------------- second moments (forward mode)
+
+
+@dataclass(frozen=True)
+class SecondMoment:
+    """The tangent of an optimizer's second moment, for the forward-mode derivative of a step in a loss weight.
+
+    A track's second-moment tangent ``q`` follows ``q <- beta2 * q + gamma2 * g * s`` (``g`` the gradient the
+    optimizer used, ``s`` the track's share of it, weight decay included) and the step adds ``d <- d - c2 * q``:
+    the change of the step that the change of its denominator causes. Used only by
+    ``DeltaLog(attribution="propagated", propagate_second_moment=True)``; the ``"update"`` attribution takes the
+    denominator as given (:class:`Step`), which keeps the shares exact sums of the real update.
+    """
+
+    beta2: float
+    gamma2: float
+    c2: torch.Tensor
+
+
+SecondMomentFn = Callable[[Optimizer, dict, dict, int], SecondMoment]
+SECOND_MOMENT_RULES: dict[type, SecondMomentFn] = {}
+
+
+def second_moment_rule(optimizer: Optimizer) -> SecondMomentFn:
+    """The second-moment tangent rule of ``optimizer``'s class, or ``None`` for an optimizer without one (SGD);
+    an optimizer whose denominator the log cannot differentiate (RMSprop, Adagrad, AMSGrad's running maximum)
+    raises ``ValueError``."""
+    for cls in type(optimizer).__mro__:
+        if cls in SECOND_MOMENT_RULES:
+            fn = SECOND_MOMENT_RULES[cls]
+            for group in optimizer.param_groups:
+                if group.get("amsgrad"):
+                    raise ValueError("propagate_second_moment cannot follow AMSGrad (the derivative of its running "
+                                     "maximum is not a linear recursion); use amsgrad=False")
+            return fn
+    if isinstance(optimizer, (RMSprop, Adagrad)):
+        raise ValueError(f"propagate_second_moment has a rule for Adam and AdamW only, not {type(optimizer).__name__};"
+                         " use propagate_second_moment=False (its denominator taken as given)")
+    return None
+
+
+def _adam_second_moment(optimizer: Optimizer, group: dict, state: dict, step: int) -> SecondMoment:
+    """Adam's update ``u = lr / (1 - b1^t) * m / D`` with ``D = sqrt(v) / sqrt(1 - b2^t) + eps`` and
+    ``v <- b2 v + (1 - b2) g^2``: ``dv = b2 dv + 2 (1 - b2) g dg`` and the step's change through ``D`` is
+    ``-lr / (1 - b1^t) * m / D^2 * dv / (2 sqrt(v) sqrt(1 - b2^t))`` (0 where ``v`` is 0: no gradient yet)."""
+    lr = float(group["lr"])
+    b1, b2 = (float(b) for b in group["betas"])
+    t = float(state["step"])
+    v = state["exp_avg_sq"].detach()
+    root = v.sqrt()
+    bc2 = math.sqrt(1 - b2**t)
+    denom = root / bc2 + group["eps"]
+    safe = torch.where(root > 0, root, torch.ones_like(root))
+    c2 = -lr / (1 - b1**t) * state["exp_avg"].detach() / denom.square() / (2 * safe * bc2)
+    return SecondMoment(beta2=b2, gamma2=2 * (1 - b2), c2=torch.where(root > 0, c2, torch.zeros_like(c2)))
+
+
+SECOND_MOMENT_RULES[Adam] = SECOND_MOMENT_RULES[AdamW] = _adam_second_moment

@@ -186,20 +186,28 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("opt_name", ["momentum", "nesterov-coupled-wd", pytest.param("adam", marks=pytest.mark.xfail(
-    strict=True, reason="Adam's second moment is taken as given, which drops a first-order term of the same size: "
-    "the propagated delta is 50-140% off the derivative on this MLP (issue 28, item 4)"))])
+ADAMS = ("adam", "adam-coupled-wd", "adamw-decoupled-wd")
+
+
+@pytest.mark.parametrize("opt_name", ["momentum", "nesterov-coupled-wd", *ADAMS])
 def test_propagating_with_the_trained_hessian_gives_the_finite_difference_derivative_of_the_replays(opt_name):
     """The independent measurement: replays with the group's loss weight 1 - eps (float64, deterministic) give
     g(eps) = (theta(1) - theta(1 - eps)) / eps, which converges to the derivative of the trained parameters in
-    that weight; the propagated delta with the trained run's Hessian is that derivative. The default (the
-    replay's Hessian) is another first-order estimate, farther from it by much more than the tolerance."""
+    that weight; the propagated delta with the trained run's Hessian (and, under Adam, the second moment's
+    tangent) is that derivative. The default (the replay's Hessian) is another first-order estimate, farther
+    from it by much more than the tolerance; under Adam, so is the delta that takes the denominator as given."""
     ds = _mlp_data()
     model = MLP()
-    trained = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian="trained")
+    adam = opt_name in ADAMS
+    trained = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian="trained",
+                                propagate_second_moment=adam)
     replay = amnesiac.DeltaLog(model, GROUPS, attribution="propagated")
+    logs = [trained, replay]
+    if adam:
+        frozen = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian="trained")
+        logs.append(frozen)
     amnesiac.train(model, ds.loader(8, seed=1), ORACLE_OPTIMIZERS[opt_name](model.parameters()), epochs=2,
-                   delta_log=[trained, replay], progress=False)
+                   delta_log=logs, progress=False)
     for k, ids in GROUPS.items():
         base = _weighted_replay(opt_name, ds, ids, 1.0)
         g = {eps: (base - _weighted_replay(opt_name, ds, ids, 1.0 - eps)) / eps for eps in (1e-4, 1e-6)}
@@ -207,11 +215,40 @@ def test_propagating_with_the_trained_hessian_gives_the_finite_difference_deriva
         err = _rel(trained.delta_vector([k]), g[1e-6])
         assert err < 1e-5, (k, err)
         assert _rel(replay.delta_vector([k]), g[1e-6]) > 100 * err
+        if adam:  # the first-order term the frozen denominator drops is as large as the one it keeps
+            assert _rel(frozen.delta_vector([k]), g[1e-6]) > 0.3
+    # the tracks still add up to the real change
+    theta = amnesiac.ParamLayout.of(model).vector(model)
+    total = trained.theta0 + trained.deltas.sum(0) + trained.remainder_vector
+    torch.testing.assert_close(total, theta, rtol=0, atol=1e-12)
     # weight 1 is ordinary training up to the order of float sums
     plain = MLP()
     amnesiac.train(plain, ds.loader(8, seed=1), ORACLE_OPTIMIZERS[opt_name](plain.parameters()), epochs=2,
                    progress=False)
     assert _rel(_weighted_replay(opt_name, ds, GROUPS["a"], 1.0), amnesiac.ParamLayout.of(plain).vector(plain)) < 1e-12
+
+
+def test_the_second_moment_is_a_setting_of_the_propagated_attribution_for_adam_only():
+    with pytest.raises(ValueError, match="setting of attribution='propagated'"):
+        amnesiac.DeltaLog(MLP(), GROUPS, propagate_second_moment=True)
+    ds = _mlp_data()
+    for name, match in (("rmsprop", "Adam and AdamW only"), ("amsgrad-coupled-wd", "AMSGrad")):
+        model = MLP()
+        log = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_second_moment=True)
+        before = amnesiac.ParamLayout.of(model).vector(model)
+        with pytest.raises(ValueError, match=match):
+            amnesiac.train(model, ds.loader(8, seed=1), ORACLE_OPTIMIZERS[name](model.parameters()), epochs=1,
+                           delta_log=log, progress=False)
+        assert torch.equal(amnesiac.ParamLayout.of(model).vector(model), before)  # refused before any step
+    # SGD has no second moment: the setting changes nothing
+    deltas = []
+    for second in (False, True):
+        model = MLP()
+        log = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_second_moment=second)
+        amnesiac.train(model, ds.loader(8, seed=1), ORACLE_OPTIMIZERS["momentum"](model.parameters()), epochs=1,
+                       delta_log=log, progress=False)
+        deltas.append(log.delta_vector(["a"]))
+    assert torch.equal(*deltas)
 
 
 def test_a_forget_weight_needs_its_rows_and_is_finite_and_not_negative():
@@ -238,3 +275,22 @@ def test_a_saved_log_keeps_its_hessian_choice_and_the_default_state_is_unchanged
     with pytest.raises(ValueError, match="propagate_hessian"):
         amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").load_state_dict(state)
     assert "propagate_hessian" not in amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").state_dict()["config"]
+
+
+def test_a_saved_log_keeps_its_second_moment_tangents():
+    ds = _mlp_data()
+    model = MLP()
+    log = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian="trained",
+                            propagate_second_moment=True)
+    amnesiac.train(model, ds.loader(8, seed=1), torch.optim.Adam(model.parameters(), lr=0.01), epochs=1,
+                   delta_log=log, progress=False)
+    state = log.state_dict()
+    assert state["config"]["propagate_second_moment"] is True
+    assert float(state["tensors"]["second_moments"].abs().sum()) > 0
+    with pytest.raises(ValueError, match="propagate_second_moment"):
+        amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated", propagate_hessian="trained").load_state_dict(state)
+    again = amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated", propagate_hessian="trained",
+                              propagate_second_moment=True).load_state_dict(state)
+    assert torch.equal(again.second_moments, log.second_moments) and torch.equal(again.deltas, log.deltas)
+    assert "propagate_second_moment" not in amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").state_dict()[
+        "config"]
