@@ -17,13 +17,15 @@ CPU (where a replay is deterministic and resolves tiny changes):
    fraction, the output KL to the zero-weighted replay, ``c = cos(delta, theta_T - theta_replay)`` and
    ``r = |delta| / |theta_T - theta_replay|``, beside the same numbers for a random group of the same size that
    is not forgotten (the control). A delta whose norm leaves every bound is reported as diverged, with its step;
-4. **output space**: a linear datamodeling score (Spearman, over random forget subsets, of each held-out
+4. **stabilisation, measured**: the derivative propagated over the last ``k`` epochs only (``propagate_after``),
+   against the same replays, in the regimes where the full recursion is expansive (:func:`stabilised_piece`);
+5. **output space**: a linear datamodeling score (Spearman, over random forget subsets, of each held-out
    example's margin change predicted through a Jacobian-vector product at theta_T against the replay's).
 
 With ``r`` and ``c`` the recovered fraction at scale alpha is ``1 - sqrt(1 - 2 alpha r c + alpha^2 r^2)``
 (:func:`recovered_from_geometry`): the best alpha recovers ``1 - sqrt(1 - c^2)``, about ``c^2 / 2``.
 
-Results: ``results/regime-mnist-mlp/<profile>-<hash>/{cell-<regime>-seed<k>,lds-<regime>-seed<k>}.json``,
+Results: ``results/regime-mnist-mlp/<profile>-<hash>/{cell,lds,stable}-<regime>-seed<k>.json``,
 resumable per piece (replays cached under ``weights/``).
 """
 
@@ -133,27 +135,33 @@ class RegimeStudy:
     lds_subset_atoms: int  # each random forget subset: this many atoms
     lds_subsets: int
     dataset: str = "mnist"
+    stabilise_regimes: tuple[str, ...] = ()  # truncated propagation measured against the replays in these
+    truncations: tuple[int, ...] = (1, 2)  # propagate over the last k epochs only
 
     @property
     def hash(self) -> str:
-        config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "regimes", "lds_regimes")}
+        config = {k: v for k, v in asdict(self).items()
+                  if k not in ("seeds", "regimes", "lds_regimes", "stabilise_regimes", "truncations")}
         return config_hash(config, semantics=REGIME_SEMANTICS)
 
     def folder(self, root: Path | None = None) -> Path:
         return (root or results_root()) / self.name / f"{self.profile}-{self.hash}"
 
     def regime(self, name: str) -> Regime:
-        for reg in self.regimes:
+        """A regime by name: one of this study's cells, or else one of :func:`regimes` (an LDS or truncation may
+        be asked of a regime whose cell is not run)."""
+        for reg in (*self.regimes, *regimes()):
             if reg.name == name:
                 return reg
-        raise KeyError(f"unknown regime {name!r}; this study's regimes: {', '.join(r.name for r in self.regimes)}")
+        raise KeyError(f"unknown regime {name!r}; valid: {', '.join(r.name for r in regimes())}")
 
 
 EPS_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12)
 
 
 def get_regime_study(profile: str = "full", *, seeds: Sequence[int] | None = None,
-                     regimes_: Sequence[str] | None = None, lds_regimes: Sequence[str] | None = None) -> RegimeStudy:
+                     regimes_: Sequence[str] | None = None, lds_regimes: Sequence[str] | None = None,
+                     stabilise_regimes: Sequence[str] | None = None) -> RegimeStudy:
     """The study at a profile (``smoke``: two cells on 300 images, a minute; ``full``: 2000 MNIST images, every
     cell, 3 seeds, eps from 1 to 1e-12, LDS over 50 subsets in the default regime, the smooth (tanh) one and the
     convex control).
@@ -165,17 +173,19 @@ def get_regime_study(profile: str = "full", *, seeds: Sequence[int] | None = Non
     cells = regimes()
     if profile == "smoke":
         study = RegimeStudy(STUDY_NAME, "smoke", 300, 100, (cells[0], cells[-1]), (0,), (5, 20), 3,
-                            (1.0, 0.1, 1e-2, 1e-4, 1e-6, 1e-8), ("default",), 20, 3, 4, 12)
+                            (1.0, 0.1, 1e-2, 1e-4, 1e-6, 1e-8), ("default",), 20, 3, 4, 12,
+                            stabilise_regimes=("default",))
     else:
         study = RegimeStudy(STUDY_NAME, "full", 2000, 500, cells, (0, 1, 2), (10, 100), 3, EPS_GRID,
-                            ("default", "tanh", "convex"), 100, 5, 10, 50)
+                            ("default", "tanh", "convex"), 100, 5, 10, 50,
+                            stabilise_regimes=("default", "lr-x10", "batch-16", "adam"))
     if seeds is not None:
         seeds = tuple(int(s) for s in seeds)
         if not seeds or any(s < 0 for s in seeds):
             raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
         study = dataclasses.replace(study, seeds=seeds)
     known = {r.name: r for r in cells}
-    for given in (regimes_, lds_regimes):
+    for given in (regimes_, lds_regimes, stabilise_regimes):
         bad = [n for n in (given or ()) if n not in known]
         if bad:
             raise ValueError(f"unknown regime(s) {bad}; valid: {', '.join(known)}")
@@ -183,6 +193,8 @@ def get_regime_study(profile: str = "full", *, seeds: Sequence[int] | None = Non
         study = dataclasses.replace(study, regimes=tuple(known[n] for n in regimes_))
     if lds_regimes is not None:
         study = dataclasses.replace(study, lds_regimes=tuple(lds_regimes))
+    if stabilise_regimes is not None:
+        study = dataclasses.replace(study, stabilise_regimes=tuple(stabilise_regimes))
     return study
 
 
@@ -396,6 +408,56 @@ def cell_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, h
             "hvp_seconds": {k: logs[k].hvp_seconds for k in ("propagated", "derivative")}, "sets": sets}
 
 
+# ------------------------------------------------------------------------------------------ stabilising
+
+
+def stabilised_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, held: ArrayDataset,
+                     weights: Path) -> dict:
+    """Truncation measured, not assumed: the derivative propagated over the last ``k`` epochs only
+    (``propagate_after``; before them each group's share is the exact one), for each ``k`` of ``truncations``,
+    subtracted at alpha = 1 and measured against the same zero-weighted replays as the cell (loaded from its
+    cache, or trained again: the same initialisation and order give the same replay)."""
+    groups = forget_groups(study, pool, seed)
+    tracked = torch.cat(list(groups.values()))
+    per_epoch = len(pool.loader(reg.batch_size, seed=seed))
+    adam = reg.optimizer == "adam"
+    logs: dict[int, DeltaLog] = {}
+    ks = [k for k in study.truncations if 0 <= k <= reg.epochs]
+
+    def make_logs(model):
+        for k in ks:
+            logs[k] = TracedLog(model, groups, attribution="propagated", propagate_hessian="trained",
+                                propagate_second_moment=adam, propagate_after=(reg.epochs - k) * per_epoch)
+        return list(logs.values())
+
+    model = run_regime(reg, pool, seed=seed, tracked=tracked, make_logs=make_logs)
+    theta_t = vec(model)
+    theta0 = vec(reg.build(pool.x.shape[1], int(pool.y.max()) + 1, seed))
+    moved = float((theta_t - theta0).norm())
+    probe = reg.build(pool.x.shape[1], int(pool.y.max()) + 1, seed)
+    sets = {}
+    for name in forget_sets(groups):
+        def make(name=name):
+            return {"theta": vec(run_regime(reg, pool, seed=seed, tracked=tracked, forget=groups[name], weight=0.0))}
+
+        zero = cached_tensors(weights / f"{reg.name}-seed{seed}-{name}-w0.0.pt", make)["theta"]
+        p_zero = F.softmax(_logits(probe, zero, held.x), 1)
+        rows = {}
+        for k, log in logs.items():
+            delta = log.delta_vector([name])
+            theta = theta_t - delta
+            finite = bool(torch.isfinite(theta).all())
+            trace = torch.stack([t[log.rows_of([name])[0]] for t in log.trace])
+            rows[str(k)] = {"recovered": recovered_fraction(theta, zero, theta_t) if finite else None,
+                            "kl": divergences(p_zero, F.softmax(_logits(probe, theta, held.x), 1))["kl"] if finite
+                            else None, "norm": float(delta.norm()), **geometry(delta, theta_t - zero),
+                            "diverged_at": divergence_step(trace, moved),
+                            "propagated_steps": log.steps - (reg.epochs - k) * per_epoch}
+        sets[name] = rows
+    return {"regime": asdict(reg), "seed": seed, "steps": next(iter(logs.values())).steps if logs else 0,
+            "truncations": ks, "sets": sets}
+
+
 # ------------------------------------------------------------------------------------------------- LDS
 
 
@@ -488,19 +550,21 @@ class RegimeResult:
     folder: Path
     cells: dict  # (regime, seed) -> cell record
     lds: dict  # (regime, seed) -> LDS record
+    stable: dict = dataclasses.field(default_factory=dict)  # (regime, seed) -> truncated-propagation record
 
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regimes_: Sequence[str] | None = None,
-              lds_regimes: Sequence[str] | None = None, results_root: Path | None = None,
-              progress: bool = True) -> RegimeResult:
-    """Run (or load) every cell and LDS piece, one at a time, each cached as soon as it is finished."""
-    study = get_regime_study(profile, seeds=seeds, regimes_=regimes_, lds_regimes=lds_regimes)
+              lds_regimes: Sequence[str] | None = None, stabilise_regimes: Sequence[str] | None = None,
+              results_root: Path | None = None, progress: bool = True) -> RegimeResult:
+    """Run (or load) every cell, LDS and truncation piece, one at a time, each cached as soon as it is finished."""
+    study = get_regime_study(profile, seeds=seeds, regimes_=regimes_, lds_regimes=lds_regimes,
+                             stabilise_regimes=stabilise_regimes)
     folder = study.folder(results_root)
     atomic_write_json(folder / "config.json", {"study": asdict(study), "hash": study.hash})
     pool, held = study_data(study)
     cache = PieceCache(folder, {"provenance": provenance(torch.device("cpu"), semantics=REGIME_SEMANTICS)})
     weights = folder / "weights"
-    cells, lds = {}, {}
+    cells, lds, stable = {}, {}, {}
     for seed in study.seeds:
         for reg in study.regimes:
             if progress:
@@ -514,7 +578,14 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
             reg = study.regime(name)
             lds[(name, seed)] = cache.piece(f"lds-{name}-seed{seed}",
                                             lambda reg=reg, seed=seed: lds_piece(study, reg, seed, pool, held, weights))
-    return RegimeResult(study, folder, cells, lds)
+        for name in study.stabilise_regimes:
+            if progress:
+                print(f"truncated propagation {name} seed {seed}", flush=True)
+            reg = study.regime(name)
+            stable[(name, seed)] = cache.piece(
+                f"stable-{name}-seed{seed}",
+                lambda reg=reg, seed=seed: stabilised_piece(study, reg, seed, pool, held, weights))
+    return RegimeResult(study, folder, cells, lds, stable)
 
 
 def load_study(profile: str = "full", *, results_root: Path | None = None) -> RegimeResult:
@@ -523,14 +594,13 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Re
 
     study = get_regime_study(profile)
     folder = study.folder(results_root)
-    cells, lds = {}, {}
+    kinds = {"cell": {}, "lds": {}, "stable": {}}
     for path in sorted(folder.glob("*.json")):
         if path.stem == "config":
             continue
         rec = json.loads(path.read_text())
-        key = (rec["regime"]["name"], int(rec["seed"]))
-        (cells if path.stem.startswith("cell-") else lds)[key] = rec
-    return RegimeResult(study, folder, cells, lds)
+        kinds[path.stem.split("-", 1)[0]][(rec["regime"]["name"], int(rec["seed"]))] = rec
+    return RegimeResult(study, folder, kinds["cell"], kinds["lds"], kinds["stable"])
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -540,15 +610,18 @@ def _cli_arguments(p) -> None:
     p.add_argument("--regimes", nargs="+", default=None, help="a subset of the cells: " +
                    " ".join(r.name for r in regimes()))
     p.add_argument("--lds", nargs="*", default=None, help="regimes to measure the LDS in (default: the profile's)")
+    p.add_argument("--stabilise", nargs="*", default=None,
+                   help="regimes to measure truncated propagation in (default: the profile's)")
 
 
 def _cli_check(args) -> None:
-    get_regime_study(args.profile, seeds=args.seeds, regimes_=args.regimes, lds_regimes=args.lds)
+    get_regime_study(args.profile, seeds=args.seeds, regimes_=args.regimes, lds_regimes=args.lds,
+                     stabilise_regimes=args.stabilise)
 
 
 def _cli_run(args) -> int:
     result = run_study(args.profile, seeds=args.seeds, regimes_=args.regimes, lds_regimes=args.lds,
-                       progress=not args.quiet)
+                       stabilise_regimes=args.stabilise, progress=not args.quiet)
     for (name, seed), rec in result.cells.items():
         for set_name, s in rec["sets"].items():
             d = s["deltas"]

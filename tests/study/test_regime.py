@@ -127,9 +127,9 @@ def test_in_a_relu_network_the_derivative_holds_only_for_small_eps(tiny):
 @pytest.mark.slow
 def test_the_study_resumes_from_its_pieces_and_loads_what_it_wrote(tiny, monkeypatch):
     study, *_ = tiny
-    small = dict(regimes_=["convex"], lds_regimes=["convex"])
+    small = dict(regimes_=["convex"], lds_regimes=["convex"], stabilise_regimes=["convex"])
     first = rg.run_study("smoke", progress=False, **small)
-    assert set(first.cells) == {("convex", 0)} and set(first.lds) == {("convex", 0)}
+    assert set(first.cells) == set(first.lds) == set(first.stable) == {("convex", 0)}
     assert first.cells[("convex", 0)]["provenance"]["semantics"] == rg.REGIME_SEMANTICS
 
     def refuse(*a, **k):
@@ -155,3 +155,20 @@ def test_bad_regimes_and_seeds_are_refused_with_the_valid_names():
     full = rg.get_regime_study("full")
     assert [r.name for r in full.regimes][:3] == ["default", "lr-x0.1", "lr-x10"] and full.eps[-1] == 1e-12
     assert full.hash == rg.get_regime_study("full", seeds=[0]).hash  # seeds and cells do not change the folder
+
+
+def test_truncated_propagation_spans_the_exact_delta_and_the_derivative(tiny):
+    """Propagating over the last k epochs: k = 0 is the exact delta, k = all epochs the full derivative (the
+    cell's numbers, from another run of the same training); in between, what truncation buys is measured."""
+    study, pool, held, weights = tiny
+    reg = study.regime("default")
+    cell = rg.cell_piece(study, reg, 0, pool, held, weights)
+    trunc = rg.stabilised_piece(dataclasses.replace(study, truncations=(0, 1, reg.epochs)), reg, 0, pool, held,
+                                weights)
+    assert trunc["truncations"] == [0, 1, reg.epochs]
+    for name, rows in trunc["sets"].items():
+        d = cell["sets"][name]["deltas"]
+        assert rows["0"]["recovered"] == pytest.approx(d["exact"]["set"]["recovered"], abs=1e-9)
+        assert rows[str(reg.epochs)]["recovered"] == pytest.approx(d["derivative"]["set"]["recovered"], abs=1e-9)
+        assert rows["0"]["propagated_steps"] == 0 and rows["1"]["propagated_steps"] == cell["steps"] // reg.epochs
+        assert rows["1"]["recovered"] != pytest.approx(rows["0"]["recovered"], abs=1e-6)
