@@ -381,6 +381,19 @@ def oracle_alpha(record: dict, reference: str = "drop", metric: str = "dist") ->
     return float(rows[argmin_finite([r[reference][metric] for r in rows])]["alpha"])
 
 
+def _geometry(norm: float, d: float, d1: float) -> dict:
+    """``r = norm / d`` and ``c``, the cosine between a delta of that norm and theta_T - theta_ref, from the
+    distance ``d`` of theta_T and ``d1`` of theta_T - delta to the reference (the law of cosines).
+
+    Example:
+        >>> g = _geometry(1.0, 2.0, 1.0); g["r"], round(g["c"], 12)  # |delta| = d / 2, along theta_T - theta_ref
+        (0.5, 1.0)
+    """
+    if not (d > 0 and norm > 0):
+        return {"r": float("nan"), "c": float("nan")}
+    return {"r": norm / d, "c": (d * d + norm * norm - d1 * d1) / (2 * d * norm)}
+
+
 def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
     """One seed's headline numbers for one forget set: at alpha = 1, at the rule's alpha and at the oracle's."""
     floor_dist = floor["floor"][reference]["dist"]
@@ -403,6 +416,13 @@ def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
         out[f"{tag}_control_recovered"] = ctrl[reference]["recovered"]
         out[f"{tag}_random_recovered"] = rnd[reference]["recovered"]
         out[f"{tag}_zero_recovered"] = r["zero"]["recovered"]
+    # the geometry (the linear-regime chapter): r = |delta| / d and c = cos(delta, theta_T - theta_ref), from the
+    # distances at alpha = 0 and 1 by the law of cosines; the recovered fraction at alpha is
+    # 1 - sqrt(1 - 2 alpha r c + alpha^2 r^2)
+    out.update(_geometry(record["delta_norm"], out["original_dist"], out["a1_dist"]))
+    ctrl = _geometry(record["control_norm"], out["original_dist"],
+                     row_at(record, "control_group", 1.0)[reference]["dist"])
+    out.update(control_c=ctrl["c"], control_r=ctrl["r"])
     if "finetune" in record:  # the repair-only control
         ft = record["finetune"]
         out.update(ft_recovered=ft[reference]["recovered"], ft_dist=ft[reference]["dist"], ft_kl=ft[reference]["kl"],

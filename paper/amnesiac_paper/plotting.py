@@ -509,3 +509,69 @@ def lira_examples(result, *, alpha: float = 1.0, n: int = 6):
     axes[0][0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def regime_fd_curves(curves: dict, *, title: str = ""):
+    """The finite difference g(eps) of replays against the propagated derivative D, per regime (one colour; one
+    line per seed): cos(g, D) and |g| / |D| against eps (log scale). ``curves``: {regime: [[(eps, cos, ratio)]]},
+    as :func:`amnesiac_paper.book.regime.fd_curves` gives it."""
+    fig, (ax_cos, ax_ratio) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3
+    for (name, seeds), color in zip(curves.items(), colors):
+        for k, rows in enumerate(seeds):
+            rows = sorted(rows)
+            eps = [r[0] for r in rows]
+            ax_cos.plot(eps, [r[1] for r in rows], color=color, marker=".", lw=1, label=name if k == 0 else None)
+            ax_ratio.plot(eps, [r[2] for r in rows], color=color, marker=".", lw=1)
+    from .regime import AGREE_COS, AGREE_RATIO
+
+    ax_cos.axhline(AGREE_COS, color="k", ls="--", lw=0.8)
+    ax_ratio.axhspan(*AGREE_RATIO, color="0.85", zorder=0)
+    for ax in (ax_cos, ax_ratio):
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$\varepsilon$ (loss weight of the forget set $1-\varepsilon$)")
+        ax.grid(alpha=0.3)
+    ax_ratio.set_yscale("log")
+    ax_cos.set_ylabel(r"$\cos(g(\varepsilon), D)$")
+    ax_ratio.set_ylabel(r"$\|g(\varepsilon)\| / \|D\|$")
+    ax_cos.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def regime_phase_diagram(rows: dict, *, floor: float = -1.0):
+    """The phase diagram: per forget set (a panel) and regime (a row), the recovered fraction toward the
+    zero-weighted replay at alpha = 1 of the exact, propagated and derivative deltas (mean and 95% interval over
+    seeds; values below ``floor`` drawn at the edge and labelled). ``rows``: {set: [cell_row, ...]} as
+    :func:`amnesiac_paper.book.regime.cell_row` gives them, in the order to draw."""
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 0.32 * max(len(r) for r in rows.values()) + 1.6),
+                             squeeze=False, sharey=True)
+    styles = (("exact", "exact", dict(color="C0", marker="o")),
+              ("propagated", "propagated", dict(color="C3", marker="^")),
+              ("derivative", "derivative", dict(color="C2", marker="s")))
+    for ax, (set_name, cells) in zip(axes[0], rows.items()):
+        y = np.arange(len(cells))[::-1]
+        for j, (kind, label, style) in enumerate(styles):
+            stats = [c[f"{kind}_recovered"] for c in cells]
+            mean = np.array([s[0] for s in stats])
+            half = np.array([0.0 if not np.isfinite(s[1]) else s[1] for s in stats])
+            shown = np.where(mean < floor, floor, mean)
+            ax.errorbar(shown, y + (j - 1) * 0.2, xerr=np.where(mean < floor, 0.0, half), ls="none", capsize=2,
+                        label=label, **style)
+            for yi, m in zip(y, mean):
+                if m < floor:
+                    ax.annotate(f"{m:.2g}", (floor, yi + (j - 1) * 0.2), textcoords="offset points", xytext=(4, -3),
+                                fontsize=6, color=style["color"])
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.axvline(0.0, color="0.5", lw=0.8, ls=":")
+        ax.set_xlim(floor - 0.1, 1.1)
+        ax.set_yticks(y, [c["regime"] for c in cells])
+        ax.set_title(set_name, fontsize=9)
+        ax.set_xlabel(r"recovered fraction at $\alpha = 1$")
+        ax.grid(alpha=0.3, axis="x")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig

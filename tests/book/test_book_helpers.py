@@ -9,6 +9,7 @@ from amnesiac_paper.book import attacks, common, discussion, intro, mnist_class,
 from amnesiac_paper.book import comparison as book_comparison
 from amnesiac_paper.book import fidelity as book_fidelity
 from amnesiac_paper.experiments import load, summarize
+from amnesiac_paper.metrics import mean_ci
 
 
 def test_class_discussion_sentences_come_from_the_results():
@@ -387,3 +388,27 @@ def test_the_reading_of_the_seed_comparison_follows_the_numbers():
         res, forget_tol=gap / 2) and "acts as a step size" in mnist_class.seed_comparison_reading(res, forget_tol=gap)
     with pytest.raises(ValueError, match="no computed seeds"):
         mnist_class.seed_comparison_reading(dataclasses.replace(res, seeds={}))
+
+
+def test_the_linear_regime_chapter_is_computed_from_the_committed_study():
+    from amnesiac_paper import regime as rg
+    from amnesiac_paper.book import regime
+
+    res = regime.regime_results(profile="full")
+    assert set(res.cells) == {(r.name, s) for r in res.study.regimes for s in res.study.seeds}  # every cell committed
+    assert set(res.lds) == {(n, s) for n in res.study.lds_regimes for s in res.study.seeds}
+    assert "Not computed yet" not in regime.regime_provenance(res)
+    assert "+dirty" not in regime.regime_provenance(res)
+    row = regime.cell_row(res, "default", "random-100")
+    assert len(row["seeds"]) == 3 and row["fd_best_cos"] > 0.99  # the derivative check, on the committed numbers
+    findings = regime.regime_findings(res)
+    assert format(row["derivative_recovered"][0], ".3g") in findings
+    assert regime.geometry_check(res) < 1e-6  # the law of cosines is the measurement
+    table = regime.phase_table(res, "random-100")
+    assert table.count("\n") == len(res.study.regimes) + 1
+    lds = mean_ci([res.lds[("default", s)]["derivative"]["lds"] for s in res.study.seeds])
+    assert common.format_ci(lds) in regime.lds_table(res)
+    assert regime.lds_design(res).startswith(f"For {res.study.lds_subsets} random forget subsets")
+    conclusion = regime.regime_conclusion(res)
+    assert f"{res.study.n_train:,} images" in conclusion and "ε*" in conclusion
+    assert rg.AGREE_COS == 0.9  # the criterion the chapter states

@@ -75,3 +75,20 @@ def test_every_piece_of_the_committed_propagation_and_membership_studies_is_foun
     for seed in mem.study.seeds:
         assert {mb.piece_name("class", seed), mb.piece_name("canary", seed)} <= set(mem.pieces)
     assert "lira" in mem.pieces
+
+
+def test_the_fidelity_tables_geometry_reproduces_every_committed_recovered_fraction():
+    """c and r of the fidelity tables come from the distances at alpha = 0 and 1 (the law of cosines); they must
+    then give the recovered fraction at every other alpha of the grid, which was measured independently."""
+    res = fi.load_study("full")
+    for (setting, opt, seed), pieces in res.records.items():
+        for name, rec in pieces.items():
+            if not name.startswith("set-"):
+                continue
+            for ref in ("drop", "zero"):
+                s = fi.set_summary(rec, pieces[f"floor-{rec['family']}"], ref)
+                assert -1.0 <= s["c"] <= 1.0 and s["r"] > 0
+                for row in rec["methods"]["amnesiac"]:
+                    a = row["alpha"]
+                    law = 1 - math.sqrt(max(0.0, 1 - 2 * a * s["r"] * s["c"] + (a * s["r"]) ** 2))
+                    assert law == pytest.approx(row[ref]["recovered"], abs=1e-9), (setting, opt, seed, name, a)

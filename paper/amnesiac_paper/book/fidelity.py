@@ -58,7 +58,8 @@ def fidelity_provenance(result) -> str:
 FIDELITY_COLUMNS = {
     "recovered": [("α = 1", "a1_recovered"), ("rule α", "rule_alpha"), ("at rule α", "rule_recovered"),
                   ("oracle α", "oracle_alpha"), ("at oracle α", "oracle_recovered"),
-                  ("best control", "best_control_recovered"), ("fine-tune 1 epoch", "ft_recovered")],
+                  ("best control", "best_control_recovered"), ("fine-tune 1 epoch", "ft_recovered"),
+                  ("c", "c"), ("r", "r"), ("control c", "control_c")],
     "distance": [("floor", "floor_dist"), ("original", "original_dist"), ("zero vs drop replay", "zero_to_drop_dist"),
                  ("α = 1", "a1_dist"), ("rule α", "rule_dist"), ("oracle α", "oracle_dist"),
                  ("fine-tune", "ft_dist")],
