@@ -558,12 +558,14 @@ def regime_phase_diagram(rows: dict, *, floor: float = -1.0):
             mean = np.array([s[0] for s in stats])
             half = np.array([0.0 if not np.isfinite(s[1]) else s[1] for s in stats])
             shown = np.where(mean < floor, floor, mean)
-            ax.errorbar(shown, y + (j - 1) * 0.2, xerr=np.where(mean < floor, 0.0, half), ls="none", capsize=2,
-                        label=label, **style)
-            for yi, m in zip(y, mean):
-                if m < floor:
-                    ax.annotate(f"{m:.2g}", (floor, yi + (j - 1) * 0.2), textcoords="offset points", xytext=(4, -3),
-                                fontsize=6, color=style["color"])
+            wide = half > 1.0  # an interval wider than the panel is written, not drawn
+            ax.errorbar(shown, y + (j - 1) * 0.2, xerr=np.where((mean < floor) | wide, 0.0, half), ls="none",
+                        capsize=2, label=label, **style)
+            for yi, m, h, w in zip(y, mean, half, wide):
+                note = (f"{m:.2g}" if m < floor else "") + (f" ±{h:.2g}" if w else "")
+                if note:
+                    ax.annotate(note.strip(), (max(m, floor), yi + (j - 1) * 0.2), textcoords="offset points",
+                                xytext=(4, -3), fontsize=6, color=style["color"])
         ax.axvline(1.0, color="k", lw=0.8)
         ax.axvline(0.0, color="0.5", lw=0.8, ls=":")
         ax.set_xlim(floor - 0.1, 1.1)

@@ -3,6 +3,7 @@ rows (a row's key is what code selects it by, its stored name what the files hol
 pieces are all found by the current code (none orphaned, none stale). A renamed key, label or set that orphaned
 committed files fails here."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -92,3 +93,19 @@ def test_the_fidelity_tables_geometry_reproduces_every_committed_recovered_fract
                     a = row["alpha"]
                     law = 1 - math.sqrt(max(0.0, 1 - 2 * a * s["r"] * s["c"] + (a * s["r"]) ** 2))
                     assert law == pytest.approx(row[ref]["recovered"], abs=1e-9), (setting, opt, seed, name, a)
+
+
+def test_every_piece_of_the_committed_linear_regime_study_is_current():
+    from amnesiac_paper import regime as rg
+
+    res = rg.load_study("full")
+    study = res.study
+    assert set(res.cells) == {(r.name, s) for r in study.regimes for s in study.seeds}
+    assert set(res.lds) == {(n, s) for n in study.lds_regimes for s in study.seeds}
+    assert set(res.stable) == {(n, s) for n in study.stabilise_regimes for s in study.seeds}
+    for rec in [*res.cells.values(), *res.lds.values(), *res.stable.values()]:
+        assert rec["provenance"]["semantics"] == rg.REGIME_SEMANTICS
+        assert not rec["provenance"]["git"].endswith("+dirty")
+    for (name, _), rec in res.cells.items():
+        assert rec["regime"] == dataclasses.asdict(study.regime(name))  # the cell is the regime it is filed as
+        assert [f["eps"] for f in next(iter(rec["sets"].values()))["fd"]] == list(study.eps)

@@ -109,9 +109,9 @@ def derivative_table(result: rg.RegimeResult) -> str:
     for name in regimes_done(result):
         for s in set_names(result):
             row = cell_row(result, name, s)
-            body.append([name, s, str(len(row["seeds"])), f"{row['fd_best_cos']:.6f}",
+            body.append([name, s, str(len(row["seeds"])), f"{1 - row['fd_best_cos']:.1e}",
                          f"{row['fd_best_ratio_err']:.1e}", _eps(row["fd_best_eps"]), _eps(row["eps_star"])])
-    return markdown_table(["regime", "forget set", "seeds", "cos(g(ε), D), ε ≤ 1e-6: best, worst seed",
+    return markdown_table(["regime", "forget set", "seeds", "1 − cos(g(ε), D), ε ≤ 1e-6: best, worst seed",
                            "norm-ratio error there", "at ε, per seed", "ε* per seed"], body)
 
 
@@ -179,7 +179,8 @@ def regime_findings(result: rg.RegimeResult) -> str:
                "in at least one cell the propagated delta is *not* what the finite differences converge to")
     lines.append(f"* **{'Not a bug' if cos >= 0.99 and err <= 0.01 else 'A discrepancy'}.** In every regime, forget "
                  f"set and seed, the finite differences of replays for ε ≤ 10⁻⁶ agree with the propagated "
-                 f"derivative to a cosine of at least {cos:.6f} and a norm ratio within {err:.1e} of 1: {verdict}.")
+                 f"derivative to a cosine within {1 - cos:.1e} of 1 and a norm ratio within {err:.1e} of 1: "
+                 f"{verdict}.")
     random_sets = [s for s in sets if s.startswith("random-")]
     inside = [n for n in names if all(all(e == 1.0 for e in rows[(n, s)]["eps_star"]) for s in random_sets)]
     tiny = [n for n in names if all(all(e is None or e <= 1e-3 for e in rows[(n, s)]["eps_star"])
@@ -296,9 +297,9 @@ def regime_conclusion(result: rg.RegimeResult) -> str:
     cos = min(r["fd_best_cos"] for r in rows.values())
     if cos >= 0.99:
         text = (f"The derivative check answers the question this chapter began with: in every regime measured the "
-                f"propagated delta is the derivative of training in the forget set's weight (cosine at least "
-                f"{cos:.6f} with the finite differences for ε ≤ 10⁻⁶). What fails is the premise that removal is a "
-                "small perturbation. ")
+                f"propagated delta is the derivative of training in the forget set's weight (cosine within "
+                f"{1 - cos:.1e} of 1 with the finite differences for ε ≤ 10⁻⁶). What fails is the premise that "
+                "removal is a small perturbation. ")
     else:
         text = (f"The derivative check does not settle the question everywhere: in at least one cell the finite "
                 f"differences for ε ≤ 10⁻⁶ reach a cosine of only {cos:.6f} with the propagated delta. ")
