@@ -61,7 +61,7 @@ from .storage import allocate_file, is_ledger_file, storage_dtype
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
-PROPAGATE_HESSIANS = ("replay", "trained")
+PROPAGATE_HESSIANS = ("replay", "trained", "gauss-newton")
 _RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
 
 
@@ -128,6 +128,11 @@ class DeltaLog(Ledger):
             zero-weighted replay's gradient around the trained run (exact for a quadratic loss). ``"trained"``:
             the whole batch loss, ``H_t d_k``: the derivative of the trained parameters in the group's loss
             weight at 1 (for SGD with or without momentum; for Adam with ``propagate_second_moment``).
+            ``"gauss-newton"``: the whole batch loss's Gauss–Newton matrix, ``G_t d_k`` (positive semi-definite for
+            a convex loss of the outputs: a stabilised stand-in for the trained Hessian where its recursion is
+            expansive; equal to it for a model linear in its parameters).
+        propagate_damping: ``"propagated"`` only: add ``lambda * d_k`` to each product, ``(H + lambda I) d_k``
+            (Levenberg–Marquardt damping: a stabilisation whose effect is measured, not assumed; 0: none).
         propagate_second_moment: ``"propagated"`` only: carry each group's tangent of Adam's second moment
             (a third [groups x parameters] buffer), so that the step's denominator moves with the group's weight
             as it does in a replay; without it the denominator is taken as given, which drops a first-order term
@@ -170,6 +175,7 @@ class DeltaLog(Ledger):
         propagate_after: int = 0,
         propagate_hessian: str = "replay",
         propagate_second_moment: bool = False,
+        propagate_damping: float = 0.0,
         storage: str | Path | None = None,
         overwrite: bool = False,
     ):
@@ -187,6 +193,10 @@ class DeltaLog(Ledger):
                              f"{propagate_after}")
         if propagate_hessian not in PROPAGATE_HESSIANS:
             raise ValueError(f"unknown propagate_hessian {propagate_hessian!r}; valid: {', '.join(PROPAGATE_HESSIANS)}")
+        if not (math.isfinite(float(propagate_damping)) and float(propagate_damping) >= 0.0):
+            raise ValueError(f"propagate_damping must be finite and >= 0, got {propagate_damping}")
+        if propagate_damping and attribution != "propagated":
+            raise ValueError("propagate_damping is a setting of attribution='propagated'")
         if propagate_second_moment and attribution != "propagated":
             raise ValueError("propagate_second_moment is a setting of attribution='propagated' (the 'update' "
                              "attribution keeps exact shares of the real update, its denominators as given)")
@@ -236,6 +246,7 @@ class DeltaLog(Ledger):
         self.propagate_every, self.propagate_after = int(propagate_every), int(propagate_after)
         self.propagate_hessian = propagate_hessian
         self.propagate_second_moment = bool(propagate_second_moment)
+        self.propagate_damping = float(propagate_damping)
         self.second_moments: torch.Tensor | None = None  # [G, P] tangents of the second moment, when propagated
         self.hvp_seconds = 0.0
         self.segment_bytes = segment_bytes
@@ -440,7 +451,7 @@ class DeltaLog(Ledger):
         if step <= self.propagate_after or (step - self.propagate_after - 1) % self.propagate_every:
             return
         t0 = time.perf_counter()
-        from .grads import weighted_hvps
+        from .grads import weighted_gnvps, weighted_hvps
 
         B = len(pend["row_owner"])
         weights = torch.ones(len(self.group_names), B, dtype=self.compute_dtype)  # [G, B]
@@ -448,8 +459,11 @@ class DeltaLog(Ledger):
             own = pend["row_owner"]
             rows = torch.nonzero(own >= 0).flatten()
             weights[own[rows], rows] = 0.0
-        extra = weighted_hvps(model, inputs, targets, weights / B, self.deltas, layout=self.layout,
-                              loss_fn=loss_fn)  # [G, P]
+        products = weighted_gnvps if self.propagate_hessian == "gauss-newton" else weighted_hvps
+        extra = products(model, inputs, targets, weights / B, self.deltas, layout=self.layout,
+                         loss_fn=loss_fn)  # [G, P]
+        if self.propagate_damping:
+            extra = extra + self.propagate_damping * self.deltas.to(extra.device, extra.dtype)
         pend["extra"] = extra.to(self.device, self.compute_dtype).mul_(self.propagate_every)
         self.hvp_seconds += time.perf_counter() - t0
 
@@ -812,7 +826,8 @@ class DeltaLog(Ledger):
         """Settings saved only when they differ from the default, so that the states and fingerprints of logs
         built without them stay what they were."""
         extra = {} if self.propagate_hessian == "replay" else {"propagate_hessian": self.propagate_hessian}
-        return extra | ({"propagate_second_moment": True} if self.propagate_second_moment else {})
+        extra |= {"propagate_second_moment": True} if self.propagate_second_moment else {}
+        return extra | ({"propagate_damping": self.propagate_damping} if self.propagate_damping else {})
 
     def state_dict(self) -> dict:
         """Everything the log holds between two steps (tensors, counters, a lazy segment's buffers), so a training
@@ -859,9 +874,11 @@ class DeltaLog(Ledger):
             raise ValueError(f"not a DeltaLog state (kind {kind!r})")
         require_keys(state, self._STATE_KEYS, "DeltaLog")
         mine = {k: getattr(self, k) for k in self._CONFIG} | {"propagate_hessian": self.propagate_hessian,
-                                                              "propagate_second_moment": self.propagate_second_moment}
+                                                              "propagate_second_moment": self.propagate_second_moment,
+                                                              "propagate_damping": self.propagate_damping}
         # settings saved only when not the default (states saved before they existed have the default)
-        saved = {"propagate_hessian": "replay", "propagate_second_moment": False} | dict(state["config"])
+        saved = {"propagate_hessian": "replay", "propagate_second_moment": False,
+                 "propagate_damping": 0.0} | dict(state["config"])
         diff = {k: (v, saved[k]) for k, v in mine.items() if saved[k] != v}
         if diff:
             raise ValueError(f"the saved log was built with other settings: {diff} (this log, saved log)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from .layers import LayerRule, RowLayout, check_per_sample_compatible, functorch_rule, layer_rule, own_params
 
@@ -183,6 +183,57 @@ def weighted_hvps(
     outs = [vmap(hvp)(w_all[a : a + chunk_size], v_all[a : a + chunk_size]) for a in range(0, len(w_all), chunk_size)]
     return torch.cat(outs) if outs else torch.zeros(0, layout.numel, dtype=dtype, device=x.device)
 
+
+
+def weighted_gnvps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    tangents: torch.Tensor,
+    *,
+    layout: ParamLayout | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    chunk_size: int = 8,
+) -> torch.Tensor:
+    """Gauss–Newton-vector products of row-weighted batch losses: row k is ``J^T H_out(L_k) J tangents[k]``, flat
+    [K, P], where ``J`` is the Jacobian of the model's outputs in its parameters and ``H_out(L_k)`` the Hessian of
+    ``L_k`` (as in :func:`weighted_hvps`) in the outputs. It drops the term of the Hessian that the model's
+    curvature contributes; for a convex loss of the outputs it is positive semi-definite (a stabilised stand-in
+    for the Hessian), and for a model linear in its parameters it is the Hessian.
+
+    Example:
+        >>> m = nn.Linear(2, 1, bias=False)
+        >>> sq = lambda out, t: ((out - t) ** 2).mean()
+        >>> w, v = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+        >>> weighted_gnvps(m, torch.eye(2), torch.zeros(2, 1), w, v, loss_fn=sq).tolist()  # linear: the Hessian
+        [[2.0, 0.0]]
+    """
+    check_per_sample_compatible(model)
+    layout = layout or ParamLayout.of(model)
+    named = dict(model.named_parameters())
+    params = {n: named[n].detach() for n in layout.names}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def outputs(p):
+        return functional_call(model, ({**p, **frozen}, buffers), (x,))
+
+    def row_loss(oi, yi):
+        return loss_fn(oi.unsqueeze(0), yi.unsqueeze(0))
+
+    out, pullback = vjp(outputs, params)
+
+    def gnvp(w, v):
+        _, jv = jvp(outputs, (params,), (layout.unflatten(v),))  # J v, [B, C]
+        _, hjv = jvp(lambda o: grad(lambda o2: (vmap(row_loss)(o2, y) * w).sum())(o), (out.detach(),), (jv,))
+        return layout.flatten(pullback(hjv)[0])
+
+    dtype = next(iter(params.values())).dtype
+    w_all = weights.to(x.device, dtype)
+    v_all = tangents.to(x.device, dtype)
+    outs = [vmap(gnvp)(w_all[a: a + chunk_size], v_all[a: a + chunk_size]) for a in range(0, len(w_all), chunk_size)]
+    return torch.cat(outs) if outs else torch.zeros(0, layout.numel, dtype=dtype, device=x.device)
 
 # ------------------------------------------------------------------------ group sums from one backward
 

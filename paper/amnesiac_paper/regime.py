@@ -18,14 +18,15 @@ CPU (where a replay is deterministic and resolves tiny changes):
    ``r = |delta| / |theta_T - theta_replay|``, beside the same numbers for a random group of the same size that
    is not forgotten (the control). A delta whose norm leaves every bound is reported as diverged, with its step;
 4. **stabilisation, measured**: the derivative propagated over the last ``k`` epochs only (``propagate_after``),
-   against the same replays, in the regimes where the full recursion is expansive (:func:`stabilised_piece`);
+   with Gauss–Newton products instead of Hessians, or damped, against the same replays, in the regimes where the
+   full recursion is expansive (:func:`stabilised_piece`);
 5. **output space**: a linear datamodeling score (Spearman, over random forget subsets, of each held-out
    example's margin change predicted through a Jacobian-vector product at theta_T against the replay's).
 
 With ``r`` and ``c`` the recovered fraction at scale alpha is ``1 - sqrt(1 - 2 alpha r c + alpha^2 r^2)``
 (:func:`recovered_from_geometry`): the best alpha recovers ``1 - sqrt(1 - c^2)``, about ``c^2 / 2``.
 
-Results: ``results/regime-mnist-mlp/<profile>-<hash>/{cell,lds,stable}-<regime>-seed<k>.json``,
+Results: ``results/regime-mnist-mlp/<profile>-<hash>/{cell,lds,stable,remedy}-<regime>-seed<k>.json``,
 resumable per piece (replays cached under ``weights/``).
 """
 
@@ -137,11 +138,12 @@ class RegimeStudy:
     dataset: str = "mnist"
     stabilise_regimes: tuple[str, ...] = ()  # truncated propagation measured against the replays in these
     truncations: tuple[int, ...] = (1, 2)  # propagate over the last k epochs only
+    dampings: tuple[float, ...] = (0.01, 0.1, 1.0)  # (H + lambda I) d: the remedies' damping strengths
 
     @property
     def hash(self) -> str:
         config = {k: v for k, v in asdict(self).items()
-                  if k not in ("seeds", "regimes", "lds_regimes", "stabilise_regimes", "truncations")}
+                  if k not in ("seeds", "regimes", "lds_regimes", "stabilise_regimes", "truncations", "dampings")}
         return config_hash(config, semantics=REGIME_SEMANTICS)
 
     def folder(self, root: Path | None = None) -> Path:
@@ -411,23 +413,38 @@ def cell_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, h
 # ------------------------------------------------------------------------------------------ stabilising
 
 
+def truncations(study: RegimeStudy, reg: Regime, per_epoch: int) -> dict[str, dict]:
+    """The truncation variants: the derivative propagated over the last ``k`` epochs only (``propagate_after``;
+    before them each group's share is the exact one), named ``str(k)``."""
+    return {str(k): {"propagate_after": (reg.epochs - k) * per_epoch} for k in study.truncations
+            if 0 <= k <= reg.epochs}
+
+
+def remedies(study: RegimeStudy) -> dict[str, dict]:
+    """The other stabilisations: the whole batch's Gauss–Newton matrix instead of its Hessian, and damping
+    ``(H + lambda I) d`` for each lambda of ``dampings``."""
+    out = {"gauss-newton": {"propagate_hessian": "gauss-newton"}}
+    out.update({f"damping-{lam:g}": {"propagate_damping": lam} for lam in study.dampings})
+    return out
+
+
 def stabilised_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, held: ArrayDataset,
-                     weights: Path) -> dict:
-    """Truncation measured, not assumed: the derivative propagated over the last ``k`` epochs only
-    (``propagate_after``; before them each group's share is the exact one), for each ``k`` of ``truncations``,
-    subtracted at alpha = 1 and measured against the same zero-weighted replays as the cell (loaded from its
-    cache, or trained again: the same initialisation and order give the same replay)."""
+                     weights: Path, variants: dict[str, dict] | None = None) -> dict:
+    """Stabilisation measured, not assumed: each variant of the derivative (``variants``: name -> DeltaLog
+    settings over the trained run's Hessian; default: :func:`truncations`) subtracted at alpha = 1 and measured
+    against the same zero-weighted replays as the cell (loaded from its cache, or trained again: the same
+    initialisation and order give the same replay)."""
     groups = forget_groups(study, pool, seed)
     tracked = torch.cat(list(groups.values()))
     per_epoch = len(pool.loader(reg.batch_size, seed=seed))
+    variants = truncations(study, reg, per_epoch) if variants is None else variants
     adam = reg.optimizer == "adam"
-    logs: dict[int, DeltaLog] = {}
-    ks = [k for k in study.truncations if 0 <= k <= reg.epochs]
+    logs: dict[str, DeltaLog] = {}
 
     def make_logs(model):
-        for k in ks:
-            logs[k] = TracedLog(model, groups, attribution="propagated", propagate_hessian="trained",
-                                propagate_second_moment=adam, propagate_after=(reg.epochs - k) * per_epoch)
+        for name, kw in variants.items():
+            kw = {"propagate_hessian": "trained", **kw}
+            logs[name] = TracedLog(model, groups, attribution="propagated", propagate_second_moment=adam, **kw)
         return list(logs.values())
 
     model = run_regime(reg, pool, seed=seed, tracked=tracked, make_logs=make_logs)
@@ -448,14 +465,14 @@ def stabilised_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayData
             theta = theta_t - delta
             finite = bool(torch.isfinite(theta).all())
             trace = torch.stack([t[log.rows_of([name])[0]] for t in log.trace])
-            rows[str(k)] = {"recovered": recovered_fraction(theta, zero, theta_t) if finite else None,
-                            "kl": divergences(p_zero, F.softmax(_logits(probe, theta, held.x), 1))["kl"] if finite
-                            else None, "norm": float(delta.norm()), **geometry(delta, theta_t - zero),
-                            "diverged_at": divergence_step(trace, moved),
-                            "propagated_steps": log.steps - (reg.epochs - k) * per_epoch}
+            rows[k] = {"recovered": recovered_fraction(theta, zero, theta_t) if finite else None,
+                       "kl": divergences(p_zero, F.softmax(_logits(probe, theta, held.x), 1))["kl"] if finite
+                       else None, "norm": float(delta.norm()), **geometry(delta, theta_t - zero),
+                       "diverged_at": divergence_step(trace, moved),
+                       "propagated_steps": log.steps - log.propagate_after}
         sets[name] = rows
     return {"regime": asdict(reg), "seed": seed, "steps": next(iter(logs.values())).steps if logs else 0,
-            "truncations": ks, "sets": sets}
+            "truncations": [int(k) for k in variants if k.isdigit()], "variants": list(variants), "sets": sets}
 
 
 # ------------------------------------------------------------------------------------------------- LDS
@@ -551,6 +568,7 @@ class RegimeResult:
     cells: dict  # (regime, seed) -> cell record
     lds: dict  # (regime, seed) -> LDS record
     stable: dict = dataclasses.field(default_factory=dict)  # (regime, seed) -> truncated-propagation record
+    remedy: dict = dataclasses.field(default_factory=dict)  # (regime, seed) -> Gauss-Newton and damping record
 
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regimes_: Sequence[str] | None = None,
@@ -564,7 +582,7 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
     pool, held = study_data(study)
     cache = PieceCache(folder, {"provenance": provenance(torch.device("cpu"), semantics=REGIME_SEMANTICS)})
     weights = folder / "weights"
-    cells, lds, stable = {}, {}, {}
+    cells, lds, stable, remedy = {}, {}, {}, {}
     for seed in study.seeds:
         for reg in study.regimes:
             if progress:
@@ -585,7 +603,11 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
             stable[(name, seed)] = cache.piece(
                 f"stable-{name}-seed{seed}",
                 lambda reg=reg, seed=seed: stabilised_piece(study, reg, seed, pool, held, weights))
-    return RegimeResult(study, folder, cells, lds, stable)
+            remedy[(name, seed)] = cache.piece(
+                f"remedy-{name}-seed{seed}",
+                lambda reg=reg, seed=seed: stabilised_piece(study, reg, seed, pool, held, weights,
+                                                            variants=remedies(study)))
+    return RegimeResult(study, folder, cells, lds, stable, remedy)
 
 
 def load_study(profile: str = "full", *, results_root: Path | None = None) -> RegimeResult:
@@ -594,13 +616,13 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Re
 
     study = get_regime_study(profile)
     folder = study.folder(results_root)
-    kinds = {"cell": {}, "lds": {}, "stable": {}}
+    kinds = {"cell": {}, "lds": {}, "stable": {}, "remedy": {}}
     for path in sorted(folder.glob("*.json")):
         if path.stem == "config":
             continue
         rec = json.loads(path.read_text())
         kinds[path.stem.split("-", 1)[0]][(rec["regime"]["name"], int(rec["seed"]))] = rec
-    return RegimeResult(study, folder, kinds["cell"], kinds["lds"], kinds["stable"])
+    return RegimeResult(study, folder, kinds["cell"], kinds["lds"], kinds["stable"], kinds["remedy"])
 
 
 # ------------------------------------------------------------------------------------------- command line

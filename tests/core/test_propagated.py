@@ -294,3 +294,42 @@ def test_a_saved_log_keeps_its_second_moment_tangents():
     assert torch.equal(again.second_moments, log.second_moments) and torch.equal(again.deltas, log.deltas)
     assert "propagate_second_moment" not in amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").state_dict()[
         "config"]
+
+
+def test_gauss_newton_products_are_the_hessian_for_a_linear_model_and_a_stabiliser_otherwise():
+    """For a model linear in its parameters the Gauss-Newton matrix is the Hessian: the two propagations agree.
+    On the MLP they differ (the model's own curvature is dropped); damping 0 changes nothing and damping > 0
+    decays the carried delta."""
+    ds = _linear_data()
+    deltas = {}
+    for name in ("trained", "gauss-newton"):
+        model = _linear_model()
+        log = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", propagate_hessian=name)
+        _loop(model, ds, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), log=log)
+        deltas[name] = log.delta_vector(["a"])
+    torch.testing.assert_close(deltas["gauss-newton"], deltas["trained"], rtol=1e-10, atol=1e-13)
+    ds = _mlp_data()
+    out = {}
+    for name, kw in {"trained": {}, "gn": {"propagate_hessian": "gauss-newton"},
+                     "damped0": {"propagate_damping": 0.0}, "damped": {"propagate_damping": 0.5}}.items():
+        model = MLP()
+        kw = {"propagate_hessian": "trained", **kw}
+        log = amnesiac.DeltaLog(model, GROUPS, attribution="propagated", **kw)
+        amnesiac.train(model, ds.loader(8, seed=1), ORACLE_OPTIMIZERS["momentum"](model.parameters()), epochs=2,
+                       delta_log=log, progress=False)
+        out[name] = log
+    a = {k: v.delta_vector(["a"]) for k, v in out.items()}
+    assert torch.equal(a["damped0"], a["trained"])
+    assert _rel(a["gn"], a["trained"]) > 1e-3
+    # damping adds lambda * d to what is carried: it decays the delta, as weight decay decays parameters
+    assert float(a["damped"].norm()) < float(a["trained"].norm())
+    state = out["damped"].state_dict()
+    assert state["config"]["propagate_damping"] == 0.5 and out["gn"].state_dict()["config"]["propagate_hessian"] \
+        == "gauss-newton"
+    with pytest.raises(ValueError, match="propagate_damping"):
+        amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated").load_state_dict(state)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="propagate_damping must be finite"):
+            amnesiac.DeltaLog(MLP(), GROUPS, attribution="propagated", propagate_damping=bad)
+    with pytest.raises(ValueError, match="setting of attribution='propagated'"):
+        amnesiac.DeltaLog(MLP(), GROUPS, propagate_damping=1.0)

@@ -129,7 +129,7 @@ def test_the_study_resumes_from_its_pieces_and_loads_what_it_wrote(tiny, monkeyp
     study, *_ = tiny
     small = dict(regimes_=["convex"], lds_regimes=["convex"], stabilise_regimes=["convex"])
     first = rg.run_study("smoke", progress=False, **small)
-    assert set(first.cells) == set(first.lds) == set(first.stable) == {("convex", 0)}
+    assert set(first.cells) == set(first.lds) == set(first.stable) == set(first.remedy) == {("convex", 0)}
     assert first.cells[("convex", 0)]["provenance"]["semantics"] == rg.REGIME_SEMANTICS
 
     def refuse(*a, **k):
@@ -172,3 +172,24 @@ def test_truncated_propagation_spans_the_exact_delta_and_the_derivative(tiny):
         assert rows[str(reg.epochs)]["recovered"] == pytest.approx(d["derivative"]["set"]["recovered"], abs=1e-9)
         assert rows["0"]["propagated_steps"] == 0 and rows["1"]["propagated_steps"] == cell["steps"] // reg.epochs
         assert rows["1"]["recovered"] != pytest.approx(rows["0"]["recovered"], abs=1e-6)
+
+
+def test_the_remedies_are_measured_and_gauss_newton_is_the_hessian_of_the_convex_control(tiny):
+    """Logistic regression is linear in its parameters, so its Gauss-Newton matrix is its Hessian: that remedy
+    must reproduce the derivative there; damping 0 is no damping, damping > 0 changes what is carried."""
+    study, pool, held, weights = tiny
+    study = dataclasses.replace(study, dampings=(0.0, 1.0))
+    assert set(rg.remedies(study)) == {"gauss-newton", "damping-0", "damping-1"}
+    for name in ("convex", "default"):
+        reg = study.regime(name)
+        cell = rg.cell_piece(study, reg, 0, pool, held, weights)
+        rem = rg.stabilised_piece(study, reg, 0, pool, held, weights, variants=rg.remedies(study))
+        for set_name, rows in rem["sets"].items():
+            derivative = cell["sets"][set_name]["deltas"]["derivative"]["set"]
+            assert rows["damping-0"]["recovered"] == pytest.approx(derivative["recovered"], abs=1e-9)
+            assert rows["damping-0"]["propagated_steps"] == cell["steps"]
+            assert rows["damping-1"]["norm"] != pytest.approx(derivative["norm"], rel=1e-6)
+            if name == "convex":
+                assert rows["gauss-newton"]["recovered"] == pytest.approx(derivative["recovered"], abs=1e-9)
+            else:
+                assert rows["gauss-newton"]["norm"] != pytest.approx(derivative["norm"], rel=1e-6)
