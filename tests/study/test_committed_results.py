@@ -102,8 +102,10 @@ def test_every_piece_of_the_committed_linear_regime_study_is_current():
     study = res.study
     assert set(res.cells) == {(r.name, s) for r in study.regimes for s in study.seeds}
     assert set(res.lds) == {(n, s) for n in study.lds_regimes for s in study.seeds}
-    assert set(res.stable) == {(n, s) for n in study.stabilise_regimes for s in study.seeds}
-    for rec in [*res.cells.values(), *res.lds.values(), *res.stable.values()]:
+    assert set(res.stable) == set(res.remedy) == {(n, s) for n in study.stabilise_regimes for s in study.seeds}
+    for rec in res.remedy.values():
+        assert rec["variants"] == list(rg.remedies(study))
+    for rec in [*res.cells.values(), *res.lds.values(), *res.stable.values(), *res.remedy.values()]:
         assert rec["provenance"]["semantics"] == rg.REGIME_SEMANTICS
         assert not rec["provenance"]["git"].endswith("+dirty")
     for (name, _), rec in res.cells.items():
