@@ -34,6 +34,7 @@ from .grads import ParamLayout, per_sample_grads
 from .layers import register_layer_rule
 from .ledger import GroupTable, Ledger, ledger_fingerprint, load_ledger, save_ledger
 from .record import RequestRecord, model_fingerprint
+from .rewind import RewindRecord, rewind_unlearn
 from .rules import Step, register_update_rule, supported_optimizers
 from .training import History, Recipe, accuracy, pick_device, pick_reproducible_device, predict, train
 from .unlearning import METHODS, Request, method_params, repair, unlearn
@@ -53,6 +54,7 @@ __all__ = [
     "ParamLayout",
     "Recipe",
     "Request",
+    "RewindRecord",
     "Step",
     "accuracy",
     "class_group",
@@ -71,6 +73,7 @@ __all__ = [
     "register_layer_rule",
     "register_update_rule",
     "repair",
+    "rewind_unlearn",
     "save_ledger",
     "RequestRecord",
     "ShardedDeltaLog",

@@ -163,6 +163,8 @@ def train(
     forget_weight: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scheduler_every: str = "step",
+    skip_batches: int = 0,
+    on_batch=None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` passes over ``loader``, feeding every attached log.
 
@@ -201,6 +203,12 @@ def train(
         scheduler: a learning-rate scheduler built on ``optimizer``, stepped after every optimizer step
             (``scheduler_every="step"``) or after every epoch (``"epoch"``). The logs read each step's
             learning rate from the optimizer, so any schedule is attributed exactly.
+        skip_batches: pass over the first ``skip_batches`` batches of the loader's sequence (over all epochs)
+            without a step: a run resumed from a checkpoint taken after that many batches continues exactly where
+            it stopped (the loader's order depends only on its seed and epoch). See :mod:`amnesiac.rewind`.
+        on_batch: called as ``on_batch(position, sample_ids, model, optimizer)`` after each batch's step (and
+            after a dropped replay's empty batch, which takes none); ``position`` counts the loader's batches from
+            0 over all epochs, skipped ones included (:class:`amnesiac.rewind.RewindRecord` records with it).
 
     Example:
         >>> from amnesiac.data import ArrayDataset
@@ -229,6 +237,10 @@ def train(
     drop = drop_ids is not None
     if scheduler_every not in ("step", "epoch"):
         raise ValueError(f"scheduler_every must be 'step' or 'epoch', got {scheduler_every!r}")
+    if int(skip_batches) < 0:
+        raise ValueError(f"skip_batches must be >= 0, got {skip_batches}")
+    if skip_batches and scheduler is not None:
+        raise ValueError("skip_batches cannot resume a learning-rate scheduler's position; resume without one")
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("the scheduler was built on another optimizer; build it on the one passed to train()")
     opt = optimizer
@@ -241,15 +253,22 @@ def train(
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     was_training = model.training
     model.train()
+    position = -1
     try:
         for _ in range(epochs):
             start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
             for x, y, ids in loader:
+                position += 1
+                if position < skip_batches:  # resumed from a checkpoint taken after these batches
+                    bar.update(1)
+                    continue
                 keep = _kept_rows(excluded, ids)  # None: every row counts as usual
                 if keep is not None and drop:
                     x, y, ids = x[keep], y[keep], ids[keep]
                     if len(y) == 0:  # the whole batch was forgotten: the dropped replay takes no step
                         bar.update(1)
+                        if on_batch is not None:
+                            on_batch(position, ids, model, optimizer)
                         continue
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
@@ -274,6 +293,8 @@ def train(
                 count += n
                 history.steps += 1
                 bar.update(1)
+                if on_batch is not None:
+                    on_batch(position, ids, model, optimizer)
             if scheduler is not None and scheduler_every == "epoch":
                 scheduler.step()
             if dev.type == "cuda":
