@@ -412,3 +412,6 @@ def test_the_linear_regime_chapter_is_computed_from_the_committed_study():
     conclusion = regime.regime_conclusion(res)
     assert f"{res.study.n_train:,} images" in conclusion and "ε*" in conclusion
     assert rg.AGREE_COS == 0.9  # the criterion the chapter states
+    setup = regime.regime_setup(res)
+    assert f"{res.study.n_train:,} MNIST images" in setup and "learning rate ×10" in setup and "batch 16" in setup
+    assert setup.count(";") == len(res.study.regimes) - 1  # every cell but the default, named once

@@ -392,3 +392,39 @@ def stable_table(result: rg.RegimeResult) -> str:
     heads += ["Gauss–Newton" if v == "gauss-newton" else v.replace("damping-", "damping λ = ") for v in cures]
     return markdown_table(["regime", "forget set", "seeds", "exact (no propagation)", *heads,
                            "all epochs (derivative)"], body)
+
+
+_OPTIMIZER_NAMES = {"momentum": "SGD with momentum 0.9", "sgd": "plain SGD", "adam": "Adam"}
+
+
+def regime_setup(result: rg.RegimeResult) -> str:
+    """The chapter's description of the regimes and forget sets, from the study's config."""
+    st = result.study
+    base = rg.DEFAULT
+    default = (f"a one-hidden-layer {base.activation if base.activation != 'relu' else 'ReLU'} network of width "
+               f"{base.width} on {st.n_train:,} MNIST images, {_OPTIMIZER_NAMES[base.optimizer]}, learning rate "
+               f"{base.lr:g}, batch {base.batch_size}, {base.epochs} epochs")
+    cells = []
+    for reg in st.regimes:
+        if reg == base:
+            continue
+        if reg.model == "logistic":
+            cells.append("the **convex control**, multinomial logistic regression on the pixels, where a first-order "
+                         "estimate should be close to exact")
+        elif reg.optimizer != base.optimizer:
+            cells.append(f"{_OPTIMIZER_NAMES[reg.optimizer]} (learning rate {reg.lr:g})")
+        elif reg.lr != base.lr:
+            cells.append(f"learning rate ×{reg.lr / base.lr:g}")
+        elif reg.batch_size != base.batch_size:
+            cells.append(f"batch {reg.batch_size}")
+        elif reg.late_epochs:
+            cells.append(f"the forget sets seen only in the last {reg.late_epochs} epoch(s) (data that arrived in a "
+                         "late fine-tuning stage)")
+        elif reg.activation != base.activation:
+            cells.append(f"{reg.activation} instead of ReLU")
+    return (f"**The regimes.** One factor at a time from a default ({default}), each cell small enough for two CPU "
+            f"cores: {'; '.join(cells)}. Plain SGD gets the step that momentum 0.9 takes in effect "
+            "(learning rate / (1 − momentum)). Forget sets: "
+            f"{' and '.join(str(n) for n in st.set_sizes)} random images (drawn from the classes other than "
+            f"{st.forget_class}, so that every group is disjoint and one log holds them all) and every pool image "
+            f"of class {st.forget_class}; each with a random group of the same size that is not forgotten.")
