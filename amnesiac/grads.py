@@ -159,12 +159,7 @@ def weighted_hvps(
         >>> h.tolist()  # the Hessian of (w . e1)^2 is 2 e1 e1^T
         [[2.0, 0.0]]
     """
-    check_per_sample_compatible(model)
-    layout = layout or ParamLayout.of(model)
-    named = dict(model.named_parameters())
-    params = {n: named[n].detach() for n in layout.names}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    layout, params, frozen, buffers = _functional_parts(model, layout)
 
     def row_loss(p, xi, yi):
         out = functional_call(model, ({**p, **frozen}, buffers), (xi.unsqueeze(0),))
@@ -177,11 +172,26 @@ def weighted_hvps(
         _, out = jvp(lambda p: grad(weighted_loss)(p, w), (params,), (layout.unflatten(v),))
         return layout.flatten(out)
 
+    return _chunked(hvp, weights, tangents, params, layout, x.device, chunk_size)
+
+
+def _functional_parts(model: nn.Module, layout: ParamLayout | None):
+    """(layout, the logged parameters, the other parameters, the buffers), detached, for ``functional_call``."""
+    check_per_sample_compatible(model)
+    layout = layout or ParamLayout.of(model)
+    named = dict(model.named_parameters())
+    params = {n: named[n].detach() for n in layout.names}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    return layout, params, frozen, buffers
+
+
+def _chunked(product, weights, tangents, params, layout, device, chunk_size: int) -> torch.Tensor:
+    """``vmap(product)`` over the rows of (weights, tangents), ``chunk_size`` rows at a time, as flat [K, P]."""
     dtype = next(iter(params.values())).dtype
-    w_all = weights.to(x.device, dtype)
-    v_all = tangents.to(x.device, dtype)
-    outs = [vmap(hvp)(w_all[a : a + chunk_size], v_all[a : a + chunk_size]) for a in range(0, len(w_all), chunk_size)]
-    return torch.cat(outs) if outs else torch.zeros(0, layout.numel, dtype=dtype, device=x.device)
+    w_all, v_all = weights.to(device, dtype), tangents.to(device, dtype)
+    outs = [vmap(product)(w_all[a: a + chunk_size], v_all[a: a + chunk_size]) for a in range(0, len(w_all), chunk_size)]
+    return torch.cat(outs) if outs else torch.zeros(0, layout.numel, dtype=dtype, device=device)
 
 
 
@@ -209,12 +219,7 @@ def weighted_gnvps(
         >>> weighted_gnvps(m, torch.eye(2), torch.zeros(2, 1), w, v, loss_fn=sq).tolist()  # linear: the Hessian
         [[2.0, 0.0]]
     """
-    check_per_sample_compatible(model)
-    layout = layout or ParamLayout.of(model)
-    named = dict(model.named_parameters())
-    params = {n: named[n].detach() for n in layout.names}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    layout, params, frozen, buffers = _functional_parts(model, layout)
 
     def outputs(p):
         return functional_call(model, ({**p, **frozen}, buffers), (x,))
@@ -229,11 +234,7 @@ def weighted_gnvps(
         _, hjv = jvp(lambda o: grad(lambda o2: (vmap(row_loss)(o2, y) * w).sum())(o), (out.detach(),), (jv,))
         return layout.flatten(pullback(hjv)[0])
 
-    dtype = next(iter(params.values())).dtype
-    w_all = weights.to(x.device, dtype)
-    v_all = tangents.to(x.device, dtype)
-    outs = [vmap(gnvp)(w_all[a: a + chunk_size], v_all[a: a + chunk_size]) for a in range(0, len(w_all), chunk_size)]
-    return torch.cat(outs) if outs else torch.zeros(0, layout.numel, dtype=dtype, device=x.device)
+    return _chunked(gnvp, weights, tangents, params, layout, x.device, chunk_size)
 
 # ------------------------------------------------------------------------ group sums from one backward
 
