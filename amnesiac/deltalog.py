@@ -34,11 +34,12 @@ A mask keeps a fraction ``p`` of each parameter tensor's coordinates per group, 
 seeded from the group's key (the sample id for per-sample groups), so the indices can be regenerated
 instead of stored.
 
-Why one module of about 900 lines: :class:`DeltaLog` is the library's one stateful object, and its parts (the
+Why one module of about 950 lines: :class:`DeltaLog` is the library's one stateful object, and its parts (the
 step's shares, the optimizer algebra, the lazy segments that settle moments, checkpoints and the read-out) all
 read and write the same buffers under one invariant (the deltas and the remainder sum to theta_T - theta_0);
 split across modules they would reach into each other's private state. What does not touch that state lives
-beside it: files and storage dtypes in :mod:`amnesiac.storage`, the update rules in :mod:`amnesiac.rules`.
+beside it: files and storage dtypes in :mod:`amnesiac.storage`, the update rules and their per-coordinate
+coefficients for a step in :mod:`amnesiac.rules`.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ from torch.optim import Optimizer
 
 from .grads import ParamLayout
 from .ledger import GroupTable, Ledger, check_layout, require_keys
-from .rules import NEUTRAL, STEP_FIELDS, rule_for, second_moment_rule
 from .rules import check_optimizer as check_rule
+from .rules import second_moment_coefficients, second_moment_rule, step_coefficients
 from .storage import allocate_file, is_ledger_file, storage_dtype
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
@@ -523,7 +524,8 @@ class DeltaLog(Ledger):
             self._drop_moments()
             self._optimizer_ref, self._opt_steps = id(opt), 0
         self._opt_steps += 1
-        hp = self._coefficients(opt)
+        hp = step_coefficients(opt, self._param_ids, self.layout, self._opt_steps, self.device,
+                               self.compute_dtype)
         decay = hp["shrink"] is not None or hp["wd"] is not None
         stateful = hp["beta"] is not None
         if stateful and not decay and self.lazy_momentum:
@@ -562,7 +564,8 @@ class DeltaLog(Ledger):
         if stateful:
             m = self.moments if full else self.moments.index_select(0, act)
         base, bm = self.base, self.base_moment  # the remainder's track, unmasked
-        second = self._second_moment_coefficients(opt) if grad is not None else None
+        second = (second_moment_coefficients(opt, self._param_ids, self.layout, self._opt_steps, self.device,
+                                             self.compute_dtype) if grad is not None else None)
         if second is not None:  # the gradient the optimizer used (coupled weight decay included), before the step
             if not full:
                 raise RuntimeError("the second moment's tangents need every group to move every step")
@@ -741,75 +744,6 @@ class DeltaLog(Ledger):
                         "the optimizer already holds a momentum_buffer (it took steps before this log was attached): "
                         "attach the log before the optimizer's first step (its buffers must start empty)"
                     )
-
-    def _second_moment_coefficients(self, opt: Optimizer) -> dict | None:
-        """This step's second-moment tangent map (:class:`amnesiac.rules.SecondMoment`) as [P] tensors, or ``None``
-        for an optimizer without a second moment."""
-        fn = second_moment_rule(opt)
-        if fn is None:
-            return None
-        where = {pid: i for i, pid in enumerate(self._param_ids)}
-        parts: list = [None] * len(self._param_ids)
-        for group in opt.param_groups:
-            for q in group["params"]:
-                i = where.get(id(q))
-                if i is not None:
-                    parts[i] = fn(opt, group, opt.state[q], self._opt_steps)
-        sizes = self.layout.sizes()
-        kw = dict(dtype=self.compute_dtype, device=self.device)
-        return {
-            "beta2": torch.cat([torch.full((n,), x.beta2, **kw) for x, n in zip(parts, sizes)]),
-            "gamma2": torch.cat([torch.full((n,), x.gamma2, **kw) for x, n in zip(parts, sizes)]),
-            "c2": torch.cat([x.c2.reshape(-1).to(**kw) for x in parts]),
-        }
-
-    def _coefficients(self, opt: Optimizer) -> dict:
-        """This step's map (:class:`amnesiac.rules.Step`) per coordinate: floats when uniform, [P] tensors else."""
-        rule = rule_for(opt)
-        where = {pid: i for i, pid in enumerate(self._param_ids)}
-        sizes = self.layout.sizes()
-        parts: dict[str, list] = {f: [None] * len(sizes) for f in STEP_FIELDS}
-        seen = [False] * len(sizes)
-        for group in opt.param_groups:
-            rule.check(group)
-            for q in group["params"]:
-                i = where.get(id(q))
-                if i is None:
-                    continue
-                state = opt.state.get(q, {})
-                if "step" in state and int(float(state["step"])) != self._opt_steps:
-                    raise ValueError(
-                        f"the optimizer has taken {int(float(state['step']))} steps but the log saw {self._opt_steps}:"
-                        " attach the log before the optimizer's first step (its buffers must start empty)"
-                    )
-                step = rule.fn(opt, group, state, self._opt_steps)
-                seen[i] = True
-                for f in STEP_FIELDS:
-                    parts[f][i] = getattr(step, f)
-        missing = [self.layout.names[i] for i in range(len(sizes)) if not seen[i]]
-        if missing:
-            raise ValueError(
-                f"parameters not in the optimizer: {missing[:5]}; the log needs every trainable "
-                "parameter to be optimised (freeze others with requires_grad=False before logging)"
-            )
-        out = {}
-        for f in STEP_FIELDS:
-            vals = parts[f]
-            if all(v is None for v in vals):
-                out[f] = None
-                continue
-            vals = [NEUTRAL[f] if v is None else v for v in vals]
-            if not any(torch.is_tensor(v) for v in vals) and all(v == vals[0] for v in vals):
-                out[f] = None if f in ("shrink", "wd", "e") and vals[0] == NEUTRAL[f] else vals[0]
-                continue
-            out[f] = torch.cat([
-                v.detach().reshape(-1).to(self.device, self.compute_dtype) if torch.is_tensor(v)
-                else torch.full((n,), float(v), dtype=self.compute_dtype, device=self.device)
-                for v, n in zip(vals, sizes)
-            ])
-        if out["beta"] is not None and out["gamma"] is None:
-            raise ValueError(f"the {rule.name} update rule gives a moment decay (beta) but no gamma")
-        return out
 
     # ------------------------------------------------------------------------------------ checkpoints
 

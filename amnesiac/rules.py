@@ -273,3 +273,81 @@ def _adam_second_moment(optimizer: Optimizer, group: dict, state: dict, step: in
 
 
 SECOND_MOMENT_RULES[Adam] = SECOND_MOMENT_RULES[AdamW] = _adam_second_moment
+
+
+# ------------------------------------------------------------------- a step's coefficients per coordinate
+
+
+def second_moment_coefficients(opt: Optimizer, param_ids: list[int], layout, steps: int, device, dtype) -> dict | None:
+    """This step's second-moment tangent map (:class:`amnesiac.rules.SecondMoment`) as [P] tensors, or ``None``
+    for an optimizer without a second moment."""
+    fn = second_moment_rule(opt)
+    if fn is None:
+        return None
+    where = {pid: i for i, pid in enumerate(param_ids)}
+    parts: list = [None] * len(param_ids)
+    for group in opt.param_groups:
+        for q in group["params"]:
+            i = where.get(id(q))
+            if i is not None:
+                parts[i] = fn(opt, group, opt.state[q], steps)
+    sizes = layout.sizes()
+    kw = dict(dtype=dtype, device=device)
+    return {
+        "beta2": torch.cat([torch.full((n,), x.beta2, **kw) for x, n in zip(parts, sizes)]),
+        "gamma2": torch.cat([torch.full((n,), x.gamma2, **kw) for x, n in zip(parts, sizes)]),
+        "c2": torch.cat([x.c2.reshape(-1).to(**kw) for x in parts]),
+    }
+
+
+def step_coefficients(opt: Optimizer, param_ids: list[int], layout, steps: int, device, dtype) -> dict:
+    """This step's map (:class:`Step`) per coordinate of the flat parameter vector: floats when uniform, [P]
+    tensors else. ``param_ids`` are ``id()`` of the parameters in ``layout``'s order (a
+    :class:`~amnesiac.grads.ParamLayout`), ``steps`` the optimizer's step count (1 on the first); the tensors are
+    made on ``device`` in ``dtype``. Raises ``ValueError`` for a parameter outside the optimizer, or an optimizer
+    whose step count is not ``steps``."""
+    rule = rule_for(opt)
+    where = {pid: i for i, pid in enumerate(param_ids)}
+    sizes = layout.sizes()
+    parts: dict[str, list] = {f: [None] * len(sizes) for f in STEP_FIELDS}
+    seen = [False] * len(sizes)
+    for group in opt.param_groups:
+        rule.check(group)
+        for q in group["params"]:
+            i = where.get(id(q))
+            if i is None:
+                continue
+            state = opt.state.get(q, {})
+            if "step" in state and int(float(state["step"])) != steps:
+                raise ValueError(
+                    f"the optimizer has taken {int(float(state['step']))} steps but the log saw {steps}:"
+                    " attach the log before the optimizer's first step (its buffers must start empty)"
+                )
+            step = rule.fn(opt, group, state, steps)
+            seen[i] = True
+            for f in STEP_FIELDS:
+                parts[f][i] = getattr(step, f)
+    missing = [layout.names[i] for i in range(len(sizes)) if not seen[i]]
+    if missing:
+        raise ValueError(
+            f"parameters not in the optimizer: {missing[:5]}; the log needs every trainable "
+            "parameter to be optimised (freeze others with requires_grad=False before logging)"
+        )
+    out = {}
+    for f in STEP_FIELDS:
+        vals = parts[f]
+        if all(v is None for v in vals):
+            out[f] = None
+            continue
+        vals = [NEUTRAL[f] if v is None else v for v in vals]
+        if not any(torch.is_tensor(v) for v in vals) and all(v == vals[0] for v in vals):
+            out[f] = None if f in ("shrink", "wd", "e") and vals[0] == NEUTRAL[f] else vals[0]
+            continue
+        out[f] = torch.cat([
+            v.detach().reshape(-1).to(device, dtype) if torch.is_tensor(v)
+            else torch.full((n,), float(v), dtype=dtype, device=device)
+            for v, n in zip(vals, sizes)
+        ])
+    if out["beta"] is not None and out["gamma"] is None:
+        raise ValueError(f"the {rule.name} update rule gives a moment decay (beta) but no gamma")
+    return out
