@@ -36,6 +36,7 @@ from .ledger import GroupTable, Ledger, ledger_fingerprint, load_ledger, save_le
 from .record import RequestRecord, model_fingerprint
 from .rewind import RewindRecord, rewind_unlearn
 from .rules import Step, register_update_rule, supported_optimizers
+from .sisa import SisaEnsemble, SisaRecord, sisa_train, sisa_unlearn
 from .training import History, Recipe, accuracy, pick_device, pick_reproducible_device, predict, train
 from .unlearning import METHODS, Request, method_params, repair, unlearn
 
@@ -75,8 +76,12 @@ __all__ = [
     "repair",
     "rewind_unlearn",
     "save_ledger",
+    "sisa_train",
+    "sisa_unlearn",
     "RequestRecord",
     "ShardedDeltaLog",
+    "SisaEnsemble",
+    "SisaRecord",
     "attach_ddp",
     "model_fingerprint",
     "supported_optimizers",

@@ -9,10 +9,13 @@ optional repair (``repair_epochs``) trains the result on the retain set afterwar
 ``misindexed``    the same from a log recorded with the seed's indexing bug (an ablation only)
 ``batch``         Graves's "Original": subtract every stored per-batch change that touched the groups
 ``layer``         the "Layer p" variant: the same from a :class:`BatchLog` with a mask ``p``
+``sisa``          exact: retrain the shards of a :class:`~amnesiac.SisaEnsemble` that hold ``request.forget``
+                  from the checkpoint before their first slice holding it (``record=``; :mod:`amnesiac.sisa`)
 ================  ================================================================================
 
 The paper's trained baselines (``relabel``, ``finetune``, ``retrain``, ``neggrad_plus``, ``ssd``, ``scrub``)
-register themselves here when :mod:`amnesiac_paper` is imported; :func:`register` adds any other.
+register themselves here when :mod:`amnesiac_paper` is imported; :func:`register` adds any other. (``sisa`` registers
+itself from :mod:`amnesiac.sisa`, which :mod:`amnesiac` imports.)
 """
 
 from __future__ import annotations
