@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .training import train
+from .unlearning import Request, register
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,26 @@ def rewind_unlearn(model: nn.Module, optimizer: Optimizer, loader, record: Rewin
     train(model, loader, optimizer, epochs=epochs, drop_ids=ids, skip_batches=point.position + 1, **train_kwargs)
     replayed = total - (point.position + 1)
     return {"position": point.position, "replayed_batches": replayed, "fraction": replayed / total}
+
+
+def replayed_fraction(record: RewindRecord, forget_ids: Iterable[int]) -> float:
+    """The fraction of the training's batches a request for ``forget_ids`` replays (its cost against a full
+    retrain), read from the record without replaying anything."""
+    point = record.rewind_point([int(i) for i in forget_ids])
+    return (record.batches - (point.position + 1)) / record.batches
+
+
+@register("rewind")
+def _rewind(model: nn.Module, request: Request, *, record: RewindRecord | None = None, loader=None,
+            progress: bool = False) -> nn.Module:
+    """Rewind and replay (:func:`rewind_unlearn`) as a registered method: a copy of ``model`` and an optimizer from
+    ``request.recipe`` (built as the original's was) restore the record's rewind point for ``request.forget``'s ids
+    and replay the recipe's epochs of ``loader`` (the original's) without them. ``model`` is left as it was."""
+    request.need("forget", "recipe", method="rewind")
+    if not isinstance(record, RewindRecord) or loader is None:
+        raise TypeError("method 'rewind' needs record=<the RewindRecord of the original's training> and "
+                        "loader=<the original's loader>")
+    new = copy.deepcopy(model)
+    opt = request.recipe.make_optimizer(new.parameters())
+    rewind_unlearn(new, opt, loader, record, request.forget.ids, epochs=request.recipe.epochs, progress=progress)
+    return new

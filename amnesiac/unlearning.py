@@ -11,11 +11,13 @@ optional repair (``repair_epochs``) trains the result on the retain set afterwar
 ``layer``         the "Layer p" variant: the same from a :class:`BatchLog` with a mask ``p``
 ``sisa``          exact: retrain the shards of a :class:`~amnesiac.SisaEnsemble` that hold ``request.forget``
                   from the checkpoint before their first slice holding it (``record=``; :mod:`amnesiac.sisa`)
+``rewind``        exact: restore the last checkpoint before ``request.forget``'s first use and replay the
+                  rest without it (``record=``, ``loader=``; :mod:`amnesiac.rewind`)
 ================  ================================================================================
 
 The paper's trained baselines (``relabel``, ``finetune``, ``retrain``, ``neggrad_plus``, ``ssd``, ``scrub``)
-register themselves here when :mod:`amnesiac_paper` is imported; :func:`register` adds any other. (``sisa`` registers
-itself from :mod:`amnesiac.sisa`, which :mod:`amnesiac` imports.)
+register themselves here when :mod:`amnesiac_paper` is imported; :func:`register` adds any other. (``sisa`` and
+``rewind`` register themselves from :mod:`amnesiac.sisa` and :mod:`amnesiac.rewind`, which :mod:`amnesiac` imports.)
 """
 
 from __future__ import annotations

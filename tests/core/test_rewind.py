@@ -73,3 +73,23 @@ def test_a_rewind_record_refuses_what_it_cannot_replay():
         amnesiac.train(model, ds.loader(8, seed=5), opt, epochs=1, on_batch=record, progress=False)
     with pytest.raises(ValueError, match="skip_batches must be >= 0"):
         amnesiac.train(model, ds.loader(8, seed=4), opt, epochs=1, skip_batches=-1, progress=False)
+
+
+def test_the_registered_rewind_method_is_the_dropped_retrain_and_leaves_the_original_alone():
+    ds = _data()
+    model, opt = _fresh("momentum")
+    record = RewindRecord(model, opt, every=2)
+    recipe = amnesiac.Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=8, epochs=2)
+    amnesiac.train(model, ds.loader(8, seed=4), opt, epochs=2, on_batch=record, progress=False)
+    before = _params(model).clone()
+    forget = [3, 17, 25]
+    request = amnesiac.Request(forget=ds.subset(torch.tensor(forget)), recipe=recipe)
+    new = amnesiac.unlearn("rewind", model, request, record=record, loader=ds.loader(8, seed=4))
+    ref, ro = _fresh("momentum")
+    amnesiac.train(ref, ds.loader(8, seed=4), ro, epochs=2, drop_ids=forget, progress=False)
+    assert torch.equal(_params(new), _params(ref))
+    assert torch.equal(_params(model), before)
+    with pytest.raises(TypeError, match="needs record="):
+        amnesiac.unlearn("rewind", model, request, record=record)
+    with pytest.raises(ValueError, match="needs request field"):
+        amnesiac.unlearn("rewind", model, amnesiac.Request(forget=request.forget), record=record, loader=ds.loader(8))

@@ -22,11 +22,11 @@ CASES = {
 
 
 def test_every_method_of_the_library_is_covered():
-    """The library registers the ledger methods and sisa (its model is a SisaEnsemble with its record: covered in
-    test_sisa.py); packages built on it (the paper's baselines) add their own."""
+    """The library registers the ledger methods, sisa and rewind (each needs its training record: covered in
+    test_sisa.py and test_rewind.py); packages built on it (the paper's baselines) add their own."""
     library = {name for name, fn in amnesiac.METHODS.items()
                if getattr(fn, "func", fn).__module__.startswith("amnesiac.")}
-    assert set(CASES) | {"sisa"} == library
+    assert set(CASES) | {"sisa", "rewind"} == library
 
 
 @pytest.mark.parametrize("method", CASES)
