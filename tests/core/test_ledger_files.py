@@ -116,3 +116,17 @@ def test_the_ledger_fingerprint_names_one_ledger(tmp_path, kind):
         assert ledger_fingerprint(done) == ledger_fingerprint(done) != fp  # finalizing changes the stored bytes
         mapped = _trained(kind, storage=tmp_path / "mapped")
         assert ledger_fingerprint(mapped) == ledger_fingerprint(_trained(kind))
+
+
+def test_tensor_bytes_are_the_values_bytes_in_c_order_for_any_dtype_and_layout():
+    import numpy as np
+
+    from amnesiac.ledger import tensor_bytes
+
+    gen = torch.Generator().manual_seed(0)
+    cases = [torch.randn(3, 4, generator=gen).t(), torch.randn(5, dtype=torch.float64, generator=gen)[::2],
+             torch.arange(7), torch.tensor(2.5), torch.zeros(0)]
+    for t in cases:
+        assert tensor_bytes(t) == np.ascontiguousarray(t.numpy()).tobytes()
+    half = torch.arange(4, dtype=torch.bfloat16)  # no NumPy dtype: compare through its 16-bit pattern
+    assert tensor_bytes(half) == half.view(torch.int16).numpy().tobytes()
