@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 
-from . import bench, cli, comparison, experiments, fidelity, membership, propagation, regime
+from . import bench, cli, comparison, experiments, fidelity, frontier, membership, propagation, regime
 from .store import PROFILES
 
 COMMANDS: dict[str, cli.Command] = {c.name: c for c in (
     experiments.RUN_COMMAND, bench.COMMAND, fidelity.COMMAND, propagation.COMMAND, comparison.COMMAND,
-    membership.COMMAND, regime.COMMAND, experiments.LIST_COMMAND)}
+    membership.COMMAND, regime.COMMAND, frontier.COMMAND, experiments.LIST_COMMAND)}
 
 
 def main(argv: list[str] | None = None) -> int:
