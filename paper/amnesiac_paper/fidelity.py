@@ -19,7 +19,10 @@ prediction agreement, and accuracies.
 
 alpha is also chosen without the answer (:func:`loss_parity_alpha`): the smallest alpha of the grid at which
 the forget set's mean loss reaches the class-matched mean loss of a validation split carved from the training
-data (held out, never trained on). The oracle alpha (closest to the dropped replay) is reported beside it.
+data (held out, never trained on), or alpha = 0 (no change: the original model) where no alpha of the grid
+reaches it. The summaries recompute it from the losses each piece stores (:func:`record_rule`), and read the
+original model's measurements at alpha = 0 (:func:`row_at`). The oracle alpha (closest to the dropped replay) is
+reported beside it.
 
 Results go to ``results/<study>/<profile>-<hash>/<setting>/<optimizer>/seed<k>/<piece>.json``, one file per
 finished piece (the original model, each forget set, each floor), written atomically; trained weights are
@@ -369,10 +372,28 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Fi
 
 
 def row_at(record: dict, method: str, alpha: float) -> dict:
+    """The measurements of ``method`` (a key of ``record["methods"]``) at ``alpha``: its row of the grid, or at
+    alpha = 0, which the grid does not hold, the original model's (every method then subtracts nothing).
+
+    Raises:
+        KeyError: ``alpha`` is neither 0 nor on the grid.
+    """
+    if alpha == 0:
+        return {"alpha": 0.0, **record["original"]}
     for r in record["methods"][method]:
         if math.isclose(r["alpha"], alpha):
             return r
     raise KeyError(f"alpha {alpha} is not on the grid {record['alphas']}")
+
+
+def record_rule(record: dict) -> dict:
+    """The loss-parity rule (:func:`loss_parity_alpha`) of one forget set's record, recomputed from the losses its
+    grid rows store (forget set and class-matched validation split) instead of read from its ``rule`` field, so a
+    piece computed under an earlier version of the rule (which fell back to the largest alpha) reads as the
+    current rule: alpha = 0, the original model, where parity is never reached."""
+    rows = record["methods"]["amnesiac"]
+    return loss_parity_alpha([r["alpha"] for r in rows], [r["loss_forget"] for r in rows],
+                             [r["loss_val_matched"] for r in rows])
 
 
 def oracle_alpha(record: dict, reference: str = "drop", metric: str = "dist") -> float:
@@ -395,13 +416,15 @@ def _geometry(norm: float, d: float, d1: float) -> dict:
 
 
 def set_summary(record: dict, floor: dict, reference: str = "drop") -> dict:
-    """One seed's headline numbers for one forget set: at alpha = 1, at the rule's alpha and at the oracle's."""
+    """One seed's headline numbers for one forget set: at alpha = 1, at the rule's alpha (:func:`record_rule`;
+    the original model's numbers where the rule fell back to alpha = 0) and at the oracle's."""
     floor_dist = floor["floor"][reference]["dist"]
+    rule = record_rule(record)
     out = {"set": record["set"], "size": record["size"], "kind": record["kind"], "floor_dist": floor_dist,
            "floor_kl": floor["floor"][reference]["kl"], "original_dist": record["original"][reference]["dist"],
            "original_kl": record["original"][reference]["kl"],
            "zero_to_drop_dist": record["references"]["zero"]["drop"]["dist"],
-           "rule_alpha": record["rule"]["alpha"], "rule_reached": record["rule"]["reached"],
+           "rule_alpha": rule["alpha"], "rule_reached": rule["reached"],
            "oracle_alpha": oracle_alpha(record, reference)}
     for tag, a in (("a1", 1.0), ("rule", out["rule_alpha"]), ("oracle", out["oracle_alpha"])):
         r = row_at(record, "amnesiac", a)

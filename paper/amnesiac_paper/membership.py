@@ -18,11 +18,17 @@ Three settings, each cached per piece under ``results/membership-mnist-simple/<p
   each shadow in turn is the target; its forgotten candidates are positives, the candidates it never saw
   negatives, with per-example Gaussians fitted on the other shadows (per-example means, one variance per side,
   as Carlini et al. advise for few shadows).
+
+The rule's alpha (the fidelity study's loss parity, alpha = 0 where parity is never reached) is read back with
+:func:`piece_rule`, recomputed from the losses a piece stores, and its measures with :func:`subtraction_at` (the
+original model's at alpha = 0). The canary piece's difference attack "at the rule's alpha" was computed from
+weights at run time: :func:`difference_rule_alpha` refuses a piece whose stored rule the current one contradicts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -176,6 +182,55 @@ def class_piece(study: MembershipStudy, seed: int, *, device, progress, results_
         "amnesiac": rows,
         "finetune": _attack_dict(A.class_conditional_loss_attack(tuned, members, nonmembers, seed=seed)),
     }
+
+
+# ------------------------------------------------------------------------------------ the rule, read back
+
+
+def piece_rule(piece: dict) -> dict:
+    """The loss-parity rule (:func:`~amnesiac_paper.setting.loss_parity_alpha`) of a class or canary piece,
+    recomputed from the losses its grid rows store (class: the forget set against the class-matched validation
+    split; canary: the canaries under their planted labels against held-out images of the planted classes)
+    instead of read from its ``rule`` field: a piece computed while the rule fell back to the largest alpha reads
+    as the current rule, alpha = 0 (no change) where parity is never reached."""
+    rows = piece["amnesiac"]
+    held = "loss_val_matched" if "loss_val_matched" in rows[0] else "loss_heldout"
+    return st.loss_parity_alpha([r["alpha"] for r in rows], [r["loss_forget"] for r in rows],
+                                [r[held] for r in rows])
+
+
+def subtraction_at(piece: dict, alpha: float) -> dict:
+    """The row of a class or canary piece's grid at ``alpha``; at alpha = 0 (nothing subtracted: the rule's
+    fallback, not on the grid) the original model's measures in a row's shape, ``{"alpha": 0.0, "attack": ...}``
+    for a class piece and ``{"alpha": 0.0, "rates": ..., "acc_test": ...}`` for a canary piece.
+
+    Raises:
+        KeyError: ``alpha`` is neither 0 nor on the grid.
+    """
+    if alpha == 0:
+        if "n_canaries" in piece:
+            return {"alpha": 0.0, "rates": piece["original"], "acc_test": piece["test_accuracy"]["original"]}
+        return {"alpha": 0.0, "attack": piece["original"]}
+    for r in piece["amnesiac"]:
+        if math.isclose(r["alpha"], alpha):
+            return r
+    raise KeyError(f"alpha {alpha} is not on the grid {piece['alphas']}")
+
+
+def difference_rule_alpha(piece: dict) -> float:
+    """The alpha of a canary piece's difference attack "rule" and "rule + repair" entries: they were computed
+    from the weights at run time with the piece's stored rule, and cannot be recomputed from the piece.
+
+    Raises:
+        ValueError: the current rule (:func:`piece_rule`) chooses another alpha than the stored one, so those
+            entries are stale: the piece must be recomputed.
+    """
+    stored, now = piece["rule"], piece_rule(piece)
+    if not math.isclose(stored["alpha"], now["alpha"]) or stored["reached"] != now["reached"]:
+        raise ValueError(f"the canary piece's difference attack was computed at the stored rule alpha "
+                         f"{stored['alpha']:g} but the current rule chooses {now['alpha']:g}: remove the piece and "
+                         "run python -m amnesiac_paper membership --parts canary")
+    return now["alpha"]
 
 
 # -------------------------------------------------------------------------------------------- canaries

@@ -228,8 +228,9 @@ def fidelity_vs_alpha(result, optimizer: str, *, setting: str = "full", referenc
                       sets: tuple[str, ...] | None = None):
     """Against alpha, one column per forget set: parameter distance (top) and mean KL of the test softmax
     (bottom) to the ``reference`` replay, for the ledger subtraction and both controls; the original model
-    (dotted), the retrain floor (dashed) and the rule's alpha (vertical line, first seed's) drawn in."""
-    from .fidelity import alpha_curve, mean_ci, summary_rows
+    (dotted), the retrain floor (dashed) and the rule's alpha (vertical line, first seed's; none where the rule
+    kept the original model, alpha = 0, which a log axis cannot show) drawn in."""
+    from .fidelity import alpha_curve, mean_ci, record_rule, summary_rows
 
     seeds = result.seeds_of(setting, optimizer)
     if not seeds:
@@ -249,7 +250,12 @@ def fidelity_vs_alpha(result, optimizer: str, *, setting: str = "full", referenc
                        ls=":", label="original model")
             ax.axhline(mean_ci([r[f"floor-{fam}"]["floor"][reference][metric] for r in recs])[0], color="k",
                        ls="--", label="retrain floor")
-            ax.axvline(first[f"set-{name}"]["rule"]["alpha"], color="C4", alpha=0.5, lw=3, label=r"rule $\alpha$")
+            rule = record_rule(first[f"set-{name}"])["alpha"]
+            if rule > 0:
+                ax.axvline(rule, color="C4", alpha=0.5, lw=3, label=r"rule $\alpha$")
+            elif i == 0:
+                ax.text(0.03, 0.03, r"rule: $\alpha = 0$ (parity not reached)", transform=ax.transAxes, fontsize=6,
+                        color="C4")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.grid(alpha=0.3, which="both")
@@ -260,7 +266,11 @@ def fidelity_vs_alpha(result, optimizer: str, *, setting: str = "full", referenc
         axes[0][j].tick_params(labelbottom=False)
     axes[0][0].set_ylabel(f"parameter distance to {reference} replay")
     axes[1][0].set_ylabel("mean KL on test data")
-    axes[0][0].legend(fontsize=6)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if r"rule $\alpha$" not in labels:  # the first set's rule kept the original: no line to take the label from
+        handles.append(plt.Line2D([], [], color="C4", alpha=0.5, lw=3))
+        labels.append(r"rule $\alpha$")
+    axes[0][0].legend(handles, labels, fontsize=6)
     fig.suptitle(f"{optimizer}: distance to the {reference} replay against alpha", fontsize=10)
     fig.tight_layout()
     return fig

@@ -220,18 +220,22 @@ def loss_parity_alpha(alphas: Sequence[float], forget_loss: Sequence[float], val
     mean loss of the same classes, evaluated under the unlearned model at that alpha.
 
     A model that never saw the forget set has no reason to fit it better than held-out data of its classes;
-    the original fits it better (that is what membership inference exploits). Returns ``alpha`` (the largest
-    alpha of the grid, with ``reached=False``, if parity is never reached).
+    the original fits it better (that is what membership inference exploits). If parity is never reached on
+    the grid, the rule changes nothing: it returns ``alpha = 0`` (the original model) with ``reached=False``,
+    never the largest alpha of the grid (subtracting a whole class's delta at alpha = 1 can leave a model at
+    chance). The grid need not hold 0: a caller looks up the measurements of the original model there.
 
     Example:
         >>> loss_parity_alpha([0.1, 0.3, 1.0], [0.1, 0.5, 2.0], [0.4, 0.45, 1.0])
         {'alpha': 0.3, 'reached': True}
+        >>> loss_parity_alpha([0.1, 0.3, 1.0], [0.1, 0.2, 0.9], [0.4, 0.45, 1.0])  # never reached: no change
+        {'alpha': 0.0, 'reached': False}
     """
     order = np.argsort(alphas)
     for i in order:
         if forget_loss[i] >= val_loss[i]:
             return {"alpha": float(alphas[i]), "reached": True}
-    return {"alpha": float(alphas[order[-1]]), "reached": False}
+    return {"alpha": 0.0, "reached": False}
 
 
 class Evaluator:

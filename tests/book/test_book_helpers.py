@@ -415,3 +415,27 @@ def test_the_linear_regime_chapter_is_computed_from_the_committed_study():
     setup = regime.regime_setup(res)
     assert f"{res.study.n_train:,} MNIST images" in setup and "learning rate ×10" in setup and "batch 16" in setup
     assert setup.count(";") == len(res.study.regimes) - 1  # every cell but the default, named once
+
+
+def test_the_rule_sentences_count_the_fallbacks_and_the_table_shows_no_change_there():
+    from amnesiac_paper import fidelity, membership
+
+    fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
+    rules = [fidelity.record_rule(rec) for pieces in fid.records.values() for k, rec in pieces.items()
+             if k.startswith("set-")]
+    fell = sum(not r["reached"] for r in rules)
+    text = book_fidelity.rule_fallback_sentence(fid)
+    assert f"reached in {len(rules) - fell} of {len(rules)} " in text
+    assert (f"in the other {fell} the rule kept the original model (α = 0)" in text) if fell else "never used" in text
+    table = book_fidelity.fidelity_rule_table(fid)
+    assert "1 (not reached" not in table  # the rule never falls back to the largest alpha
+    assert table.count("0 (not reached: no change)") == sum(
+        not fidelity.record_rule(rec)["reached"] for (setting, _, _), pieces in fid.records.items()
+        if setting == "full" for k, rec in pieces.items() if k.startswith("set-"))
+    mem = membership.load_study("full")
+    cls = [v for k, v in sorted(mem.pieces.items()) if k.startswith("class-seed")]
+    kept = sum(not membership.piece_rule(r)["reached"] for r in cls)
+    sentence = attacks.rule_fallback_sentence(mem, "class")
+    assert sentence.startswith(f"The rule reached parity in {len(cls) - kept} of {len(cls)} seeds")
+    assert (f"in the other {kept} it never did" in sentence) == bool(kept)
+    assert attacks.difference_table(mem)  # the canary pieces' rule rows are the current rule's (else refused)

@@ -228,7 +228,54 @@ def test_measures_on_hand_checkable_values():
 
 def test_loss_parity_rule():
     assert st.loss_parity_alpha([1.0, 0.1, 0.3], [3.0, 0.1, 0.9], [1.0, 0.5, 0.8]) == {"alpha": 0.3, "reached": True}
-    assert st.loss_parity_alpha([0.1, 1.0], [0.1, 0.2], [0.5, 0.6]) == {"alpha": 1.0, "reached": False}
+    assert st.loss_parity_alpha([0.1, 1.0], [0.1, 0.6], [0.5, 0.6]) == {"alpha": 1.0, "reached": True}  # parity at 1
+
+
+def test_the_loss_parity_rule_falls_back_to_no_change_never_to_the_largest_alpha():
+    # parity never reached, whatever the order of the grid: alpha = 0 (the original model), not the largest alpha
+    assert st.loss_parity_alpha([0.1, 1.0], [0.1, 0.2], [0.5, 0.6]) == {"alpha": 0.0, "reached": False}
+    assert st.loss_parity_alpha([1.0, 0.3, 0.1], [0.5, 0.2, 0.1], [0.6, 0.3, 0.2]) == {"alpha": 0.0, "reached": False}
+
+
+def _measure(v: float) -> dict:
+    """An evaluator measure whose every number derives from ``v`` (distinct values per model)."""
+    ref = {"dist": v, "kl": v / 10, "js": v / 20, "agreement": 1 - v / 100, "recovered": -v}
+    return {"acc_forget": 0.5 + v / 100, "acc_retain": 0.9, "acc_test": 0.9 + v / 1000, "loss_forget": 0.1,
+            "loss_val_matched": 0.5, "drop": ref, "zero": dict(ref)}
+
+
+def _record(forget_losses: list[float], val_losses: list[float], alphas=(0.1, 1.0), stored_rule=None) -> dict:
+    """A minimal forget-set record (the original measured as 1, grid rows as 2, 3, ...; controls as 20 + ...)."""
+    rows = {m: [] for m in ("amnesiac", "control_group", "random_direction")}
+    for k, (a, f, v) in enumerate(zip(alphas, forget_losses, val_losses)):
+        rows["amnesiac"].append(dict(_measure(2 + k), alpha=a, loss_forget=f, loss_val_matched=v))
+        rows["control_group"].append(dict(_measure(20 + k), alpha=a))
+        rows["random_direction"].append(dict(_measure(30 + k), alpha=a))
+    return {"set": "random-1", "size": 1, "kind": "random", "family": "random", "alphas": list(alphas),
+            "delta_norm": 0.5, "control_norm": 0.5, "original": _measure(1.0),
+            "references": {"zero": {"drop": {"dist": 0.3}}},
+            "rule": stored_rule or st.loss_parity_alpha(alphas, forget_losses, val_losses), "methods": rows}
+
+
+def test_the_summary_reads_the_original_model_where_the_rule_keeps_it():
+    floor = {"floor": {"drop": {"dist": 4.0, "kl": 0.4}}}
+    # never at parity; the stored rule is the earlier one's (the largest alpha): the summary recomputes the rule
+    rec = _record([0.1, 0.2], [0.5, 0.6], stored_rule={"alpha": 1.0, "reached": False})
+    assert fi.record_rule(rec) == {"alpha": 0.0, "reached": False}
+    s = fi.set_summary(rec, floor)
+    assert (s["rule_alpha"], s["rule_reached"]) == (0.0, False)
+    orig = rec["original"]
+    assert s["rule_recovered"] == orig["drop"]["recovered"] and s["rule_dist"] == orig["drop"]["dist"] == 1.0
+    assert s["rule_kl"] == s["original_kl"] == orig["drop"]["kl"] and s["rule_acc_test"] == orig["acc_test"]
+    assert s["rule_floor_ratio"] == 1.0 / 4.0
+    assert s["rule_control_recovered"] == s["rule_random_recovered"] == orig["drop"]["recovered"]
+    assert s["a1_dist"] == 3.0  # alpha = 1 is still the grid's row
+    assert fi.row_at(rec, "control_group", 0.0)["drop"] == orig["drop"]
+    with pytest.raises(KeyError, match="not on the grid"):
+        fi.row_at(rec, "amnesiac", 0.5)
+    # parity reached at alpha = 1: the grid's row, as before
+    reached = fi.set_summary(_record([0.1, 0.7], [0.5, 0.6]), floor)
+    assert (reached["rule_alpha"], reached["rule_reached"], reached["rule_dist"]) == (1.0, True, 3.0)
 
 
 def test_mean_ci_uses_ddof_1_and_the_t_quantile():

@@ -73,8 +73,12 @@ def test_the_findings_are_the_means_of_each_seeds_values_at_alpha_1_and_at_the_r
     def mean(values):
         return sum(values) / len(values)
 
+    def at_rule(r):  # the original model where the rule (recomputed from the piece's losses) keeps it
+        alpha = mb.piece_rule(r)["alpha"]
+        return r["original"]["auc"] if alpha == 0 else r["amnesiac"][r["alphas"].index(alpha)]["attack"]["auc"]
+
     one = mean([r["amnesiac"][r["alphas"].index(1.0)]["attack"]["auc"] for r in cls])
-    rule = mean([r["amnesiac"][r["alphas"].index(r["rule"]["alpha"])]["attack"]["auc"] for r in cls])
+    rule = mean([at_rule(r) for r in cls])
     got = re.search(r"subtraction at α = 1 ([0-9.]+) .*?at the rule's α ([0-9.]+)", text.splitlines()[0])
     assert got and float(got[1]) == pytest.approx(one, abs=6e-4) and float(got[2]) == pytest.approx(rule, abs=6e-4)
 
@@ -93,3 +97,50 @@ def test_method_pieces_from_other_settings_or_other_models_are_refused():
     moved = [dict(good[0], confidence=[0.5, 1.2, -0.2]), *good[1:]]
     with pytest.raises(ValueError, match="trained on another machine"):
         mb.lira_methods_summary(shadows, moved, [10, 20, 30])
+
+
+def _attack(auc: float) -> dict:
+    return {"auc": auc, "tpr": {"0.01": auc / 10, "0.001": auc / 100}, "heldout_accuracy": auc}
+
+
+def _class_piece(forget, held, stored_rule=None) -> dict:
+    """A minimal class piece on the grid (0.1, 1): the original's AUC 0.9, the rows' 0.7 and 0.5."""
+    alphas = [0.1, 1.0]
+    rows = [{"alpha": a, "attack": _attack(auc), "loss_forget": f, "loss_val_matched": v, "acc_test": 0.9}
+            for a, auc, f, v in zip(alphas, (0.7, 0.5), forget, held)]
+    return {"alphas": alphas, "amnesiac": rows, "original": _attack(0.9), "retrain": _attack(0.55),
+            "zero_replay": _attack(0.56), "finetune": _attack(0.8),
+            "rule": stored_rule or {"alpha": 1.0, "reached": False}}
+
+
+def test_the_rule_is_recomputed_from_a_piece_and_reads_the_original_where_it_keeps_it():
+    from types import SimpleNamespace
+
+    from amnesiac_paper.book import attacks
+
+    never = _class_piece([0.1, 0.2], [0.5, 0.6])  # stored as the earlier rule did: the largest alpha
+    at_one = _class_piece([0.1, 0.7], [0.5, 0.6], {"alpha": 1.0, "reached": True})
+    assert mb.piece_rule(never) == {"alpha": 0.0, "reached": False}
+    assert mb.piece_rule(at_one) == {"alpha": 1.0, "reached": True}
+    assert mb.subtraction_at(never, 0.0) == {"alpha": 0.0, "attack": never["original"]}
+    assert mb.subtraction_at(never, 1.0)["attack"]["auc"] == 0.5
+    with pytest.raises(KeyError, match="not on the grid"):
+        mb.subtraction_at(never, 0.3)
+    result = SimpleNamespace(pieces={"class-seed0": never, "class-seed1": at_one}, study=None)
+    first = attacks.membership_findings(result).splitlines()[0]
+    assert "at the rule's α 0.7 ± " in first and "never reached in 1 of 2 seeds" in first  # (0.9 + 0.5) / 2
+    table = attacks.class_attack_table(result)
+    assert "original model (the rule's choice in 1 of 2 seeds: parity never reached, no change)" in table
+    assert "subtract, α = 1 (the rule's choice in 1 of 2 seeds)" in table and "α = 0.1 (" not in table
+    assert attacks.rule_fallback_sentence(result, "class").startswith("The rule reached parity in 1 of 2 seeds")
+    # a canary piece: rates and the original's test accuracy at alpha = 0
+    canary = {"n_canaries": 2, "alphas": [0.1], "original": {"planted": 0.8, "true": 0.1},
+              "test_accuracy": {"original": 0.97, "retrain": 0.97},
+              "amnesiac": [{"alpha": 0.1, "rates": {"planted": 0.2, "true": 0.7}, "loss_forget": 0.1,
+                            "loss_heldout": 0.2, "acc_test": 0.96}], "rule": {"alpha": 0.1, "reached": False}}
+    assert mb.piece_rule(canary) == {"alpha": 0.0, "reached": False}
+    assert mb.subtraction_at(canary, 0.0) == {"alpha": 0.0, "rates": canary["original"], "acc_test": 0.97}
+    # its difference attack was computed at the stored alpha, which the current rule contradicts: refused
+    with pytest.raises(ValueError, match="recompute|remove the piece"):
+        mb.difference_rule_alpha(canary)
+    assert mb.difference_rule_alpha(dict(canary, rule={"alpha": 0.0, "reached": False})) == 0.0

@@ -55,18 +55,46 @@ def _attack_cells(attacks: Sequence[dict], fprs=("0.01", "0.001")) -> list[str]:
 ATTACK_HEADER = ["AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "held-out accuracy"]
 
 
+def _rule_mark(recs: Sequence[dict], alpha: float) -> str:
+    """The label suffix " (the rule's choice in k of n seeds)" of the row of ``alpha`` (0: the original model's
+    row, where the rule fell back), empty where no seed's rule (recomputed from the piece's losses,
+    :func:`~amnesiac_paper.membership.piece_rule`) chose it."""
+    k = [membership_study.piece_rule(r)["alpha"] for r in recs].count(alpha)
+    if not k:
+        return ""
+    why = ": parity never reached, no change" if alpha == 0 else ""
+    return f" (the rule's choice in {k} of {len(recs)} seeds{why})"
+
+
+def rule_fallback_sentence(result, kind: str) -> str:
+    """How often the loss-parity rule reached parity in the ``kind`` ("class" or "canary") pieces, and that it
+    kept the original model (alpha = 0) in the others (recomputed from the pieces' losses)."""
+    recs = _pieces(result, kind)
+    if not recs:
+        return ""
+    rules = [membership_study.piece_rule(r) for r in recs]
+    reached = [r["alpha"] for r in rules if r["reached"]]
+    text = f"The rule reached parity in {len(reached)} of {len(recs)} seeds"
+    if reached:
+        text += f" (at α = {', '.join(f'{a:g}' for a in reached)})"
+    fell = len(recs) - len(reached)
+    if fell:
+        text += (f"; in the other {fell} it never did on the grid and kept the original model (α = 0, no change), "
+                 "so the original model's row stands for the rule there")
+    return text + "."
+
+
 def class_attack_table(result) -> str:
     """The class-conditional loss attack on every model of the class setting: mean ± 95% interval over seeds."""
     recs = _pieces(result, "class")
     if not recs:
         return "*The class setting has no seed yet.*"
-    rows = [["original model"] + _attack_cells([r["original"] for r in recs]),
+    rows = [["original model" + _rule_mark(recs, 0.0)] + _attack_cells([r["original"] for r in recs]),
             ["retrained (dropped replay)"] + _attack_cells([r["retrain"] for r in recs]),
             ["zero-weighted replay"] + _attack_cells([r["zero_replay"] for r in recs])]
     for i, a in enumerate(recs[0]["alphas"]):
-        rule = [r["rule"]["alpha"] for r in recs].count(a)
-        mark = f" (the rule's choice in {rule} of {len(recs)} seeds)" if rule else ""
-        rows.append([f"subtract, α = {a:g}{mark}"] + _attack_cells([r["amnesiac"][i]["attack"] for r in recs]))
+        rows.append([f"subtract, α = {a:g}{_rule_mark(recs, a)}"]
+                    + _attack_cells([r["amnesiac"][i]["attack"] for r in recs]))
     rows.append(["fine-tune, 1 epoch (repair only)"] + _attack_cells([r["finetune"] for r in recs]))
     return markdown_table(["model"] + ATTACK_HEADER, rows)
 
@@ -81,21 +109,23 @@ def canary_table(result) -> str:
     def cells(rates):
         return [format_ci(mean_ci([r["planted"] for r in rates])), format_ci(mean_ci([r["true"] for r in rates]))]
 
-    rows = [["original model"] + cells([r["original"] for r in recs]),
+    rows = [["original model" + _rule_mark(recs, 0.0)] + cells([r["original"] for r in recs]),
             ["retrained (dropped replay)"] + cells([r["retrain"] for r in recs])]
     for i, a in enumerate(recs[0]["alphas"]):
-        rule = [r["rule"]["alpha"] for r in recs].count(a)
-        mark = f" (the rule's choice in {rule} of {len(recs)} seeds)" if rule else ""
-        rows.append([f"subtract, α = {a:g}{mark}"] + cells([r["amnesiac"][i]["rates"] for r in recs]))
+        rows.append([f"subtract, α = {a:g}{_rule_mark(recs, a)}"] + cells([r["amnesiac"][i]["rates"] for r in recs]))
     rows.append(["fine-tune, 1 epoch (repair only)"] + cells([r["finetune"] for r in recs]))
     return markdown_table(["model", "predicts the planted label", "predicts the true label"], rows)
 
 
 def difference_table(result) -> str:
-    """The difference attack on the canary request, per variant, mean ± 95% interval over seeds."""
+    """The difference attack on the canary request, per variant, mean ± 95% interval over seeds. Its rule rows
+    were computed from weights at run time: a piece whose stored rule the current one contradicts is refused
+    (:func:`~amnesiac_paper.membership.difference_rule_alpha`)."""
     recs = _pieces(result, "canary")
     if not recs:
         return "*The canary setting has no seed yet.*"
+    for r in recs:
+        membership_study.difference_rule_alpha(r)
     names = {"alpha=1": "subtract, α = 1", "rule": "subtract, the rule's α",
              "rule + repair": "the rule's α, then 1 epoch of repair",
              "batched (alpha=1)": f"α = 1, request batched with {recs[0]['batched_size'] - recs[0]['n_canaries']} "
@@ -136,8 +166,14 @@ def membership_findings(result) -> str:
         return format_ci(mean_ci(list(values)))
 
     def at(recs, alpha, get):
-        """One measure of the subtraction at ``alpha`` (a number, or "rule": each seed's own rule alpha)."""
-        return [get(r["amnesiac"][r["alphas"].index(r["rule"]["alpha"] if alpha == "rule" else alpha)]) for r in recs]
+        """One measure of the subtraction at ``alpha`` (a number, or "rule": each seed's own rule alpha, recomputed;
+        the original model's measure where the rule kept it, alpha = 0)."""
+        return [get(membership_study.subtraction_at(r, membership_study.piece_rule(r)["alpha"] if alpha == "rule"
+                                                    else alpha)) for r in recs]
+
+    def fallback(recs):
+        n = sum(not membership_study.piece_rule(r)["reached"] for r in recs)
+        return f" (parity never reached in {n} of {len(recs)} seeds: the original model there)" if n else ""
 
     out = []
     # (piece kind, the bullet's title and what it measures, the record's key, the measure of a subtraction row)
@@ -152,9 +188,11 @@ def membership_findings(result) -> str:
         out.append(
             f"- **{title}** ({len(recs)} seed(s), {what}): original {m(r['original'][key] for r in recs)}, retrained "
             f"{m(r['retrain'][key] for r in recs)}, subtraction at α = 1 {m(at(recs, 1.0, get))}, at the rule's α "
-            f"{m(at(recs, 'rule', get))}, fine-tuning {m(r['finetune'][key] for r in recs)}.")
+            f"{m(at(recs, 'rule', get))}{fallback(recs)}, fine-tuning {m(r['finetune'][key] for r in recs)}.")
     can = _pieces(result, "canary")
     if can:
+        for r in can:
+            membership_study.difference_rule_alpha(r)  # "rule + repair" was computed at the stored rule's alpha
         out.append(
             f"- **Difference attack** (AUC of telling the forgotten canaries from retained samples by the direction "
             f"of the change): α = 1 {m(r['difference']['alpha=1']['auc'] for r in can)}, after a repair "

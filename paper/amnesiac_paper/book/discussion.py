@@ -101,7 +101,7 @@ def class_discussion(res: Result, *, forget_tol: float, rest_drop: float) -> dic
 # membership study's SET_METHODS name (None: not measured there)
 CONSOLIDATED_ROWS = (
     ("ledger subtraction, α = 1", "a1", "amnesiac α=1"),
-    ("ledger subtraction, the rule's α", "rule", None),
+    ("ledger subtraction, the rule's α (0, no change, where parity is not reached)", "rule", None),
     ("ledger subtraction, oracle α (uses the answer)", "oracle", None),
     ("fine-tune on the retain set, 1 epoch (repair-only control)", "ft", "fine-tune (1 epoch)"),
     ("NegGrad+ (defaults)", None, "NegGrad+"),

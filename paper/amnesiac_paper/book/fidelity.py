@@ -96,13 +96,14 @@ def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: 
 
 
 def fidelity_rule_table(result, *, setting: str = "full", reference: str = "drop") -> str:
-    """Per optimizer and forget set, per seed: the rule's alpha (and whether parity was reached) beside the
-    oracle's, and the test accuracy and distance / floor at each."""
+    """Per optimizer and forget set, per seed: the rule's alpha (and whether parity was reached; where not, the
+    rule keeps the original model, alpha = 0) beside the oracle's, and the test accuracy and distance / floor at
+    each."""
     body = []
     for opt in result.study.optimizers:
         for r in fidelity_study.summary_rows(result, setting, opt, reference):
             for s, p in zip(r["seeds"], r["per_seed"]):
-                rule = f"{p['rule_alpha']:g}" + ("" if p["rule_reached"] else " (not reached)")
+                rule = f"{p['rule_alpha']:g}" + ("" if p["rule_reached"] else " (not reached: no change)")
                 body.append([opt, r["set"], str(s), rule, f"{p['oracle_alpha']:g}",
                              f"{p['rule_acc_test']:.3f} / {p['oracle_acc_test']:.3f}",
                              f"{p['rule_floor_ratio']:.2f} / {p['oracle_floor_ratio']:.2f}"])
@@ -110,6 +111,28 @@ def fidelity_rule_table(result, *, setting: str = "full", reference: str = "drop
         return "*No complete seed yet.*"
     return markdown_table(["optimizer", "forget set", "seed", "rule α", "oracle α", "test acc. (rule / oracle)",
                            "distance / floor (rule / oracle)"], body)
+
+
+def rule_fallback_sentence(result, *, settings: Sequence[str] = ("full", "graves"), reference: str = "drop") -> str:
+    """How often the loss-parity rule reached parity over the complete (setting, optimizer, forget set, seed)
+    cases of the study, and where it did not (it then keeps the original model, alpha = 0), counted from the
+    summaries (the rule recomputed from each piece's losses)."""
+    cases, fell = 0, {}
+    for setting in settings:
+        for opt in result.study.optimizers:
+            for r in fidelity_study.summary_rows(result, setting, opt, reference):
+                cases += len(r["rule_reached"])
+                n = len(r["rule_reached"]) - sum(r["rule_reached"])
+                if n:
+                    fell[r["set"]] = fell.get(r["set"], 0) + n
+    if not cases:
+        return "The rule has no complete seed to report yet."
+    total = sum(fell.values())
+    text = f"Here parity was reached in {cases - total} of {cases} (setting, optimizer, forget set, seed) cases"
+    if not total:
+        return text + ", so the fallback was never used."
+    return (text + f"; in the other {total} the rule kept the original model (α = 0): "
+            + ", ".join(f"{name} {n}×" for name, n in fell.items()) + ".")
 
 
 def _by_set(rows, key) -> str:
@@ -164,7 +187,9 @@ def fidelity_findings(result, *, setting: str = "full", reference: str = "drop")
         text += (f"In parameter space the oracle subtraction beats both controls (another group's delta, a random "
                  f"direction of the same norm, each at its best α) for {len(beats)} of {len(rows)} sets"
                  + (f" ({', '.join(beats)})" if beats and len(beats) < len(rows) else "") + ". ")
-        text += (f"The loss-parity rule reached parity in {reached} of {cases} (set, seed) cases and chose "
+        text += (f"The loss-parity rule reached parity in {reached} of {cases} (set, seed) cases"
+                 + (f" (in the other {cases - reached} it kept the original model, α = 0)" if reached < cases
+                    else "") + " and chose "
                  f"{_by_set(rows, 'rule_alpha')}, recovering {_by_set(rows, 'rule_recovered')} of the parameter "
                  f"distance, with test-set KL {_by_set(rows, 'rule_kl')}. ")
         if any("ft_recovered" in r for r in rows):
