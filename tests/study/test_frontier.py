@@ -69,7 +69,8 @@ def test_the_smoke_study_runs_resumes_and_measures(smoke, monkeypatch):
         assert p[f"{s}/rewind"]["answer"]["gap_test"]["mean_rms"] == 0.0  # rewind is the dropped replay itself
         assert p[f"{s}/original"]["answer"]["gap_forget"]["mean_rms"] > 0.0
         assert set(p[f"{s}/original"]["answer"]["klom"]) == set(fr.SPLITS)
-        assert len(p[f"{s}/ledger-exact"]["grid"]) == 4
+        assert len(p[f"{s}/ledger-exact"]["grid"]) == 4 and len(p[f"{s}/certified"]["grid"]) == 6
+        assert p[f"{s}/sisa-5"]["rule"] == {"index": 0, "config": {}, "same_as_answer": True}  # nothing to choose
         assert p[f"oracles-{s}"]["n_oracles"] == smoke.n_oracles
     assert "random-10/suppression" not in p and "class-3/suppression" in p
     for s, late in p["late-seed0"]["sets"].items():
@@ -90,3 +91,14 @@ def test_the_command_refuses_what_does_not_apply(smoke):
 
     assert main(["frontier", "--profile", "smoke", "--seeds", "1"]) == 2
     assert main(["frontier", "--profile", "smoke", "--methods", "nope"]) == 2
+
+
+def test_the_paired_p95_difference_sees_a_shift_and_says_when_it_cannot_tell():
+    gen = np.random.default_rng(0)
+    a = gen.exponential(size=300)
+    shifted = fr.paired_p95_difference(a + 1.0, a, bootstrap=300)
+    assert shifted["diff"] == pytest.approx(1.0) and shifted["excludes_zero"] and shifted["low"] > 0.5
+    noise = fr.paired_p95_difference(a, a + gen.normal(scale=0.01, size=300), bootstrap=300)
+    assert not noise["excludes_zero"] and noise["low"] < 0 < noise["high"]
+    with pytest.raises(ValueError, match="same examples"):
+        fr.paired_p95_difference([1.0, 2.0], [1.0])
