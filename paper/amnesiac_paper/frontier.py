@@ -657,14 +657,15 @@ def timing_piece(study: FrontierStudy, data: Data) -> dict:
 def late_piece(study: FrontierStudy, data: Data, seed: int) -> dict:
     """Rewinding data that arrived late: per forget set, an original whose first ``epochs - 1`` epochs never see
     the set (:class:`LateLoader`), trained with a rewind record; the rewind's fraction and seconds, beside the
-    plain training's, and whether it equals the retrain without the set bit for bit."""
+    plain training's, and whether it equals the retrain without the set bit for bit; beside it, the same seed
+    trained in random order (the set seen from the first epoch), rewound the same way."""
     rec = study.recipe
     out = {"seed": seed, "sets": {}}
     for name, ids in data.forget.items():
         fresh = model_fn(study, seed)
         model = fresh()
         opt = rec.make_optimizer(model.parameters())
-        record = RewindRecord(model, opt, every=study.rewind_every)
+        record = record_late = RewindRecord(model, opt, every=study.rewind_every)
         late = LateLoader(data.pool.loader(rec.batch_size, seed=seed), ids, epochs=rec.epochs)
         t0 = time.process_time()
         train(model, late, opt, epochs=rec.epochs, device="cpu", progress=False, on_batch=record)
@@ -677,10 +678,24 @@ def late_piece(study: FrontierStudy, data: Data, seed: int) -> dict:
         ref = fresh()
         train(ref, data.pool.loader(rec.batch_size, seed=seed), rec.make_optimizer(ref.parameters()),
               epochs=rec.epochs, device="cpu", progress=False, drop_ids=ids)
-        out["sets"][name] = {"fraction": replayed_fraction(record, ids.tolist()), "seconds": seconds,
+        # the same seed in random order (the set seen from the first epoch): what the rewind costs there
+        model = fresh()
+        opt = rec.make_optimizer(model.parameters())
+        record = RewindRecord(model, opt, every=study.rewind_every)
+        train(model, data.pool.loader(rec.batch_size, seed=seed), opt, epochs=rec.epochs, device="cpu",
+              progress=False, on_batch=record)
+        t0 = time.process_time()
+        again = unlearn("rewind", model, Request(forget=data.pool.subset(ids), recipe=rec, model_fn=fresh),
+                        record=record, loader=data.pool.loader(rec.batch_size, seed=seed))
+        random_seconds = time.process_time() - t0
+        out["sets"][name] = {"fraction": replayed_fraction(record_late, ids.tolist()), "seconds": seconds,
                              "train_seconds": train_seconds,
                              "identical": all(torch.equal(a, b) for a, b in zip(replay.parameters(),
-                                                                                ref.parameters()))}
+                                                                                ref.parameters())),
+                             "random_order": {"fraction": replayed_fraction(record, ids.tolist()),
+                                              "seconds": random_seconds,
+                                              "identical": all(torch.equal(a, b) for a, b in
+                                                               zip(again.parameters(), ref.parameters()))}}
     return out
 
 

@@ -76,6 +76,7 @@ def test_the_smoke_study_runs_resumes_and_measures(smoke, monkeypatch):
     for s, late in p["late-seed0"]["sets"].items():
         assert late["identical"], s  # the late-data rewind is the retrain without the set, bit for bit
         assert late["fraction"] <= 1 / smoke.recipe.epochs + 1e-9
+        assert late["random_order"]["identical"] and late["random_order"]["fraction"] > late["fraction"]
     assert set(p["timing"]["overhead"]) == {"exact-log", "derivative-log", "rewind", "sisa-5", "sisa-10"}
     cost = fr.amortised(result, "class-3", "ledger-exact")
     assert cost["per_request"] == pytest.approx(cost["request"] + cost["training_overhead"] / smoke.requests)
