@@ -31,10 +31,7 @@ Results: ``results/frontier-mnist-mlp/<profile>-<hash>/`` with ``timing.json``, 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import io
 import itertools
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -43,14 +40,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from amnesiac.data import ArrayDataset
 from amnesiac.deltalog import DeltaLog
 from amnesiac.grads import ParamLayout
 from amnesiac.rewind import RewindRecord, replayed_fraction
-from amnesiac.sisa import sisa_train, sisa_unlearn
+from amnesiac.sisa import sisa_train
 from amnesiac.training import Recipe, train
 from amnesiac.unlearning import Request, subtract, unlearn
 
@@ -58,7 +54,7 @@ from . import attacks as A
 from . import cli
 from .datasets import load_dataset
 from .klom import klom, oracle_floor
-from .store import atomic_write_json, cached_json, check_profile, config_hash, provenance, results_root
+from .store import atomic_write_json, check_profile, config_hash, provenance, results_root
 
 FRONTIER_SEMANTICS = 1
 STUDY_NAME = "frontier-mnist-mlp"

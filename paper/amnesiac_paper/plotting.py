@@ -587,3 +587,54 @@ def regime_phase_diagram(rows: dict, *, floor: float = -1.0):
     fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
+
+
+FRONTIER_MARKERS = {"exact": "s", "approximate": "o", "control": "^"}
+
+
+def frontier_figure(points: dict):
+    """The cost-exactness frontier, one column per forget set: KLOM P95 on the forget set (top, log scale) and
+    U-LiRA AUC with its bootstrap interval (bottom) against the amortised seconds per request (log scale); squares
+    exact, circles approximate, triangles controls; the oracle floor (dashed) and chance (0.5) drawn in, and
+    retraining from scratch as a star at its cost.
+
+    ``points`` maps a set name to ``{"floor", "retrain_seconds", "points": [{label, kind, seconds, klom, auc, low,
+    high}]}`` (:func:`amnesiac_paper.book.frontier.frontier_points`).
+
+    Example:
+        >>> fig = frontier_figure({"s": {"floor": 0.5, "retrain_seconds": 0.1, "points": [
+        ...     {"label": "a", "kind": "exact", "seconds": 0.1, "klom": 0.6, "auc": 0.5, "low": 0.4, "high": 0.6}]}})
+        >>> len(fig.axes)
+        2
+    """
+    sets = list(points)
+    fig, axes = plt.subplots(2, max(len(sets), 1), figsize=(4.2 * max(len(sets), 1) + 1.8, 5.6), squeeze=False,
+                             sharex="col")
+    labels = list(dict.fromkeys(p["label"] for s in sets for p in points[s]["points"]))
+    palette = plt.get_cmap("tab20").colors  # 20 distinct colours: one per method
+    color = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+    for j, s in enumerate(sets):
+        top, bottom = axes[0][j], axes[1][j]
+        for p in points[s]["points"]:
+            kw = {"color": color[p["label"]], "marker": FRONTIER_MARKERS.get(p["kind"], "o"), "s": 30, "zorder": 3}
+            x = max(p["seconds"], 1e-5)
+            top.scatter([x], [max(p["klom"], 1e-3)], label=p["label"], **kw)
+            bottom.errorbar([x], [p["auc"]], yerr=[[p["auc"] - p["low"]], [p["high"] - p["auc"]]],
+                            color=color[p["label"]], lw=0.8, capsize=2, zorder=2)
+            bottom.scatter([x], [p["auc"]], **kw)
+        top.axhline(points[s]["floor"], color="k", ls="--", lw=0.8, label="oracle against oracle (floor)")
+        top.axvline(points[s]["retrain_seconds"], color="0.5", ls=":", lw=0.8, label="one retrain")
+        bottom.axhline(0.5, color="k", ls="--", lw=0.8)
+        bottom.axvline(points[s]["retrain_seconds"], color="0.5", ls=":", lw=0.8)
+        top.set_yscale("log")
+        top.set_xscale("log")
+        top.set_title(s, fontsize=9)
+        bottom.set_xlabel("CPU s per request, amortised (logging included)")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("KLOM P95, forget set")
+    axes[1][0].set_ylabel("U-LiRA AUC (0.5: like the oracles)")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=6.5, loc="center left", bbox_to_anchor=(0.79, 0.5), frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.79, 1))
+    return fig

@@ -439,3 +439,34 @@ def test_the_rule_sentences_count_the_fallbacks_and_the_table_shows_no_change_th
     assert sentence.startswith(f"The rule reached parity in {len(cls) - kept} of {len(cls)} seeds")
     assert (f"in the other {kept} it never did" in sentence) == bool(kept)
     assert attacks.difference_table(mem)  # the canary pieces' rule rows are the current rule's (else refused)
+
+
+def test_the_frontier_chapter_is_computed_from_the_committed_study():
+    from amnesiac_paper import frontier as fr
+    from amnesiac_paper.book import frontier
+
+    res = frontier.frontier_results(profile="full")
+    assert not frontier.missing(res)  # every piece committed
+    prov = frontier.frontier_provenance(res)
+    assert "Not computed yet" not in prov and "+dirty" not in prov
+    for s in res.study.sets:
+        table = frontier.frontier_table(res, s)
+        rows = frontier.frontier_rows(res, s)
+        assert table.count("\n") == len(rows) + 2  # header, rule, the floor, one row per method
+        rewind = next(r for r in rows if r["method"] == "rewind")
+        assert f"{rewind['klom']['forget']:.2f}" in table and rewind["gap"]["mean"] == 0.0
+        assert f"{res.pieces[f'oracles-{s}']['klom']['forget']:.2f}" in table
+        paired = frontier.paired_table(res, s)
+        assert paired.count("\n") == len(rows) + 1
+        d = frontier.paired(res, s, "original", "rewind")
+        assert frontier.verdict(d) in paired
+    findings = frontier.frontier_findings(res)
+    assert findings.count("- **") == len(res.study.sets)
+    late = frontier.late_table(res)
+    assert "**no**" not in late and late.count("\n") == len(res.study.late_seeds) * len(res.study.sets) + 1
+    assert "plain training" in frontier.timing_table(res)
+    points = frontier.frontier_points(res)
+    assert set(points) == set(res.study.sets)
+    cost = fr.amortised(res, res.study.sets[0], "ledger-derivative")
+    timing = res.pieces["timing"]
+    assert cost["training_overhead"] == timing["median"]["derivative-log"] - timing["median"]["plain"] > 0

@@ -154,3 +154,20 @@ def test_the_committed_canary_difference_attack_is_at_the_current_rules_alpha():
         got = mb.subtraction_at(cls, rule["alpha"])["attack"]
         assert got == (cls["original"] if not rule["reached"] else cls["amnesiac"][cls["alphas"].index(rule["alpha"])]
                        ["attack"]), seed
+
+
+def test_every_piece_of_the_committed_frontier_study_is_current_and_computed_at_one_clean_commit():
+    from amnesiac_paper import frontier as fr
+
+    res = fr.load_study("full")
+    study = res.study
+    expected = {f"oracles-{s}" for s in study.sets} | {"timing"} | {f"late-seed{k}" for k in study.late_seeds}
+    expected |= {f"{s}/{m}" for s in study.sets for m in fr.METHODS if fr.applies(m, s)}
+    assert set(res.pieces) == expected  # none missing, none stale (load_study drops a piece of an older grid)
+    revs = {rec["provenance"]["git"] for rec in res.pieces.values()}
+    assert len(revs) == 1 and not next(iter(revs)).endswith("+dirty"), revs
+    for key, rec in res.pieces.items():
+        if "/" in key:
+            assert rec["answer"]["ulira"]["n_targets"] == [study.n_models // 2] * 2, key
+            assert len(rec["grid"]) == len(fr.configs(rec["method"])), key
+    assert res.pieces[f"oracles-{study.sets[0]}"]["n_oracles"] >= 200  # KLOM with N >= 100 on each side
