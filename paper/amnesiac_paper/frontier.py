@@ -60,7 +60,7 @@ FRONTIER_SEMANTICS = 1
 STUDY_NAME = "frontier-mnist-mlp"
 SPLITS = ("forget", "retain", "val", "test")
 SISA_SHARDS = (5, 10)  # the methods sisa-5 and sisa-10
-PAIRED_SPLITS = ("forget", "test")  # per-example KLOM kept, for paired intervals between methods
+PAIRED_SPLITS = ("forget", "test")  # KLOM's P95 bootstrapped over models and examples, for paired intervals
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ class FrontierStudy:
     recipe: Recipe = Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, epochs=4)
     bins: int = 20  # KLOM's histogram
     bootstrap: int = 1000  # U-LiRA's interval: resamples of the forget examples
+    klom_bootstrap: int = 200  # KLOM's P95: joint resamples of the models on both sides and of the examples
     dataset: str = "mnist"
 
     @property
@@ -120,7 +121,7 @@ def get_frontier_study(profile: str = "full") -> FrontierStudy:
     check_profile(profile)
     if profile == "smoke":
         return FrontierStudy(STUDY_NAME, "smoke", 200, 60, 60, 16, 4, 2, 8, 10, 3, 2, 2, 10, (0,), 1,
-                             bootstrap=50)
+                             bootstrap=50, klom_bootstrap=20)
     return FrontierStudy(STUDY_NAME, "full", 1000, 500, 500, 64, 100, 20, 200, 100, 3, 4, 16, 10,
                          (0, 1, 2), 5)
 
@@ -432,25 +433,39 @@ def ulira(unlearned: np.ndarray, oracles: np.ndarray, *, bootstrap: int, seed: i
             "n_targets": [len(pos), len(neg)]}
 
 
-def paired_p95_difference(a: Sequence[float], b: Sequence[float], *, bootstrap: int = 2000, seed: int = 0
-                          ) -> dict:
-    """The difference of the 95th percentiles of two per-example KLOM vectors over the same examples, P95(a) -
-    P95(b), with a paired bootstrap interval (the examples resampled together; 2.5 and 97.5 percentiles).
+def klom_bootstrap(unlearned: np.ndarray, oracle: np.ndarray, *, draws: int, bins: int, seed: int = 0
+                   ) -> np.ndarray:
+    """KLOM's 95th percentile over ``draws`` joint resamples of the unlearned models, the oracles and the examples
+    (``[models, examples]`` margins on each side): what the P95 would be with other models and other examples.
+
+    The resamples depend only on ``seed`` and the three sizes, so two methods evaluated on the same originals
+    against the same oracles share them: the difference of their resampled P95s is a paired bootstrap
+    (:func:`paired_difference`) that carries the noise of drawing the models as well as the examples."""
+    u, o = np.asarray(unlearned, dtype=np.float64), np.asarray(oracle, dtype=np.float64)
+    rng = np.random.default_rng([seed, len(u), len(o), u.shape[1]])
+    out = np.empty(draws)
+    for b in range(draws):
+        rm, ro, re = rng.integers(0, len(u), len(u)), rng.integers(0, len(o), len(o)), \
+            rng.integers(0, u.shape[1], u.shape[1])
+        out[b] = np.percentile(klom(u[rm][:, re], o[ro][:, re], bins=bins), 95)
+    return out
+
+
+def paired_difference(a: float, b: float, a_boot: Sequence[float], b_boot: Sequence[float]) -> dict:
+    """``a - b`` (two KLOM P95s) with the 95% percentile interval of the paired resampled differences
+    ``a_boot - b_boot`` (:func:`klom_bootstrap` on the same draws).
 
     Example:
-        >>> d = paired_p95_difference([1.0] * 50, [3.0] * 50, bootstrap=100)
-        >>> d["diff"], d["low"], d["high"], d["excludes_zero"]
-        (-2.0, -2.0, -2.0, True)
+        >>> d = paired_difference(1.0, 3.0, [1.0, 1.1, 0.9], [3.0, 3.2, 2.9])
+        >>> d["diff"], d["excludes_zero"], round(d["low"], 3), round(d["high"], 3)
+        (-2.0, True, -2.095, -2.0)
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"need two per-example vectors over the same examples, got shapes {a.shape} and {b.shape}")
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(a), (bootstrap, len(a)))
-    diffs = np.percentile(a[rows], 95, axis=1) - np.percentile(b[rows], 95, axis=1)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(np.percentile(a, 95) - np.percentile(b, 95)), "low": float(lo), "high": float(hi),
-            "excludes_zero": bool(lo > 0 or hi < 0), "n": int(len(a))}
+    ab, bb = np.asarray(a_boot, dtype=np.float64), np.asarray(b_boot, dtype=np.float64)
+    if ab.shape != bb.shape or ab.ndim != 1 or not len(ab):
+        raise ValueError(f"need two resampled vectors over the same draws, got shapes {ab.shape} and {bb.shape}")
+    lo, hi = np.percentile(ab - bb, [2.5, 97.5])
+    return {"diff": float(a - b), "low": float(lo), "high": float(hi), "excludes_zero": bool(lo > 0 or hi < 0),
+            "n": int(len(ab))}
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -466,12 +481,14 @@ def evaluate(runs: dict, oracle_margins: np.ndarray, replay: dict, data: Data, s
 
     idx = data.split_index(set_name)
     m, c = runs["margins"], runs["correct"]
-    out = {"klom": {}, "klom_median": {}, "klom_examples": {}}
+    out = {"klom": {}, "klom_median": {}, "klom_boot": {}}
     for split in SPLITS:
         k = klom(m[:, idx[split]], oracle_margins[:, idx[split]], bins=study.bins)
         out["klom"][split], out["klom_median"][split] = float(np.percentile(k, 95)), float(np.median(k))
         if split in PAIRED_SPLITS:
-            out["klom_examples"][split] = [round(float(v), 6) for v in k]
+            boot = klom_bootstrap(m[:, idx[split]], oracle_margins[:, idx[split]], draws=study.klom_bootstrap,
+                                  bins=study.bins)
+            out["klom_boot"][split] = [round(float(v), 6) for v in boot]
     out["ulira"] = ulira(m[:, idx["forget"]], oracle_margins[:, idx["forget"]], bootstrap=study.bootstrap)
     for split in ("test", "forget", "retain"):
         mean, half, n = mean_ci(c[:, idx[split]].mean(1).tolist())
@@ -536,12 +553,14 @@ def oracle_piece(study: FrontierStudy, data: Data, set_name: str, weights: Path)
     idx = data.split_index(set_name)
     out = {"set": set_name, "n_oracles": study.n_oracles, "klom": {}, "klom_median": {},
            "retrain_seconds": {"median": float(np.median(o["seconds"])), "mean": float(o["seconds"].mean())}}
-    out["klom_examples"] = {}
+    out["klom_boot"] = {}
     for split in SPLITS:
         k = klom(floor[:, idx[split]], ref[:, idx[split]], bins=study.bins)
         out["klom"][split], out["klom_median"][split] = float(np.percentile(k, 95)), float(np.median(k))
-        if split in PAIRED_SPLITS:
-            out["klom_examples"][split] = [round(float(v), 6) for v in k]
+        if split in PAIRED_SPLITS:  # the same draws as every method's when the floor has n_models models
+            boot = klom_bootstrap(floor[:, idx[split]], ref[:, idx[split]], draws=study.klom_bootstrap,
+                                  bins=study.bins)
+            out["klom_boot"][split] = [round(float(v), 6) for v in boot]
     out["klom_half_split"] = {s: oracle_floor(ref[:, idx[s]], bins=study.bins) for s in SPLITS}
     out["ulira"] = ulira(floor[:, idx["forget"]], ref[:, idx["forget"]], bootstrap=study.bootstrap)
     for split in ("test", "forget", "retain"):

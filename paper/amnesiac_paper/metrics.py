@@ -66,6 +66,28 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
     return float(v.mean()), half, len(v)
 
 
+def geometric_ci(values: Sequence[float]) -> tuple[float, float, float, int]:
+    """Geometric mean and 95% t-interval on the log scale of positive, heavy-tailed values (a KL divergence, a
+    ratio): ``(gmean, low, high, n)``, the interval never below zero; low = high = gmean for one value, NaNs for
+    none. Values that are not finite and positive are left out.
+
+    Example:
+        >>> g, lo, hi, n = geometric_ci([0.1, 1.0, 10.0]); (round(g, 6), n, lo > 0, round(lo * hi, 6))
+        (1.0, 3, True, 1.0)
+    """
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x) and x > 0], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    logs = np.log(v)
+    g = float(np.exp(logs.mean()))
+    if len(v) == 1:
+        return g, g, g, 1
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, len(v) - 1) * logs.std(ddof=1) / math.sqrt(len(v)))
+    return g, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half)), len(v)
+
+
 def class_accuracies(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
     """Top-1 accuracy per class from predicted and true labels, [num_classes] float64 (NaN for an absent class).
 

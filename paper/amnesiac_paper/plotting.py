@@ -638,3 +638,62 @@ def frontier_figure(points: dict):
     fig.legend(handles, names, fontsize=6.5, loc="center left", bbox_to_anchor=(0.79, 0.5), frameon=False)
     fig.tight_layout(rect=(0, 0, 0.79, 1))
     return fig
+
+
+def hero_figure(series: dict):
+    """The mechanism on one page, one colour per optimizer, against the forget set's size (log scale): (a) the
+    exact delta's alignment c with the direction to the replay, (b) its size r on that distance's scale (log),
+    (c) the test-set KL from the replay of the original model, the subtraction at alpha = 1 and at the best alpha
+    of the grid (which uses the answer), with the retrain floor as a band. Points: geometric means over seeds
+    (c: means), bars: 95% intervals (on the log scale for r and KL).
+
+    ``series`` maps an optimizer to rows sorted by size, each ``{"size", "c": (mean, half, n), "r", "original_kl",
+    "a1_kl", "oracle_kl", "floor_kl": (gmean, low, high, n)}`` (:func:`amnesiac_paper.book.intro.hero_series`).
+
+    Example:
+        >>> g = (1.0, 0.5, 2.0, 3)
+        >>> fig = hero_figure({"sgd": [{"size": 1, "c": (0.1, 0.05, 3), "r": g, "original_kl": g, "a1_kl": g,
+        ...                             "oracle_kl": g, "floor_kl": g}]})
+        >>> len(fig.axes)
+        3
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def bars(ax, x, stats, **kw):
+        y = np.array([s[0] for s in stats])
+        lo, hi = np.array([s[1] for s in stats]), np.array([s[2] for s in stats])
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], capsize=2, lw=1, ms=4, **kw)
+
+    for (opt, rows), color in zip(series.items(), colors):
+        x = np.array([r["size"] for r in rows], dtype=float)
+        c = [r["c"] for r in rows]
+        axes[0].errorbar(x, [m for m, _, _ in c], yerr=[0 if np.isnan(h) else h for _, h, _ in c], color=color,
+                         marker="o", capsize=2, lw=1, ms=4, label=opt)
+        bars(axes[1], x, [r["r"] for r in rows], color=color, marker="o", label=opt)
+        bars(axes[2], x, [r["a1_kl"] for r in rows], color=color, marker="o", ls="-", label=f"{opt}: α = 1")
+        bars(axes[2], x, [r["oracle_kl"] for r in rows], color=color, marker="s", ls="--",
+             label=f"{opt}: best α (uses the answer)")
+        bars(axes[2], x, [r["original_kl"] for r in rows], color=color, marker="^", ls=":",
+             label=f"{opt}: original model")
+        axes[2].fill_between(x, [r["floor_kl"][1] for r in rows], [r["floor_kl"][2] for r in rows], color=color,
+                             alpha=0.12, lw=0)
+    axes[0].axhline(0, color="k", lw=0.6)
+    axes[0].axhline(1, color="k", lw=0.6, ls="--")
+    axes[0].set_ylabel("c = cos(δ, θ_T − θ_replay)")
+    axes[0].set_title("(a) alignment with the counterfactual", fontsize=9)
+    axes[1].axhline(1, color="k", lw=0.6, ls="--")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("r = ‖δ‖ / ‖θ_T − θ_replay‖")
+    axes[1].set_title("(b) size on the distance's scale", fontsize=9)
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("test KL from the replay")
+    axes[2].set_title("(c) outputs (band: retrain floor)", fontsize=9)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("forget-set size (samples)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=5.5, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig

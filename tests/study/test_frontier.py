@@ -94,12 +94,20 @@ def test_the_command_refuses_what_does_not_apply(smoke):
     assert main(["frontier", "--profile", "smoke", "--methods", "nope"]) == 2
 
 
-def test_the_paired_p95_difference_sees_a_shift_and_says_when_it_cannot_tell():
+def test_the_paired_klom_bootstrap_sees_a_shift_and_says_when_it_cannot_tell():
     gen = np.random.default_rng(0)
-    a = gen.exponential(size=300)
-    shifted = fr.paired_p95_difference(a + 1.0, a, bootstrap=300)
-    assert shifted["diff"] == pytest.approx(1.0) and shifted["excludes_zero"] and shifted["low"] > 0.5
-    noise = fr.paired_p95_difference(a, a + gen.normal(scale=0.01, size=300), bootstrap=300)
-    assert not noise["excludes_zero"] and noise["low"] < 0 < noise["high"]
-    with pytest.raises(ValueError, match="same examples"):
-        fr.paired_p95_difference([1.0, 2.0], [1.0])
+    oracle = gen.normal(size=(60, 40))
+    same = gen.normal(size=(60, 40))
+    shifted = gen.normal(size=(60, 40)) + 1.5
+    boots = {k: fr.klom_bootstrap(v, oracle, draws=100, bins=10) for k, v in
+             (("same", same), ("shifted", shifted), ("floor", gen.normal(size=(60, 40))))}
+    assert all(b.shape == (100,) for b in boots.values())
+    # the same draws for the same sizes: a method against itself differs by exactly zero
+    assert np.array_equal(boots["same"], fr.klom_bootstrap(same, oracle, draws=100, bins=10))
+    p95 = {k: np.percentile(fr.klom(v, oracle, bins=10), 95) for k, v in (("same", same), ("shifted", shifted))}
+    d = fr.paired_difference(p95["shifted"], p95["same"], boots["shifted"], boots["same"])
+    assert d["diff"] > 0 and d["excludes_zero"] and d["low"] > 0
+    null = fr.paired_difference(0.0, 0.0, boots["same"], boots["floor"])  # two draws of one distribution
+    assert not null["excludes_zero"] and null["low"] < 0 < null["high"]
+    with pytest.raises(ValueError, match="same draws"):
+        fr.paired_difference(1.0, 2.0, [1.0, 2.0], [1.0])

@@ -45,3 +45,19 @@ def test_klom_is_per_example_and_the_oracle_floor_sits_below_a_real_difference()
         klom(shifted[:, :3], oracle)
     with pytest.raises(ValueError, match="at least 4"):
         oracle_floor(oracle[:3])
+
+
+def test_klom_for_all_examples_at_once_is_binned_kl_of_each_example():
+    rng = np.random.default_rng(3)
+    u = rng.normal(0.0, 1.0, (37, 25)) * rng.uniform(0.1, 5, 25) + rng.normal(0, 3, 25)
+    o = rng.normal(0.5, 1.2, (50, 25))
+    u[:, 3] = o[:, 3] = 2.0  # one value on both sides
+    u[:, 4] = 1000.0  # clipped
+    u[:5, 7], o[:5, 7] = u[:5, 7].max() + 1, u[:, 7].min() - 1  # values on the outer edges
+    u[:, 8], o[:, 8] = np.arange(37) % 3, np.arange(50) % 2 * 2  # values exactly on an interior edge (bins 2)
+    for bins in (1, 2, 20, 60):
+        got = klom(u, o, bins=bins)
+        want = np.array([binned_kl(u[:, i], o[:, i], bins=bins) for i in range(u.shape[1])])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="models on both sides"):
+        klom(u[:0], o)

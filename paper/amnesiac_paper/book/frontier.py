@@ -1,6 +1,7 @@
 """Chapter *Exact unlearning beside approximate* (``book/frontier.md``): the frontier study's tables, figure and
 findings (:mod:`amnesiac_paper.frontier`). Every number is read from the committed pieces; every "lower than"
-is a paired bootstrap interval over the same examples that excludes zero.
+is a paired bootstrap interval (models and examples resampled jointly, the same draws for both sides) that
+excludes zero.
 """
 
 from __future__ import annotations
@@ -153,19 +154,20 @@ def rule_table(result: fr.FrontierResult, set_name: str) -> str:
 def paired(result: fr.FrontierResult, set_name: str, a: str, b: str, split: str = "forget",
            choice: str = "answer") -> dict | None:
     """P95 KLOM of method ``a`` minus method ``b`` (or ``"floor"``) on ``split``, with the paired bootstrap
-    interval over the same examples; None when either is missing."""
+    interval over joint resamples of the models and the examples; None when either is missing."""
     pieces = method_pieces(result, set_name)
 
-    def examples(m):
+    def measured(m):
         if m == "floor":
-            o = result.pieces.get(f"oracles-{set_name}")
-            return None if o is None else o["klom_examples"][split]
-        return None if m not in pieces else evaluation(pieces[m], choice)["klom_examples"][split]
+            rec = result.pieces.get(f"oracles-{set_name}")
+        else:
+            rec = None if m not in pieces else evaluation(pieces[m], choice)
+        return None if rec is None else (rec["klom"][split], rec["klom_boot"][split])
 
-    ea, eb = examples(a), examples(b)
-    if ea is None or eb is None:
+    ma, mb = measured(a), measured(b)
+    if ma is None or mb is None:
         return None
-    return fr.paired_p95_difference(ea, eb, bootstrap=result.study.bootstrap)
+    return fr.paired_difference(ma[0], mb[0], ma[1], mb[1])
 
 
 def verdict(d: dict, *, lower: str = "lower", higher: str = "higher") -> str:
@@ -227,8 +229,9 @@ def timing_table(result: fr.FrontierResult) -> str:
              "rewind": f"with the rewind record (every {result.study.rewind_every} batches)",
              **{f"sisa-{s}": f"SISA ensemble, {s} shards x {result.study.sisa_slices} slices" for s in fr.SISA_SHARDS}}
     plain = t["median"]["plain"]
-    body = [[names[k], _seconds(v), f"{v / plain:.2f}x", format_bytes(t["storage_bytes"].get(k, 0)) if k in
-             t["storage_bytes"] else "–"] for k, v in t["median"].items()]
+    body = [[names[k], _seconds(t["median"][k]), f"{t['median'][k] / plain:.2f}x",
+             format_bytes(t["storage_bytes"][k]) if k in t["storage_bytes"] else "–"] for k in names
+            if k in t["median"]]
     return markdown_table(["training", f"CPU s (median of {len(t['seconds']['plain'])})", "against plain",
                            "storage held"], body)
 

@@ -57,3 +57,24 @@ def abstract(fid, mem, speedup: float | None = None, *, setting: str = "full", r
                 "computed by the package from committed results.")
     return "".join(text)
 
+
+
+def hero_series(fid, *, setting: str = "full", reference: str = "drop") -> dict:
+    """What :func:`~amnesiac_paper.plotting.hero_figure` draws: per optimizer, per forget set (sorted by size),
+    c (mean and t-interval over seeds), and r and the test KLs from the replay (geometric means with log-scale
+    intervals), from the fidelity study's per-seed summaries."""
+    from .. import fidelity as fidelity_study
+    from ..metrics import geometric_ci, mean_ci
+
+    out = {}
+    for opt in fid.study.optimizers:
+        if not fid.seeds_of(setting, opt):
+            continue
+        rows = []
+        for r in sorted(fidelity_study.summary_rows(fid, setting, opt, reference), key=lambda r: r["size"]):
+            per = r["per_seed"]
+            rows.append({"set": r["set"], "size": r["size"], "c": mean_ci([p["c"] for p in per]),
+                         **{k: geometric_ci([p[k] for p in per])
+                            for k in ("r", "original_kl", "a1_kl", "oracle_kl", "floor_kl")}})
+        out[opt] = rows
+    return out
