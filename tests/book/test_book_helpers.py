@@ -41,13 +41,32 @@ def test_the_abstract_is_computed_from_the_committed_studies():
 
     fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     mem = attacks.membership_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu", progress=False)
-    text = intro.abstract(fid, mem, 10.0)
-    rows = {r["set"]: r for r in fidelity.summary_rows(fid, "full", "adam", "drop")}
-    if "random-100" not in rows:
-        assert "waits for it" in text
-        return
-    assert f"Adam {rows['random-100']['a1_recovered'][0]:+.3f} for 100 random samples" in text
-    assert f"AUC {mem.pieces['lira']['alpha=1']['auc']:.2f}" in text and "10 times faster" in text
+    from amnesiac_paper.book import frontier, regime
+
+    reg = regime.regime_results(profile="full")
+    front = frontier.frontier_results(profile="full")
+    text = intro.abstract(fid, mem, reg, front)
+    assert "exact bookkeeping is not counterfactual removal" in text and "times faster" not in text
+    rs, cs = front.study.sets
+    rows = {s: {r["method"]: r for r in frontier.frontier_rows(front, s)} for s in (rs, cs)}
+    exact, nothing = rows[rs]["ledger-exact"]["klom"]["forget"], rows[rs]["original"]["klom"]["forget"]
+    assert f"gives {exact:.2f} against {nothing:.2f}" in text
+    assert frontier.verdict(frontier.paired(front, rs, "ledger-exact", "original")) in text  # paired, with n
+    assert f"reaches {rows[rs]['rewind']['klom']['forget']:.2f} and {rows[cs]['rewind']['klom']['forget']:.2f}" in text
+    assert f"exact rewinding {rows[rs]['rewind']['per_request']:.2g} s" in text
+    per = [r for opt in fid.study.optimizers for r in fidelity.summary_rows(fid, "full", opt, "drop")]
+    assert f"at most {max(r['c'][0] for r in per):.2f}" in text
+    assert f"AUC {mem.pieces['lira']['alpha=1']['auc']:.2f}" in text
+    empty = intro.abstract(fid, None, None, None)  # the parts whose study is missing are left out, not invented
+    assert "KLOM" not in empty and "ε*" not in empty and "at most" in empty
+    series = intro.hero_series(fid)
+    assert set(series) == set(fid.study.optimizers)
+    for rows_ in series.values():
+        assert [r["size"] for r in rows_] == sorted(r["size"] for r in rows_)
+        assert all(0 < r["a1_kl"][1] <= r["a1_kl"][0] <= r["a1_kl"][2] for r in rows_)  # log-scale, above zero
+    table = frontier.glance_table(front)
+    assert table.count("\n") == 2 + len(frontier.GLANCE_METHODS)
+    assert f"{rows[cs]['rewind']['klom']['forget']:.2f}" in table
 
 
 def test_the_consolidated_table_reads_both_studies():

@@ -287,3 +287,72 @@ def frontier_findings(result: fr.FrontierResult) -> str:
                      "monolithic oracles' (KLOM P95 " + ", ".join(f"{r['klom']['forget']:.1f}" for r in sisa) + ").")
         out.append(text)
     return "\n".join(out) if out else "*No complete forget set yet.*"
+
+
+GLANCE_METHODS = ("original", "rewind", "sisa-5", "ledger-exact", "ledger-derivative", "oracle-matching",
+                  "certified", "finetune", "scrub")
+
+
+def glance_table(result: fr.FrontierResult) -> str:
+    """Results at a glance, for the first page: per method (tuned against the answer), KLOM P95 on the forget set
+    and U-LiRA AUC for both forget sets, test accuracy and the amortised seconds per request (random set)."""
+    sets = result.study.sets
+    if any(f"oracles-{s}" not in result.pieces for s in sets):
+        return "*The frontier study is not computed yet.*"
+    rows = {s: {r["method"]: r for r in frontier_rows(result, s)} for s in sets}
+    floor = [result.pieces[f"oracles-{s}"] for s in sets]
+    body = [["two sets of oracles (the floor)", *[f"{o['klom']['forget']:.2f}" for o in floor],
+             *[f"{o['ulira']['auc']:.2f}" for o in floor], f"{floor[0]['acc_test']['mean']:.3f}",
+             f"{floor[0]['retrain_seconds']['median']:.2g} (one retrain)"]]
+    for m in GLANCE_METHODS:
+        if not all(m in rows[s] for s in sets):
+            continue
+        r = [rows[s][m] for s in sets]
+        body.append([r[0]["label"], *[f"{x['klom']['forget']:.2f}" for x in r],
+                     *[f"{x['ulira']['auc']:.2f}" for x in r], f"{r[0]['acc_test']['mean']:.3f}",
+                     f"{r[0]['per_request']:.2g}"])
+    return markdown_table(["method", *[f"KLOM P95, {s}" for s in sets], *[f"U-LiRA AUC, {s}" for s in sets],
+                           f"test accuracy ({sets[0]})", "CPU s per request, amortised"], body)
+
+
+def at_floor_sentence(result: fr.FrontierResult) -> str:
+    """Which methods cannot be told from the oracle floor on the forget set (paired interval including zero or
+    below it), per forget set: the one claim the glance table needs a test for."""
+    parts = []
+    for s in result.study.sets:
+        if f"oracles-{s}" not in result.pieces:
+            continue
+        near = []
+        for m, rec in method_pieces(result, s).items():
+            d = paired(result, s, m, "floor")
+            if d is not None and not (d["excludes_zero"] and d["diff"] > 0):
+                near.append(rec["label"])
+        parts.append(f"on `{s}`, " + (", ".join(near) if near else "no method"))
+    if not parts:
+        return ""
+    return ("KLOM on the forget set not above the floor (paired interval over models and examples): "
+            + "; ".join(parts) + ".")
+
+
+def frontier_conclusion(result: fr.FrontierResult) -> str:
+    """The Discussion's sentence on exact against approximate unlearning, from the committed pieces."""
+    sets = result.study.sets
+    rows = {s: {r["method"]: r for r in frontier_rows(result, s)} for s in sets
+            if f"oracles-{s}" in result.pieces}
+    if len(rows) < len(sets) or any("rewind" not in r or "original" not in r for r in rows.values()):
+        return "The frontier study is not computed yet."
+    rs, cs = sets
+    approx = {s: _best([r for r in rows[s].values()], ("approximate",)) for s in sets}
+    text = (f"Judged by KLOM on the frontier, exact rewinding reaches {rows[rs]['rewind']['klom']['forget']:.2f} and "
+            f"{rows[cs]['rewind']['klom']['forget']:.2f} on the forget sets `{rs}` and `{cs}` (two sets of oracles: "
+            f"{result.pieces[f'oracles-{rs}']['klom']['forget']:.2f} and "
+            f"{result.pieces[f'oracles-{cs}']['klom']['forget']:.2f}; doing nothing: "
+            f"{rows[rs]['original']['klom']['forget']:.2f} and {rows[cs]['original']['klom']['forget']:.2f}), at the "
+            f"cost of a retrain when the data was used from the start.")
+    for s in sets:
+        b = approx[s]
+        if b is not None:
+            text += (f" The closest approximate method on `{s}` is {b['label']} at "
+                     f"{b['klom']['forget']:.2f} (against the floor: "
+                     f"{verdict(paired(result, s, b['method'], 'floor'), lower='below', higher='above')}).")
+    return text
