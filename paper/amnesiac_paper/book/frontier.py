@@ -167,21 +167,23 @@ def paired(result: fr.FrontierResult, set_name: str, a: str, b: str, split: str 
     ma, mb = measured(a), measured(b)
     if ma is None or mb is None:
         return None
-    return fr.paired_difference(ma[0], mb[0], ma[1], mb[1])
+    return {**fr.paired_difference(ma[0], mb[0], ma[1], mb[1]), "models": result.study.n_models}
 
 
 def verdict(d: dict, *, lower: str = "lower", higher: str = "higher") -> str:
-    """The word a paired difference supports: ``lower``/``higher`` only where its interval excludes zero.
+    """The word a paired difference supports: ``lower``/``higher`` only where its interval excludes zero, with the
+    difference, its interval and the sample size (models a side, where known, and the resamples).
 
     Example:
-        >>> verdict({"diff": -1.0, "low": -1.5, "high": -0.5, "excludes_zero": True, "n": 100})
-        'lower (−1 [−1.5, −0.5], n = 100)'
-        >>> verdict({"diff": -0.1, "low": -0.3, "high": 0.2, "excludes_zero": False, "n": 100})
-        'inconclusive (−0.1 [−0.3, 0.2], n = 100)'
+        >>> verdict({"diff": -1.0, "low": -1.5, "high": -0.5, "excludes_zero": True, "n": 200, "models": 100})
+        'lower (−1 [−1.5, −0.5]; 100 models a side, 200 resamples)'
+        >>> verdict({"diff": -0.1, "low": -0.3, "high": 0.2, "excludes_zero": False, "n": 200})
+        'inconclusive (−0.1 [−0.3, 0.2]; 200 resamples)'
     """
     word = (lower if d["diff"] < 0 else higher) if d["excludes_zero"] else "inconclusive"
     num = f"{d['diff']:.2g} [{d['low']:.2g}, {d['high']:.2g}]".replace("-", "−")
-    return f"{word} ({num}, n = {d['n']})"
+    size = (f"{d['models']} models a side, " if "models" in d else "") + f"{d['n']} resamples"
+    return f"{word} ({num}; {size})"
 
 
 def paired_table(result: fr.FrontierResult, set_name: str, split: str = "forget") -> str:
