@@ -489,3 +489,40 @@ def test_the_frontier_chapter_is_computed_from_the_committed_study():
     cost = fr.amortised(res, res.study.sets[0], "ledger-derivative")
     timing = res.pieces["timing"]
     assert cost["training_overhead"] == timing["median"]["derivative-log"] - timing["median"]["plain"] > 0
+
+
+def _fake_fidelity_row(name: str, per_seed: list[dict]) -> dict:
+    keys = ("a1_recovered", "oracle_recovered", "oracle_alpha", "a1_floor_ratio", "zero_to_drop_dist",
+            "original_dist", "original_kl", "a1_kl", "floor_kl", "best_kl", "best_control_kl", "rule_alpha",
+            "rule_recovered", "rule_kl", "ft_recovered", "best_control_recovered")
+    row = {k: mean_ci([p[k] for p in per_seed]) for k in keys}
+    return {**row, "set": name, "seeds": list(range(len(per_seed))), "rule_reached": [True] * len(per_seed),
+            "per_seed": per_seed}
+
+
+def test_the_fidelity_findings_call_a_difference_only_where_the_paired_interval_excludes_zero(monkeypatch):
+    from types import SimpleNamespace
+
+    from amnesiac_paper import fidelity
+
+    def seed(a1, oracle, control, best_kl, original_kl, ft):
+        return {"a1_recovered": a1, "oracle_recovered": oracle, "oracle_alpha": 0.1, "a1_floor_ratio": 2.0,
+                "zero_to_drop_dist": 1.0, "original_dist": 2.0, "original_kl": original_kl, "a1_kl": 0.5,
+                "floor_kl": 0.05, "best_kl": best_kl, "best_control_kl": 1.0, "rule_alpha": 0.1,
+                "rule_recovered": 0.0, "rule_kl": 0.1, "ft_recovered": ft, "best_control_recovered": control}
+
+    # "spans": every difference's interval spans zero (means of +0.1 with a spread of 0.5); "clear": all exclude it
+    spans = [seed(0.6, 0.6, 0.1, 0.02, 0.01, 0.1), seed(-0.4, -0.4, 0.1, 0.005, 0.01, 0.6),
+             seed(0.1, 0.1, -0.2, 0.01, 0.01, -0.3)]
+    clear = [seed(0.30, 0.30, 0.01, 0.001, 0.01, 0.01), seed(0.31, 0.31, 0.02, 0.0011, 0.01, 0.02),
+             seed(0.29, 0.29, 0.00, 0.0009, 0.01, 0.00)]
+    rows = [_fake_fidelity_row("random-spans", spans), _fake_fidelity_row("random-clear", clear)]
+    monkeypatch.setattr(fidelity, "summary_rows", lambda *a, **k: rows)
+    text = book_fidelity.fidelity_findings(SimpleNamespace(study=SimpleNamespace(optimizers=("sgd",))))
+    assert "no closer and no farther than the original model that 3 seeds can tell (inconclusive) for random-spans" \
+        in text
+    assert "closer to the replay than the original model for random-clear" in text
+    assert "closer to the replay than the original model for random-clear (smallest KL" in text  # output space
+    assert "beats both controls" in text and "for 1 of 2 sets (random-clear); inconclusive for random-spans" in text
+    assert "the oracle subtraction beats it for random-clear; inconclusive for random-spans" in text
+    assert book_fidelity.paired_seeds(rows[0], "a1_recovered")["sign"] == 0  # the interval spans zero

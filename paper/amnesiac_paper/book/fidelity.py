@@ -139,29 +139,67 @@ def _by_set(rows, key) -> str:
     return ", ".join(f"{r['set']} {format_ci(r[key])}" for r in rows)
 
 
+def paired_seeds(row: dict, a: str, b: str | None = None, *, log: bool = False) -> dict:
+    """The per-seed paired difference ``a - b`` of one summary row (``b`` None: ``a`` against 0; ``log``: the log
+    ratio ``log(a / b)``, for positive heavy-tailed values such as KL), its mean, 95% t-interval and ``n`` seeds,
+    and the sign it supports: ``+1`` or ``-1`` only where the interval excludes zero, else 0 (with one seed: 0).
+
+    Example:
+        >>> row = {"per_seed": [{"x": 0.3, "y": 0.1}, {"x": 0.25, "y": 0.05}, {"x": 0.35, "y": 0.12}]}
+        >>> paired_seeds(row, "x", "y")["sign"], paired_seeds(row, "y")["sign"]
+        (1, 1)
+        >>> paired_seeds({"per_seed": [{"x": 0.3}, {"x": -0.2}, {"x": 0.1}]}, "x")["sign"]  # spans zero
+        0
+    """
+    import math
+
+    from ..metrics import mean_ci
+
+    diffs = []
+    for p in row["per_seed"]:
+        va, vb = p.get(a), (0.0 if b is None else p.get(b))
+        if va is None or vb is None:
+            continue
+        if log:
+            diffs.append(math.log(va / vb) if va > 0 and vb > 0 else float("nan"))
+        else:
+            diffs.append(va - vb)
+    mean, half, n = mean_ci(diffs)
+    sign = 0 if n < 2 or not math.isfinite(half) or abs(mean) <= half else (1 if mean > 0 else -1)
+    return {"mean": mean, "half": half, "n": n, "sign": sign}
+
+
+def _signed(rows: Sequence[dict], a: str, b: str | None = None, *, log: bool = False) -> dict[int, list[str]]:
+    """The sets of ``rows`` by the sign their paired per-seed difference supports (+1, 0 inconclusive, -1)."""
+    out: dict[int, list[str]] = {1: [], 0: [], -1: []}
+    for r in rows:
+        out[paired_seeds(r, a, b, log=log)["sign"]].append(r["set"])
+    return out
+
+
 def fidelity_findings(result, *, setting: str = "full", reference: str = "drop") -> str:
     """The study's findings as Markdown bullets, one per optimizer with a complete seed, worded from the numbers
     (fractions of the way from the original to the ``reference`` replay; 1 = reached it, 0 = no closer than the
-    original, negative = farther than the original)."""
+    original, negative = farther than the original). Every comparison is a paired per-seed difference: "closer",
+    "beats" and the like only where its 95% interval excludes zero, the rest named as inconclusive with n."""
     lines = []
     for opt in result.study.optimizers:
         rows = fidelity_study.summary_rows(result, setting, opt, reference)
         if not rows:
             continue
         n = len(rows[0]["seeds"])
-        worse = [r["set"] for r in rows if r["a1_recovered"][0] < -0.05]
-        same = [r["set"] for r in rows if abs(r["a1_recovered"][0]) <= 0.05]
-        beats = [r["set"] for r in rows if r["oracle_recovered"][0] > r["best_control_recovered"][0]]
+        at_one = _signed(rows, "a1_recovered")
+        beats = _signed(rows, "oracle_recovered", "best_control_recovered")
         reached = sum(sum(r["rule_reached"]) for r in rows)
         cases = sum(len(r["rule_reached"]) for r in rows)
-        ft_better = [r["set"] for r in rows if "ft_recovered" in r and r["ft_recovered"][0] > r["oracle_recovered"][0]]
-        text = (f"* **{opt}** ({n} seed{'s' if n > 1 else ''}). Fraction of the way from the original model to the "
-                f"{reference} replay covered by subtracting the exact delta at α = 1: "
+        text = (f"* **{opt}** ({n} seed{'s' if n > 1 else ''}; every comparison below is paired over seeds, and "
+                f"called only where its 95% interval excludes zero). Fraction of the way from the original model to "
+                f"the {reference} replay covered by subtracting the exact delta at α = 1: "
                 f"{_by_set(rows, 'a1_recovered')}. ")
-        closer = [r["set"] for r in rows if r["a1_recovered"][0] > 0.05]
-        groups = [("closer to the replay than the original model (more than 5% of the way)", closer),
-                  ("within 5% of the original model's distance: no measurable progress", same),
-                  ("*farther* from the replay than the original model", worse)]
+        groups = [("closer to the replay than the original model", at_one[1]),
+                  (f"no closer and no farther than the original model that {n} seeds can tell (inconclusive)",
+                   at_one[0]),
+                  ("*farther* from the replay than the original model", at_one[-1])]
         text += "At α = 1 the subtraction ends " + "; ".join(f"{what} for {', '.join(sets)}" for what, sets in groups
                                                              if sets) + ". "
         text += (f"With the best α of the grid (the oracle, which uses the answer): {_by_set(rows, 'oracle_recovered')}"
@@ -173,30 +211,42 @@ def fidelity_findings(result, *, setting: str = "full", reference: str = "drop")
                  "dominated by how training amplifies any small change, not by what the forget set taught. Mean KL "
                  f"of the test softmax from the replay's: original {_by_set(rows, 'original_kl')}; subtraction at "
                  f"α = 1 {_by_set(rows, 'a1_kl')}; retrain floor {_by_set(rows, 'floor_kl')}. ")
-        kl_better = [r["set"] for r in rows if r["best_kl"][0] < 0.95 * r["original_kl"][0]]
-        text += ("In output space, the α of the grid with the smallest KL brings the subtraction more than 5% closer "
-                 f"to the replay than the original model for {', '.join(kl_better)} "
-                 f"(smallest KL {_by_set([r for r in rows if r['set'] in kl_better], 'best_kl')}). "
-                 if kl_better else "In output space no α of the grid brings the subtraction more than 5% closer to "
-                 "the replay than the original model already is. ")
-        kl_selective = [r["set"] for r in rows if r["set"] in kl_better and r["best_kl"][0] < r["best_control_kl"][0]]
-        if kl_better:
+        kl = _signed(rows, "best_kl", "original_kl", log=True)
+        if kl[-1]:
+            text += ("In output space (per-seed log ratio of the KLs), the α of the grid with the smallest KL brings "
+                     f"the subtraction closer to the replay than the original model for {', '.join(kl[-1])} "
+                     f"(smallest KL {_by_set([r for r in rows if r['set'] in kl[-1]], 'best_kl')})")
+            text += (f"; inconclusive for {', '.join(kl[0])}" if kl[0] else "")
+            text += (f"; even the best α leaves it farther than the original for {', '.join(kl[1])}. " if kl[1]
+                     else ". ")
+            sel = _signed([r for r in rows if r["set"] in kl[-1]], "best_kl", "best_control_kl", log=True)
             text += (f"There it also beats both controls at their own best α for "
-                     f"{', '.join(kl_selective) if kl_selective else 'none of them'} (controls' smallest KL: "
-                     f"{_by_set([r for r in rows if r['set'] in kl_better], 'best_control_kl')}). ")
+                     f"{', '.join(sel[-1]) if sel[-1] else 'none of them'}"
+                     + (f" (inconclusive for {', '.join(sel[0])})" if sel[0] else "")
+                     + f" (controls' smallest KL: {_by_set([r for r in rows if r['set'] in kl[-1]], 'best_control_kl')}"
+                     "). ")
+        else:
+            text += ("In output space no α of the grid brings the subtraction measurably closer to the replay than "
+                     "the original model already is"
+                     + (f" (inconclusive for {', '.join(kl[0])})" if kl[0] else "")
+                     + (f" (farther for {', '.join(kl[1])})" if kl[1] else "") + ". ")
         text += (f"In parameter space the oracle subtraction beats both controls (another group's delta, a random "
-                 f"direction of the same norm, each at its best α) for {len(beats)} of {len(rows)} sets"
-                 + (f" ({', '.join(beats)})" if beats and len(beats) < len(rows) else "") + ". ")
+                 f"direction of the same norm, each at its best α) for {len(beats[1])} of {len(rows)} sets"
+                 + (f" ({', '.join(beats[1])})" if beats[1] and len(beats[1]) < len(rows) else "")
+                 + (f"; inconclusive for {', '.join(beats[0])}" if beats[0] else "")
+                 + (f"; the controls beat it for {', '.join(beats[-1])}" if beats[-1] else "") + ". ")
         text += (f"The loss-parity rule reached parity in {reached} of {cases} (set, seed) cases"
                  + (f" (in the other {cases - reached} it kept the original model, α = 0)" if reached < cases
                     else "") + " and chose "
                  f"{_by_set(rows, 'rule_alpha')}, recovering {_by_set(rows, 'rule_recovered')} of the parameter "
                  f"distance, with test-set KL {_by_set(rows, 'rule_kl')}. ")
         if any("ft_recovered" in r for r in rows):
+            ft = _signed([r for r in rows if "ft_recovered" in r], "ft_recovered", "oracle_recovered")
             text += (f"One epoch of fine-tuning on the retain set (the repair-only control) recovers "
                      f"{_by_set(rows, 'ft_recovered')}"
-                     + (f"; it beats the oracle subtraction for {', '.join(ft_better)}." if ft_better else
-                        "; the oracle subtraction beats it for every set."))
+                     + (f"; it beats the oracle subtraction for {', '.join(ft[1])}" if ft[1] else "")
+                     + (f"; the oracle subtraction beats it for {', '.join(ft[-1])}" if ft[-1] else "")
+                     + (f"; inconclusive for {', '.join(ft[0])}" if ft[0] else "") + ".")
         lines.append(text)
     return "\n".join(lines) if lines else "*No complete seed of the fidelity study yet.*"
 
