@@ -199,15 +199,22 @@ def test_the_comparison_findings_measure_every_method_against_doing_nothing():
     labels = [comparison.LABELS[m] for m in comparison.METHODS]
     # random-100: the original (KL 0.01-0.02) beats every trial of every method
     assert lines[0].startswith("* **adam, random-100** (2 seeds): doing nothing")
-    assert "none of the 6 methods comes closer on average (the closest: SCRUB" in lines[0]
+    assert "none of the 6 methods comes closer by a paired interval that excludes zero (the closest on average: " \
+        "SCRUB" in lines[0]
     assert f"no trial of {', '.join(labels)}, in any seed" in lines[0]
     # class-3 (KL = 1 - recovered / 2, mean 0.85 - 0.05 i for method i): methods 3-5 are closer than 0.72 on
-    # average; every trial of methods 0 and 1 is at 0.75 or more
-    rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}
-    closer = ", ".join(f"{comparison.LABELS[m]} {common.format_ci(rows[m]['chosen_kl'])}"
-                       for m in comparison.METHODS[3:])
-    assert f"3 of 6 methods come closer on average ({closer})" in lines[1]
+    # average, but two seeds whose KLs differ by 0.05 leave every paired interval across zero: inconclusive
+    assert f"inconclusive with 2 seeds for {', '.join(labels)}" in lines[1]
+    assert "come closer" not in lines[1]
     assert lines[1].endswith(f"no trial of {labels[0]}, {labels[1]}, in any seed, came closer than the original.")
+    # the same methods with seeds that agree (recovered 0.8 and 0.81: KL 0.6 and 0.595 against 0.72): closer
+    tight = _fake_comparison({m: [0.8, 0.81] for m in comparison.METHODS})
+    for seed in (0, 1):
+        for m in comparison.METHODS:
+            tight.records[("adam", seed)][f"class-3/{m}"]["original"] = {"drop": {"kl": 0.72}}
+    line = book_comparison.comparison_findings(tight).splitlines()[1]
+    assert "6 of 6 methods come closer (paired over seeds, the interval of the log KL ratio below zero" in line
+    assert "inconclusive" not in line
     empty = comparison.ComparisonResult(comp.study, {}, None)
     assert book_comparison.comparison_findings(empty).startswith("*No complete")
 
@@ -281,7 +288,7 @@ def test_a_method_whose_every_trial_diverged_reads_as_diverged_not_as_a_number()
     assert "| diverged | diverged |" in scrub
     findings = book_comparison.comparison_findings(comp).splitlines()[1]
     assert ("(SCRUB: every trial diverged, non-finite outputs; the learning rates of the search space, 0.01-1 × the "
-            "recipe's, hold no stable setting here)") in findings and "closest: SSD" in findings
+            "recipe's, hold no stable setting here)") in findings and "closest on average: SSD" in findings
     assert "class-3 (2 seeds): closest SSD" in book_comparison.comparison_brief(
         comp, book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu"))
     fig = plotting.comparison_vs_compute(comp, "adam")

@@ -120,6 +120,26 @@ def _lr_range(methods: Sequence[str]) -> str:
     return f"{min(scales):g}-{max(scales):g}" if scales else "no learning-rate"
 
 
+def _paired_kl_sign(recs: Sequence[dict]) -> int:
+    """The sign a method's chosen trials support against doing nothing, over seeds: per seed the log ratio of the
+    chosen trial's test KL to the replay over the original's; -1 (closer) or +1 (farther) only where the 95%
+    t-interval of the log ratios excludes zero, else 0 (a diverged, non-finite trial counts as farther)."""
+    import math
+
+    from ..metrics import mean_ci
+
+    logs = []
+    for rec in recs:
+        kl, ref = rec["trials"][chosen_index(rec)]["test"]["drop"]["kl"], rec["original"]["drop"]["kl"]
+        if not (kl is not None and math.isfinite(kl) and kl > 0 and ref > 0):
+            return 1
+        logs.append(math.log(kl / ref))
+    mean, half, n = mean_ci(logs)
+    if n < 2 or not math.isfinite(half) or abs(mean) <= half:
+        return 0
+    return -1 if mean < 0 else 1
+
+
 def comparison_findings(comp) -> str:
     """Markdown bullets read off the comparison, per optimizer and forget set with complete seeds: the original
     model's own test KL to the replay (doing nothing), which methods' chosen trials come closer than it and which
@@ -131,7 +151,9 @@ def comparison_findings(comp) -> str:
             rows = summary_rows(comp, opt, name)
             recs = {r["method"]: [comp.records[(opt, s)][f"{name}/{r['method']}"] for s in seeds] for r in rows}
             original = rows[0]["original_kl"]
-            closer = [r for r in rows if _finite_key(r) < original[0]]
+            signs = {r["method"]: _paired_kl_sign(recs[r["method"]]) for r in rows}
+            closer = [r for r in rows if signs[r["method"]] == -1]
+            unclear = [r for r in rows if signs[r["method"]] == 0]
             best = min(rows, key=_finite_key)
             never = [r["label"] for r in rows
                      if not any(t["test"]["drop"]["kl"] < rec["original"]["drop"]["kl"]  # NaN: not closer
@@ -140,12 +162,15 @@ def comparison_findings(comp) -> str:
             text = (f"* **{opt}, {name}** ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): doing nothing (the "
                     f"original model) is at test KL {format_ci(original)} from the replay; ")
             if closer:
-                text += (f"{len(closer)} of {len(rows)} methods {'comes' if len(closer) == 1 else 'come'} closer on "
-                         "average ("
+                text += (f"{len(closer)} of {len(rows)} methods {'comes' if len(closer) == 1 else 'come'} closer "
+                         "(paired over seeds, the interval of the log KL ratio below zero: "
                          + ", ".join(f"{r['label']} {tuned_cell(r)}" for r in closer) + ")")
             else:
-                text += f"none of the {len(rows)} methods comes closer on average (the closest: {best['label']}, " \
-                        f"{tuned_cell(best)})"
+                text += (f"none of the {len(rows)} methods comes closer by a paired interval that excludes zero (the "
+                         f"closest on average: {best['label']}, {tuned_cell(best)})")
+            if unclear:
+                text += (f"; inconclusive with {len(seeds)} seed{'s' if len(seeds) > 1 else ''} for "
+                         + ", ".join(r["label"] for r in unclear))
             if never:
                 text += f"; no trial of {', '.join(never)}, in any seed, came closer than the original"
             if blown:
