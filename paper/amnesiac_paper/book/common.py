@@ -138,6 +138,22 @@ def format_ci(stat) -> str:
     return f"{mean:.3g}" if n < 2 or np.isnan(half) else f"{mean:.3g} ± {half:.2g}"
 
 
+def format_gci(values: Sequence[float]) -> str:
+    """Geometric mean and 95% interval on the log scale of positive, heavy-tailed per-seed values (a KL
+    divergence): ``gmean [low, high]``, never below zero; the value alone for one seed, a dash for none.
+
+    Example:
+        >>> format_gci([0.01, 0.02, 0.04]), format_gci([0.5]), format_gci([])
+        ('0.02 [0.0036, 0.11]', '0.5', '–')
+    """
+    from ..metrics import geometric_ci
+
+    g, lo, hi, n = geometric_ci(values)
+    if n == 0:
+        return "–"
+    return f"{g:.3g}" if n == 1 else f"{g:.3g} [{lo:.2g}, {hi:.2g}]"
+
+
 def pm(row: dict, metric: str, digits: int = 2) -> str:
     """``mean ± half-width of the 95% interval over seeds`` of a summarize() row (the mean alone for one seed),
     or a dash when the method was not evaluated at that stage."""

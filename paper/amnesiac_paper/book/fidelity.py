@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import fidelity as fidelity_study
 from .. import propagation as propagation_study
-from .common import format_ci, markdown_table, study_provenance, study_results, validate
+from .common import format_ci, format_gci, markdown_table, study_provenance, study_results, validate
 
 
 def fidelity_results(*, profile: str = "full", seeds: Sequence[int] | None = None,
@@ -77,7 +77,8 @@ def _per_seed(values: Sequence[float]) -> str:
 def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: str = "drop",
                    columns: str = "recovered", per_seed: bool = False) -> str:
     """A Markdown table, one row per forget set, of ``columns`` (a key of :data:`FIDELITY_COLUMNS`): mean ± 95%
-    interval over the complete seeds (a single value with one seed), or each seed's value (``per_seed``)."""
+    interval over the complete seeds (KL: geometric mean and log-scale interval, never below zero; a single value
+    with one seed), or each seed's value (``per_seed``)."""
     if columns not in FIDELITY_COLUMNS:
         raise ValueError(f"unknown columns {columns!r}; valid: {', '.join(FIDELITY_COLUMNS)}")
     rows = fidelity_study.summary_rows(result, setting, optimizer, reference)
@@ -90,7 +91,7 @@ def fidelity_table(result, optimizer: str, *, setting: str = "full", reference: 
             if key not in r:
                 cells.append("–")
             else:
-                cells.append(_per_seed([p[key] for p in r["per_seed"]]) if per_seed else format_ci(r[key]))
+                cells.append(_per_seed([p[key] for p in r["per_seed"]]) if per_seed else _cell(r, key))
         body.append(cells)
     return markdown_table(["forget set", "n", "seeds"] + [h for h, _ in FIDELITY_COLUMNS[columns]], body)
 
@@ -135,8 +136,20 @@ def rule_fallback_sentence(result, *, settings: Sequence[str] = ("full", "graves
             + ", ".join(f"{name} {n}×" for name, n in fell.items()) + ".")
 
 
+def _is_kl(key: str) -> bool:
+    return key.endswith("_kl")
+
+
+def _cell(row: dict, key: str) -> str:
+    """A summary row's value: a KL (positive, heavy-tailed) as the geometric mean with its log-scale interval over
+    the seeds, anything else as mean ± 95% t-interval."""
+    if _is_kl(key):
+        return format_gci([p[key] for p in row["per_seed"] if key in p])
+    return format_ci(row[key])
+
+
 def _by_set(rows, key) -> str:
-    return ", ".join(f"{r['set']} {format_ci(r[key])}" for r in rows)
+    return ", ".join(f"{r['set']} {_cell(r, key)}" for r in rows)
 
 
 def paired_seeds(row: dict, a: str, b: str | None = None, *, log: bool = False) -> dict:
@@ -276,8 +289,8 @@ def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") ->
                      + "; ".join(f"{r['set']}: {format_ci(r['a1_recovered'])} "
                                  f"(oracle α {format_ci(r['oracle_recovered'])}, "
                                  f"fine-tune {format_ci(r['ft_recovered'])}); test-set KL to the replay "
-                                 f"{format_ci(r['a1_kl'])} after subtracting, {format_ci(r['original_kl'])} before, "
-                                 f"{format_ci(r['ft_kl'])} after fine-tuning, {format_ci(r['floor_kl'])} "
+                                 f"{_cell(r, 'a1_kl')} after subtracting, {_cell(r, 'original_kl')} before, "
+                                 f"{_cell(r, 'ft_kl')} after fine-tuning, {_cell(r, 'floor_kl')} "
                                  "between retrains"
                                  for r in pick))
     if not parts:
