@@ -92,6 +92,17 @@ def results(name: str, *, profile: str = "full", seeds: Sequence[int] | None = N
     return res
 
 
+def cpu_study_results(study, *, profile: str, recompute: bool, progress: bool):
+    """A one-thread CPU study's results as a chapter renders them (``study``: a module with ``run_study(profile,
+    progress=)`` and ``load_study(profile)``, such as :mod:`~amnesiac_paper.regime` and
+    :mod:`~amnesiac_paper.frontier`): committed pieces for ``full`` (computing nothing unless ``recompute``),
+    computed when missing for ``smoke``."""
+    validate(profile=profile, recompute=recompute, device="cpu")
+    if recompute or profile == "smoke":
+        return study.run_study(profile, progress=progress)
+    return study.load_study(profile)
+
+
 def study_results(study, *, profile: str, recompute: bool, device: str, progress: bool):
     """A study module's results as a chapter renders them: committed pieces for ``full`` (computing nothing unless
     ``recompute``), computed when missing for ``smoke``; runs are on the CPU unless ``device`` says cuda."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import frontier as fr
-from .common import format_bytes, markdown_table, validate
+from ..judging import paired_difference
+from .common import cpu_study_results, format_bytes, markdown_table
 
 KIND_NAMES = {"exact": "exact", "approximate": "approximate", "control": "control"}
 TABLE_SPLITS = ("forget", "retain", "val", "test")
@@ -17,12 +18,8 @@ SPLIT_NAMES = {"forget": "forget", "retain": "retain", "val": "validation", "tes
 
 
 def frontier_results(*, profile: str = "full", recompute: bool = False, progress: bool = True) -> fr.FrontierResult:
-    """The study a chapter renders: committed pieces for ``full`` (computing nothing unless ``recompute``),
-    computed when missing for ``smoke``."""
-    validate(profile=profile, recompute=recompute, device="cpu")
-    if recompute or profile == "smoke":
-        return fr.run_study(profile, progress=progress)
-    return fr.load_study(profile)
+    """The study a chapter renders (:func:`~amnesiac_paper.book.common.cpu_study_results`)."""
+    return cpu_study_results(fr, profile=profile, recompute=recompute, progress=progress)
 
 
 def method_pieces(result: fr.FrontierResult, set_name: str) -> dict[str, dict]:
@@ -167,7 +164,7 @@ def paired(result: fr.FrontierResult, set_name: str, a: str, b: str, split: str 
     ma, mb = measured(a), measured(b)
     if ma is None or mb is None:
         return None
-    return {**fr.paired_difference(ma[0], mb[0], ma[1], mb[1]), "models": result.study.n_models}
+    return {**paired_difference(ma[0], mb[0], ma[1], mb[1]), "models": result.study.n_models}
 
 
 def verdict(d: dict, *, lower: str = "lower", higher: str = "higher") -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import regime as rg
 from ..metrics import mean_ci
-from .common import format_ci, markdown_table, validate
+from .common import cpu_study_results, format_ci, markdown_table
 
 TAIL = 1e-6  # the derivative check looks at g for eps at most this
 
@@ -21,12 +21,8 @@ KIND_NAMES = {"exact": "exact", "propagated": "propagated (replay's Hessian)",
 
 
 def regime_results(*, profile: str = "full", recompute: bool = False, progress: bool = True) -> rg.RegimeResult:
-    """The study a chapter renders: committed pieces for ``full`` (computing nothing unless ``recompute``),
-    computed when missing for ``smoke``."""
-    validate(profile=profile, recompute=recompute, device="cpu")
-    if recompute or profile == "smoke":
-        return rg.run_study(profile, progress=progress)
-    return rg.load_study(profile)
+    """The study a chapter renders (:func:`~amnesiac_paper.book.common.cpu_study_results`)."""
+    return cpu_study_results(rg, profile=profile, recompute=recompute, progress=progress)
 
 
 def regime_provenance(result: rg.RegimeResult) -> str:
