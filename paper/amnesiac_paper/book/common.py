@@ -92,6 +92,26 @@ def results(name: str, *, profile: str = "full", seeds: Sequence[int] | None = N
     return res
 
 
+def pieces_provenance(study, recs: Sequence[dict], *, what: str, command: str, minutes: str, how: str,
+                      missing: Sequence[str] = ()) -> str:
+    """The provenance paragraph of a study's committed pieces (``recs``, each with ``provenance`` and
+    ``wall_seconds``): its name, profile and config hash, ``what`` was computed, at which revisions and dates, the
+    compute in all and ``how``; or, with no piece, the ``command`` to run (about ``minutes``). ``missing`` names
+    the pieces not computed yet."""
+    if not recs:
+        return (f"**Not computed yet.** Run `python -m amnesiac_paper {command} --profile {study.profile}` "
+                f"(about {minutes}).")
+    revs = sorted({r["provenance"]["git"] for r in recs})
+    dates = sorted(r["provenance"]["date"][:10] for r in recs)
+    total = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
+    text = (f"**Provenance.** Study `{study.name}`, profile `{study.profile}`, config hash `{study.hash}`: {what}, "
+            f"computed at revision(s) {', '.join(f'`{r}`' for r in revs)}, {dates[0]} to {dates[-1]}, "
+            f"{total:.0f} min of compute in all, {how}.")
+    if missing:
+        text += f" **Not computed yet:** {', '.join(missing)}."
+    return text
+
+
 def cpu_study_results(study, *, profile: str, recompute: bool, progress: bool):
     """A one-thread CPU study's results as a chapter renders them (``study``: a module with ``run_study(profile,
     progress=)`` and ``load_study(profile)``, such as :mod:`~amnesiac_paper.regime` and

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import frontier as fr
 from ..judging import paired_difference
-from .common import cpu_study_results, format_bytes, markdown_table
+from .common import cpu_study_results, format_bytes, markdown_table, pieces_provenance
 
 KIND_NAMES = {"exact": "exact", "approximate": "approximate", "control": "control"}
 TABLE_SPLITS = ("forget", "retain", "val", "test")
@@ -36,21 +36,9 @@ def missing(result: fr.FrontierResult) -> list[str]:
 
 
 def frontier_provenance(result: fr.FrontierResult) -> str:
-    recs = list(result.pieces.values())
-    if not recs:
-        return (f"**Not computed yet.** Run `python -m amnesiac_paper frontier --profile {result.study.profile}` "
-                "(about 25 minutes on one CPU core for the full profile).")
-    revs = sorted({r["provenance"]["git"] for r in recs})
-    dates = sorted(r["provenance"]["date"][:10] for r in recs)
-    minutes = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
-    text = (f"**Provenance.** Study `{result.study.name}`, profile `{result.study.profile}`, config hash "
-            f"`{result.study.hash}`: {len(recs)} pieces, computed at revision(s) "
-            f"{', '.join(f'`{r}`' for r in revs)}, {dates[0]} to {dates[-1]}, {minutes:.0f} min of compute in all, "
-            "float32 on one CPU thread.")
-    gone = missing(result)
-    if gone:
-        text += f" **Not computed yet:** {', '.join(gone)}."
-    return text
+    return pieces_provenance(result.study, list(result.pieces.values()), what=f"{len(result.pieces)} pieces",
+                             command="frontier", minutes="25 minutes on one CPU core for the full profile",
+                             how="float32 on one CPU thread", missing=missing(result))
 
 
 def frontier_setup(result: fr.FrontierResult) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import regime as rg
 from ..metrics import mean_ci
-from .common import cpu_study_results, format_ci, markdown_table
+from .common import cpu_study_results, format_ci, markdown_table, pieces_provenance
 
 TAIL = 1e-6  # the derivative check looks at g for eps at most this
 
@@ -26,22 +26,12 @@ def regime_results(*, profile: str = "full", recompute: bool = False, progress: 
 
 
 def regime_provenance(result: rg.RegimeResult) -> str:
-    recs = list(result.cells.values()) + list(result.lds.values())
-    if not recs:
-        return (f"**Not computed yet.** Run `python -m amnesiac_paper regime --profile {result.study.profile}` "
-                "(about 25 minutes on two CPU cores for the full profile).")
-    revs = sorted({r["provenance"]["git"] for r in recs})
-    dates = sorted(r["provenance"]["date"][:10] for r in recs)
-    minutes = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
     missing = [f"{reg.name}/seed {s}" for reg in result.study.regimes for s in result.study.seeds
                if (reg.name, s) not in result.cells]
-    text = (f"**Provenance.** Study `{result.study.name}`, profile `{result.study.profile}`, config hash "
-            f"`{result.study.hash}`: {len(result.cells)} (regime, seed) cells and {len(result.lds)} LDS pieces, "
-            f"computed at revision(s) {', '.join(f'`{r}`' for r in revs)}, {dates[0]} to {dates[-1]}, "
-            f"{minutes:.0f} min of compute in all, float64 on the CPU.")
-    if missing:
-        text += f" **Not computed yet:** {', '.join(missing)}."
-    return text
+    return pieces_provenance(result.study, list(result.cells.values()) + list(result.lds.values()),
+                             what=f"{len(result.cells)} (regime, seed) cells and {len(result.lds)} LDS pieces",
+                             command="regime", minutes="25 minutes on two CPU cores for the full profile",
+                             how="float64 on the CPU", missing=missing)
 
 
 def seeds_of(result: rg.RegimeResult, regime: str) -> list[int]:
