@@ -13,12 +13,19 @@ on the test set itself (the oracle), so the cost of choosing without the answer 
 The trained model, its exact delta ledger and the replays are the fidelity study's own (its cached weights,
 the same parameters bit for bit): this study adds no reference, only methods and their tuning.
 
+Beside the methods, each (optimizer, seed, set) holds the **same-seed floor** (``neighbour.json``): the dropped replay
+trained again with one more random sample removed (:func:`amnesiac_paper.setting.neighbour_replay`), measured
+against the dropped replay like every trial. A method's test KL to the replay is read on that scale (the book's
+"x floor"); retraining with another seed and order, the fidelity study's floor, is far coarser (the original model
+itself sits below it).
+
 Results: ``results/comparison-mnist-simple/<profile>-<hash>/<optimizer>/seed<k>/<set>/<method>.json``, one
-piece per (set, method), resumable. The folder's hash covers what every method shares (the fidelity study
-underneath, the forget sets, the budget, the protocol's semantics); each piece is current while its stored trials
-are the configurations :func:`trials` draws from the method's space today and its ``method_semantics`` is the
-method's entry of :data:`METHOD_SEMANTICS`. Changing one method's space or code so recomputes that method's
-pieces only; a stale piece is never shown (:func:`load_study` leaves it out and lists it in ``stale``).
+piece per (set, method), and ``<set>/neighbour.json``, resumable. The folder's hash covers what every method
+shares (the fidelity study underneath, the forget sets, the budget, the protocol's semantics); each piece is
+current while its stored trials are the configurations :func:`trials` draws from the method's space today and its
+``method_semantics`` is the method's entry of :data:`METHOD_SEMANTICS`. Changing one method's space or code so
+recomputes that method's pieces only; a stale piece is never shown (:func:`load_study` leaves it out and lists it
+in ``stale``).
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ METHODS = tuple(SPACES)
 # Bump a method's entry when its unlearning code or how its trials are measured changes: its pieces recompute,
 # the other methods' stay.
 METHOD_SEMANTICS: dict[str, int] = {m: 1 for m in METHODS}
+# Bump when the same-seed floor (``<set>/neighbour.json``, :func:`_neighbour_floor`) is computed differently.
+NEIGHBOUR_SEMANTICS = 1
 LABELS = {"amnesiac": "ledger subtraction", "finetune": "fine-tune (retain set)", "relabel": "random relabelling",
           "neggrad_plus": "NegGrad+", "ssd": "SSD", "scrub": "SCRUB"}
 
@@ -294,10 +303,29 @@ def _evaluate_method(c: st.Combo, state: dict, ctx: _SetContext, method: str, bu
             "original": ctx.original, "reference": ctx.reference, "replay_seconds": float(ctx.drop["seconds"])}
 
 
+def _neighbour_floor(c: st.Combo, state: dict, ctx: _SetContext) -> dict:
+    """The same-seed floor of one forget set: the neighbour replay (:func:`amnesiac_paper.setting.neighbour_replay`)
+    measured against the dropped replay on the validation split and the test set, as every trial is."""
+    nb = st.neighbour_replay(c, ctx.fset)
+    val, test = _measure(ctx.ev, nb["theta"].double(), ctx.ref_val)
+    return {"original_fingerprint": st.fingerprint(state["theta"]),
+            "replay_fingerprint": st.fingerprint(ctx.drop["theta"]),
+            "set": ctx.fset.name, "kind": ctx.fset.kind, "size": len(ctx.fset.ids),
+            "neighbour_id": int(nb["neighbour"]), "neighbour_semantics": NEIGHBOUR_SEMANTICS,
+            "seconds": float(nb["seconds"]), "val": val, "test": test,
+            "original": ctx.original, "reference": ctx.reference}
+
+
+def neighbour_is_current(record: dict) -> bool:
+    """Whether a stored same-seed floor was computed by today's :func:`_neighbour_floor`."""
+    return record.get("neighbour_semantics") == NEIGHBOUR_SEMANTICS
+
+
 def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str = "cpu", progress: bool = True,
               results_root: Path | None = None) -> dict[str, dict]:
     """Compute (or load) every (set, method) piece of one (optimizer, seed); returns ``"<set>/<method>"`` ->
-    record. The fidelity study's cached original and dropped replays (same results root) are used, or made."""
+    record, and ``"<set>/neighbour"`` -> the set's same-seed floor. The fidelity study's cached original and
+    dropped replays (same results root) are used, or made."""
     dev = pick_reproducible_device(device)  # the replay is a reference only if training is reproducible
     base = study.base
     folder = study.folder(results_root) / optimizer / f"seed{seed}"
@@ -331,6 +359,18 @@ def run_combo(study: ComparisonStudy, optimizer: str, seed: int, *, device: str 
             record.update(wall_seconds=time.perf_counter() - start, provenance=prov, optimizer=optimizer, seed=seed)
             atomic_write_json(path, record)
             out[f"{name}/{method}"] = record
+        path = folder / name / "neighbour.json"
+        record = json.loads(path.read_text()) if path.exists() else None
+        if record is None or not neighbour_is_current(record):
+            if state is None:
+                state = st.original(c)
+            start = time.perf_counter()
+            if ctx is None:
+                ctx = _set_context(c, state, setting.sets[name])
+            record = _neighbour_floor(c, state, ctx)
+            record.update(wall_seconds=time.perf_counter() - start, provenance=prov, optimizer=optimizer, seed=seed)
+            atomic_write_json(path, record)
+        out[f"{name}/neighbour"] = record
     return out
 
 
@@ -343,15 +383,19 @@ class ComparisonResult:
 
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, optimizers: Sequence[str] | None = None,
-              methods: Sequence[str] | None = None, device: str = "cpu", progress: bool = True,
-              results_root: Path | None = None) -> ComparisonResult:
-    """Run (or load) the study, one (optimizer, seed) at a time, every optimizer of a seed first.
+              methods: Sequence[str] | None = None, floors_only: bool = False, device: str = "cpu",
+              progress: bool = True, results_root: Path | None = None) -> ComparisonResult:
+    """Run (or load) the study, one (optimizer, seed) at a time, every optimizer of a seed first;
+    ``floors_only``: the same-seed floors alone, no method.
 
     Example:
         >>> # python -m amnesiac_paper comparison --profile full --threads 2
     """
     study = get_comparison_study(profile, seeds=seeds, optimizers=optimizers, methods=methods)
-    folder, records = run_combos(study, run_combo, study_config(study), results_root=results_root, device=device,
+    config = study_config(study)  # the folder's config names the methods even when this run computes none
+    if floors_only:
+        study = dataclasses.replace(study, methods=())
+    folder, records = run_combos(study, run_combo, config, results_root=results_root, device=device,
                                  progress=progress)
     return ComparisonResult(study, records, folder)
 
@@ -373,7 +417,9 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Co
             pieces = {}
             for name in study.sets:
                 for key, rec in read_pieces(folder / opt / f"seed{seed}" / name).items():
-                    if key in study.methods and piece_is_current(rec, study.budget):
+                    if key == "neighbour" and neighbour_is_current(rec):
+                        pieces[f"{name}/neighbour"] = rec
+                    elif key in study.methods and piece_is_current(rec, study.budget):
                         pieces[f"{name}/{key}"] = rec
                     else:
                         stale.append(f"{opt}/seed{seed}/{name}/{key}")
@@ -429,6 +475,25 @@ def summary_rows(result: ComparisonResult, optimizer: str, set_name: str) -> lis
     return rows
 
 
+def same_seed_floor(result: ComparisonResult, optimizer: str, set_name: str) -> dict | None:
+    """The same-seed floor of one (optimizer, forget set) over the complete seeds that hold one: ``kl`` (test KL
+    from the neighbour replay to the dropped replay, mean and 95% interval), ``agreement``, ``seeds``, and
+    ``same_original`` (whether each floor's original model is the one its methods were run from, bit for bit: False
+    where the floor was trained on another kind of CPU, whose rounding gives another original; the floor is then a
+    scale measured in the same setting, not around the same models). None where no seed has one."""
+    seeds = [s for s in complete_seeds(result, optimizer)
+             if f"{set_name}/neighbour" in result.records[(optimizer, s)]]
+    if not seeds:
+        return None
+    recs = [result.records[(optimizer, s)] for s in seeds]
+    floors = [r[f"{set_name}/neighbour"] for r in recs]
+    same = all(f["original_fingerprint"] == r[f"{set_name}/{result.study.methods[0]}"]["original_fingerprint"]
+               for f, r in zip(floors, recs))
+    return {"kl": fi.mean_ci([f["test"]["drop"]["kl"] for f in floors]),
+            "agreement": fi.mean_ci([f["test"]["drop"]["agreement"] for f in floors]),
+            "seeds": seeds, "same_original": same, "cpu": sorted({f["provenance"].get("cpu", "?") for f in floors})}
+
+
 def format_summary(result: ComparisonResult) -> str:
     """A plain-text table per (optimizer, set): each method's chosen trial on the test set."""
     lines = []
@@ -452,6 +517,8 @@ def format_summary(result: ComparisonResult) -> str:
 def _cli_arguments(p) -> None:
     p.add_argument("--optimizers", nargs="+", default=None, help="a subset of: adam sgd adamw")
     p.add_argument("--methods", nargs="+", default=None, help="a subset of: " + " ".join(METHODS))
+    p.add_argument("--floors-only", action="store_true",
+                   help="compute the same-seed floors (one neighbour replay per seed and set) and no method")
 
 
 def _cli_check(args) -> None:
@@ -460,7 +527,7 @@ def _cli_check(args) -> None:
 
 def _cli_run(args) -> int:
     print(format_summary(run_study(args.profile, seeds=args.seeds, optimizers=args.optimizers, methods=args.methods,
-                                   device=args.device, progress=not args.quiet)))
+                                   floors_only=args.floors_only, device=args.device, progress=not args.quiet)))
     return 0
 
 

@@ -429,16 +429,17 @@ def quality_vs_compute(methods: dict, *, plain_auc: float, retrain_seconds: floa
 
 
 def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = None,
-                          repair_only: dict | None = None):
+                          repair_only: dict | None = None, same_seed: bool = True):
     """Quality against compute for the equal-budget comparison, one panel per forget set: each method's chosen
     trial (on validation) at its seconds per request (x, log) and its test-set KL to the dropped replay (y, log),
     mean and 95% interval over the complete seeds, labelled with its passes over the retain set; the original model
     (no unlearning) dotted; where ``floor_kl`` (set -> KL of a retraining with another seed and order to the
     replay, the fidelity study's floor) is given, retraining as a star at the replay's training time and that KL;
     where ``repair_only`` (set -> (seconds, KL): one untuned epoch of fine-tuning, the fidelity study's control)
-    is given, that control as a grey square.
+    is given, that control as a grey square; with ``same_seed``, the same-seed floor
+    (:func:`amnesiac_paper.comparison.same_seed_floor`, where computed) as a dashed line.
     """
-    from .comparison import summary_rows
+    from .comparison import same_seed_floor, summary_rows
 
     sets = list(result.study.sets)
     fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.6), squeeze=False)
@@ -461,7 +462,11 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
                        label="original model (no unlearning)")
             if floor_kl is not None and name in floor_kl:
                 ax.scatter([rows[0]["replay_seconds"][0]], [floor_kl[name]], color="k", marker="*", s=90, zorder=4,
-                           label="retrain, another seed (the floor)")
+                           label="retrain, another seed and order")
+            floor = same_seed_floor(result, optimizer, name) if same_seed else None
+            if floor is not None:
+                ax.axhline(floor["kl"][0], color="k", ls="--", lw=1.0,
+                           label="same-seed floor (one more sample dropped)")
             if repair_only is not None and name in repair_only:
                 ax.scatter([repair_only[name][0]], [repair_only[name][1]], color="0.5", marker="s", s=30, zorder=4,
                            label="repair-only control (1 epoch, untuned)")

@@ -393,6 +393,32 @@ def replay(c: Combo, fset: ForgetSet, mode: str) -> dict[str, torch.Tensor]:
     return cached_tensors(c.weights / f"{fset.name}.{mode}.pt", make)
 
 
+def neighbour_id(c: Combo, fset: ForgetSet) -> int:
+    """The one pool sample, outside ``fset``, that :func:`neighbour_replay` also drops: drawn by a generator fixed
+    by the seed, so every optimizer of a seed drops the same one."""
+    pool_ids = c.setting.pool.ids
+    candidates = torch.sort(pool_ids[~torch.isin(pool_ids, torch.as_tensor(fset.ids))]).values
+    gen = torch.Generator().manual_seed(70_001 + c.seed)
+    return int(candidates[torch.randint(len(candidates), (1,), generator=gen)])
+
+
+def neighbour_replay(c: Combo, fset: ForgetSet) -> dict[str, torch.Tensor]:
+    """Train (or load) the **same-seed floor** of ``fset``'s dropped replay: the same initialisation and batch order,
+    ``fset`` removed and one more random sample (:func:`neighbour_id`) removed with it. Its distance to the dropped
+    replay is how far two retrainings land that differ by a change nobody would call a deletion request: the scale
+    against which "as close as retraining gets" is judged (a retraining with another seed is far coarser: any
+    model derived from the original sits below it)."""
+    j = neighbour_id(c, fset)
+    ids = torch.cat([torch.as_tensor(fset.ids, dtype=torch.long).flatten(), torch.tensor([j])])
+
+    def make():
+        model, _, t = c.train(init_seed=c.seed, order_seed=c.seed, data=c.setting.pool, drop_ids=ids,
+                              desc=f"{c.optimizer} seed {c.seed}: drop replay without {fset.name} and sample {j}")
+        return {"theta": vector(model), "seconds": torch.tensor(t), "neighbour": torch.tensor(j)}
+
+    return cached_tensors(c.weights / f"{fset.name}.neighbour.pt", make)
+
+
 def evaluator(c: Combo, fset: ForgetSet, theta: torch.Tensor, refs: dict) -> Evaluator:
     """The :class:`Evaluator` of ``fset`` in this run, with the original ``theta`` and the references ``refs``
     (name -> :func:`replay` record)."""

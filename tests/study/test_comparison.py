@@ -81,10 +81,20 @@ def test_the_comparison_chooses_on_validation_reports_on_test_and_caches(small_s
     study = res.study
     assert (study.budget, study.sets, study.methods) == (3, ("random-10", "class-3"), cmp.METHODS)
     rec = res.records[("adam", 0)]
-    assert set(rec) == {f"{s}/{m}" for s in study.sets for m in study.methods}
+    assert set(rec) == {f"{s}/{m}" for s in study.sets for m in (*study.methods, "neighbour")}
     fingerprints = {r["original_fingerprint"] for r in rec.values()}
-    assert len(fingerprints) == 1  # one original model for every method and set
-    for r in rec.values():
+    assert len(fingerprints) == 1  # one original model for every method, set and same-seed floor
+    # the same-seed floor: the dropped replay again, one more sample (outside the set) removed
+    setting = cmp.st.make_setting(small, "full", 0)
+    for name in study.sets:
+        nb = rec[f"{name}/neighbour"]
+        assert nb["neighbour_id"] in setting.pool.ids.tolist()
+        assert nb["neighbour_id"] not in setting.sets[name].ids.tolist()
+        assert nb["reference"] == rec[f"{name}/amnesiac"]["reference"]  # measured against the same replay
+        assert nb["test"]["drop"]["kl"] > 0 and nb["test"]["drop"]["dist"] > 0  # one sample moves the model
+        floor = cmp.same_seed_floor(res, "adam", name)
+        assert floor["seeds"] == [0] and floor["same_original"] and floor["kl"][0] == nb["test"]["drop"]["kl"]
+    for r in (v for k, v in rec.items() if not k.endswith("/neighbour")):
         assert [t["params"] for t in r["trials"]] == cmp.trials(r["method"], 3)
         assert r["chosen"] == int(np.argmin([t["val"]["kl"] for t in r["trials"]]))
         assert r["oracle"] == int(np.argmin([t["test"]["drop"]["kl"] for t in r["trials"]]))
@@ -107,7 +117,9 @@ def test_the_comparison_chooses_on_validation_reports_on_test_and_caches(small_s
     assert rows[0]["original_kl"][0] == rec["class-3/amnesiac"]["original"]["drop"]["kl"] > 0
     assert all(r["original_kl"][0] == rows[0]["original_kl"][0] for r in rows)
     # cached: a second run and a load compute nothing and read the same
+    real_floor = cmp._neighbour_floor
     monkeypatch.setattr(cmp, "_evaluate_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(cmp, "_neighbour_floor", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = cmp.run_study("smoke", results_root=root, progress=False)
     assert again.records == res.records == cmp.load_study("smoke", results_root=root).records
     assert cmp.load_study("smoke", results_root=root).stale == []
@@ -128,6 +140,15 @@ def test_the_comparison_chooses_on_validation_reports_on_test_and_caches(small_s
     monkeypatch.setitem(cmp.METHOD_SEMANTICS, "ssd", 2)
     assert sorted(cmp.load_study("smoke", results_root=root).stale) == ["adam/seed0/class-3/ssd",
                                                                           "adam/seed0/random-10/ssd"]
+    # --floors-only: the same-seed floors alone, no method; the folder's config still names every method
+    monkeypatch.setattr(cmp, "_evaluate_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a method")))
+    monkeypatch.setattr(cmp, "_neighbour_floor", real_floor)
+    for path in res.folder.glob("adam/seed0/*/neighbour.json"):
+        path.unlink()
+    floors = cmp.run_study("smoke", results_root=root, progress=False, floors_only=True).records[("adam", 0)]
+    assert floors == {f"{s}/neighbour": rec[f"{s}/neighbour"] | {k: floors[f"{s}/neighbour"][k] for k in (
+        "wall_seconds", "provenance")} for s in study.sets}  # the same floor again (the weights are cached)
+    assert json.loads((res.folder / "config.json").read_text())["config"]["methods"] == list(cmp.METHODS)
 
 
 def test_committed_comparison_results_match_the_study_and_one_original_per_combo():
@@ -135,8 +156,16 @@ def test_committed_comparison_results_match_the_study_and_one_original_per_combo
     for folder in sorted(p for p in root.glob("full-*") if p.is_dir()):
         assert folder.name == f"full-{cmp.get_comparison_study('full').hash}", f"{folder}: stale study definition"
         for combo in sorted(p for p in folder.glob("*/seed*") if p.is_dir()):
-            pieces = [json.loads(p.read_text()) for p in combo.glob("*/*.json")]
+            pieces = [json.loads(p.read_text()) for p in combo.glob("*/*.json") if p.name != "neighbour.json"]
             assert pieces and len({p["original_fingerprint"] for p in pieces}) == 1, combo
+            # the same-seed floors: current, from a clean commit, and from the methods' original bit for bit, or
+            # trained on another kind of CPU (whose rounding gives another original; the chapter says so)
+            for path in combo.glob("*/neighbour.json"):
+                nb = json.loads(path.read_text())
+                assert cmp.neighbour_is_current(nb) and not nb["provenance"]["git"].endswith("+dirty"), path
+                assert "original_fingerprint" in nb and "cpu" in nb["provenance"], path
+                if nb["original_fingerprint"] != pieces[0]["original_fingerprint"]:
+                    assert nb["provenance"]["cpu"] != pieces[0]["provenance"].get("cpu"), path
             budget = cmp.get_comparison_study("full").budget
             stale = [f"{p['set']}/{p['method']}" for p in pieces if not cmp.piece_is_current(p, budget)]
             assert not stale, f"{combo}: {stale} were computed under another space or code; recompute them"

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import comparison as comparison_study
-from ..comparison import LABELS, SPACES, _configurations, chosen_index, complete_seeds, defaults, summary_rows
+from ..comparison import (
+    LABELS,
+    SPACES,
+    _configurations,
+    chosen_index,
+    complete_seeds,
+    defaults,
+    same_seed_floor,
+    summary_rows,
+)
 from .common import format_ci, markdown_table, study_provenance, study_results
 from .fidelity import fidelity_references
 
@@ -184,7 +193,7 @@ def comparison_findings(comp) -> str:
 def comparison_brief(comp, fid, *, setting: str = "full") -> str:
     """One Markdown bullet for the introduction: per optimizer and forget set of the fair comparison, the method
     whose trial chosen on validation comes closest to the dropped replay on the test set (mean KL of the softmax),
-    beside the ledger subtraction, the original model and the retrain floor."""
+    beside the ledger subtraction, the original model, the same-seed floor and a retraining with another seed."""
     parts = []
     for opt in comp.study.optimizers:
         seeds = complete_seeds(comp, opt)
@@ -200,6 +209,9 @@ def comparison_brief(comp, fid, *, setting: str = "full") -> str:
             if best["method"] != "amnesiac" and "amnesiac" in rows:
                 text += f", {LABELS['amnesiac']} {tuned_cell(rows['amnesiac'])}"
             text += f"; the original model {format_ci(original)}"
+            same = same_seed_floor(comp, opt, name)
+            if same is not None:
+                text += f", the same-seed floor {format_ci(same['kl'])}"
             if name in floors:
                 text += f", another retraining {format_ci(floors[name])}"
             parts.append(text)
@@ -217,24 +229,27 @@ LIRA_OF = {"amnesiac": "amnesiac α=1", "finetune": "fine-tune (1 epoch)", "negg
 def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
     """The tuned methods against both references, one row per method: per (optimizer, forget set) with complete
     seeds, the chosen trial's test KL to the dropped replay (the gap to the replay; mean ± 95% interval) and that
-    KL over the retrain floor's (the gap on the scale of retraining noise, in parentheses); U-LiRA's AUC at the
-    method's defaults (~100 samples forgotten at once); seconds per request of the chosen trial for the first
-    random set. The original model, retraining with another seed (the floor) and the replay itself close the
-    table."""
+    KL over the same-seed floor's (:func:`amnesiac_paper.comparison.same_seed_floor`: the dropped replay trained
+    again with one more random sample removed; the gap on the scale of a change nobody would call a deletion, in
+    parentheses); U-LiRA's AUC at the method's defaults (~100 samples forgotten at once); seconds per request of
+    the chosen trial for the first random set. The original model, the same-seed floor, retraining with another
+    seed and order (the fidelity study's floor) and the replay itself close the table. A column without a
+    same-seed floor shows no ratio."""
     cols = [(o, n) for o in comp.study.optimizers if complete_seeds(comp, o) for n in comp.study.sets]
     if not cols:
         return "*No complete seed of the comparison yet.*"
-    floors = {(o, n): kl for o in {o for o, _ in cols}
-              for n, kl in fidelity_references(fid, o, setting)["floor_kl"].items()}
+    other_seed = {(o, n): kl for o in {o for o, _ in cols}
+                  for n, kl in fidelity_references(fid, o, setting)["floor_kl"].items()}
+    same_seed = {col: same_seed_floor(comp, *col) for col in cols}
     lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
     rows = {col: summary_rows(comp, *col) for col in cols}
 
     def cell(stats, col, row=None):
-        floor = floors.get(col)
+        floor = same_seed.get(col)
         text = tuned_cell(row) if row is not None else format_ci(stats)
-        if text == "diverged" or not (floor and floor[0] > 0):
+        if text == "diverged" or floor is None or not floor["kl"][0] > 0:
             return text
-        return text + f" ({stats[0] / floor[0]:.2g}×)"
+        return text + f" ({stats[0] / floor['kl'][0]:.3g}×)"
 
     body = []
     for i, r0 in enumerate(rows[cols[0]]):
@@ -244,10 +259,40 @@ def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
     body.append(["original model (no unlearning)"] + [cell(rows[col][0]["original_kl"], col) for col in cols]
                 + ["–", "0"])
     retrain = ["0.5 (by construction)", format_ci(rows[cols[0]][0]["replay_seconds"])]
-    body.append(["retrain, another seed and order (the floor)"]
-                + [cell(floors[col], col) if col in floors else "–" for col in cols] + retrain)
+    body.append(["retrain, same seed and order, one more sample dropped (the same-seed floor)"]
+                + [cell(same_seed[col]["kl"], col) if same_seed[col] else "not computed" for col in cols] + retrain)
+    body.append(["retrain, another seed and order"]
+                + [cell(other_seed[col], col) if col in other_seed else "–" for col in cols] + retrain)
     body.append(["retrain, same seed and order (the replay)"] + ["0" for _ in cols] + retrain)
-    header = ["method"] + [f"{o}, {n}: test KL to replay (× floor)" for o, n in cols] + [
+    header = ["method"] + [f"{o}, {n}: test KL to replay (× same-seed floor)" for o, n in cols] + [
         "U-LiRA AUC (defaults)", f"s per request ({cols[0][0]}, {cols[0][1]})"]
     return markdown_table(header, body)
+
+
+def same_seed_sentence(comp) -> str:
+    """What the same-seed floor is, in numbers, per (optimizer, forget set): its test KL to the replay beside the
+    original model's, over how many seeds, and on which CPU it was trained when that is not the CPU of the models
+    it is compared with (another CPU's rounding gives another original: the floor is then a scale measured in the
+    same setting, not around the same models)."""
+    parts, other_cpu = [], set()
+    for opt in comp.study.optimizers:
+        for name in comp.study.sets:
+            floor = same_seed_floor(comp, opt, name)
+            if floor is None:
+                continue
+            original = summary_rows(comp, opt, name)[0]["original_kl"]
+            parts.append(f"{opt}, {name}: {format_ci(floor['kl'])} against {format_ci(original)} for the original "
+                         f"model ({original[0] / floor['kl'][0]:.3g}× the floor; {len(floor['seeds'])} seeds)")
+            if not floor["same_original"]:
+                other_cpu.update(floor["cpu"])
+    if not parts:
+        return ("*No same-seed floor is computed yet: run `python -m amnesiac_paper comparison --profile full "
+                "--floors-only`.*")
+    text = ("Two retrainings with the same seed and order, one of them without one more random sample, differ in "
+            "their test outputs by a KL of " + "; ".join(parts) + ".")
+    if other_cpu:
+        text += (f" The floors were trained on another kind of CPU ({', '.join(sorted(other_cpu))}) than the "
+                 "methods' models, whose last bits, amplified by training, give another original model: they are "
+                 "the scale of a negligible change in the same setting, not measured around the same models.")
+    return text
 
