@@ -28,6 +28,7 @@ weights at run time: :func:`difference_rule_alpha` refuses a piece whose stored 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -360,50 +361,100 @@ def shadow_piece(study: MembershipStudy, j: int, *, device, progress) -> dict:
             "seconds": seconds, "log_bytes": log.nbytes, "check_max_abs_diff": max(checks) if checks else None}
 
 
-def _ulira(conf: np.ndarray, member: np.ndarray, in_matrix: np.ndarray) -> A.AttackResult:
-    """Leave-one-shadow-out (U-)LiRA: each shadow in turn is the target; its candidates' scores (``in_matrix``
-    where it held them, ``conf`` where not) are likelihood ratios against Gaussians fitted over the other
-    shadows (``in_matrix`` where they held a candidate, ``conf`` where not). [K, N] arrays, NaN where undefined."""
+def _ulira_scores(conf: np.ndarray, member: np.ndarray, in_matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-shadow-out (U-)LiRA scores: each shadow in turn is the target; its candidates' scores
+    (``in_matrix`` where it held them, ``conf`` where not) are likelihood ratios against Gaussians fitted over the
+    other shadows (``in_matrix`` where they held a candidate, ``conf`` where not). [K, N] arrays, NaN where
+    undefined. Returns the [K, N] scores and where they are defined (a candidate with shadows on both sides)."""
     K = conf.shape[0]
-    pos_scores, neg_scores = [], []
+    scores, defined = np.full(conf.shape, np.nan), np.zeros(conf.shape, dtype=bool)
     for k in range(K):
         others = np.arange(K) != k
         in_c = np.where(member[others], in_matrix[others], np.nan)
         out_c = np.where(~member[others], conf[others], np.nan)
         ok = ((~np.isnan(in_c)).sum(0) >= 1) & ((~np.isnan(out_c)).sum(0) >= 1)
         # one variance per side for every example (Carlini et al.'s choice with few shadows); per-example means
-        scores = A.lira_scores(np.where(member[k], in_matrix[k], conf[k])[ok], in_c[:, ok], out_c[:, ok],
-                               global_variance=True)
-        pos_scores.append(scores[member[k][ok]])
-        neg_scores.append(scores[~member[k][ok]])
-    return A.threshold_attack(np.concatenate(pos_scores), np.concatenate(neg_scores))
+        scores[k, ok] = A.lira_scores(np.where(member[k], in_matrix[k], conf[k])[ok], in_c[:, ok], out_c[:, ok],
+                                      global_variance=True)
+        defined[k] = ok
+    return scores, defined
 
 
-def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequence[int]) -> dict:
-    """Leave-one-shadow-out U-LiRA for every alpha, and the plain LiRA on the unmodified models (the signal)."""
+def _ulira(conf: np.ndarray, member: np.ndarray, in_matrix: np.ndarray) -> A.AttackResult:
+    """:func:`_ulira_scores` pooled over the targets: held candidates are members, the others non-members."""
+    scores, defined = _ulira_scores(conf, member, in_matrix)
+    return A.threshold_attack(scores[member & defined], scores[~member & defined])
+
+
+def _lira_arrays(shadows: list[dict], candidates: Sequence[int]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The shadows' confidences ``[K, N]``, which shadow held which candidate, and candidate id -> column."""
     K, N = len(shadows), len(candidates)
     col = {int(c): k for k, c in enumerate(candidates)}
     conf = np.array([s["confidence"] for s in shadows])  # [K, N]
     member = np.zeros((K, N), dtype=bool)
     for k, s in enumerate(shadows):
         member[k, [col[i] for i in s["inside"]]] = True
+    return conf, member, col
 
-    def forgotten(alpha):
-        out = np.full((K, N), np.nan)
-        for k, s in enumerate(shadows):
-            out[k, [col[i] for i in s["inside"]]] = s["forgot"][str(alpha)]
-        return out
+
+def _forgotten(pieces: list[dict], col: dict, shape: tuple, key: str) -> np.ndarray:
+    """The confidence of each candidate a shadow held after it forgot it (``piece["forgot"][key]``), NaN elsewhere."""
+    out = np.full(shape, np.nan)
+    for k, p in enumerate(pieces):
+        out[k, [col[i] for i in p["inside"]]] = p["forgot"][key]
+    return out
+
+
+def lira_summary(study: MembershipStudy, shadows: list[dict], candidates: Sequence[int]) -> dict:
+    """Leave-one-shadow-out U-LiRA for every alpha, and the plain LiRA on the unmodified models (the signal)."""
+    conf, member, col = _lira_arrays(shadows, candidates)
 
     def loo(in_matrix):
         return _ulira(conf, member, in_matrix)
 
     out = {"original": _attack_dict(loo(np.where(member, conf, np.nan)))}
     for a in study.alphas:
-        out[lira_key(a)] = _attack_dict(loo(forgotten(a)))
+        out[lira_key(a)] = _attack_dict(loo(_forgotten(shadows, col, conf.shape, str(a))))
     out["train_accuracy"] = float(np.mean([s["train_accuracy"] for s in shadows]))
     out["test_accuracy"] = float(np.mean([s["test_accuracy"] for s in shadows]))
     out["shadow_seconds"] = float(np.median([s["seconds"] for s in shadows]))
     out["check_max_abs_diff"] = max((s["check_max_abs_diff"] or 0.0) for s in shadows)
+    return out
+
+
+def lira_candidates(result: MembershipResult) -> list[int]:
+    """The U-LiRA candidates of the shadows on disk: every candidate some shadow held, when that accounts for all
+    of them (nearly certain with 16 shadows holding half each), else the candidate draw itself (loads MNIST)."""
+    shadows = [result.pieces[f"shadow{j}"] for j in range(result.study.shadows)]
+    held = sorted({int(i) for s in shadows for i in s["inside"]})
+    if len(held) == len(shadows[0]["confidence"]):
+        return held
+    return _lira_pool(result.study)[2].tolist()
+
+
+def lira_intervals(result: MembershipResult, *, draws: int = 1000, seed: int = 0) -> dict:
+    """Bootstrap intervals (:func:`amnesiac_paper.attacks.bootstrap_attack`: target shadows and candidates
+    resampled jointly, the Gaussians of the leave-one-out fit kept) of U-LiRA's AUC and TPR at low FPR, from the
+    shadow pieces on disk: ``"original"`` (plain LiRA), each :func:`lira_key` of the study's alphas, and, where
+    the method pieces are on disk, each method of :data:`SET_METHODS` under its name. Empty where a shadow is
+    missing."""
+    names = [f"shadow{j}" for j in range(result.study.shadows)]
+    if not all(n in result.pieces for n in names):
+        return {}
+    shadows = [result.pieces[n] for n in names]
+    conf, member, col = _lira_arrays(shadows, lira_candidates(result))
+
+    def ci(in_matrix):
+        scores, defined = _ulira_scores(conf, member, in_matrix)
+        return A.bootstrap_attack(scores, member, defined, draws=draws, seed=seed)
+
+    out = {"original": ci(np.where(member, conf, np.nan))}
+    for a in result.study.alphas:
+        out[lira_key(a)] = ci(_forgotten(shadows, col, conf.shape, str(a)))
+    methods = [result.pieces.get(f"methods{j}") for j in range(result.study.shadows)]
+    if all(methods):  # the method pieces retrain the same shadows (lira_methods_summary checks it)
+        for name in SET_METHODS:
+            out[name] = ci(_forgotten(methods, col, conf.shape, name))
     return out
 
 
@@ -459,26 +510,18 @@ def lira_methods_summary(shadows: list[dict], pieces: list[dict], candidates: Se
     """U-LiRA (leave one shadow out) of every method of :data:`SET_METHODS`: models that held a candidate and
     forgot it with the method, against the shadows that never held it. Refuses method pieces computed with
     other settings, or from shadow models that differ from the ``shadow<j>`` pieces (another machine)."""
-    want = set_methods_config()
+    want = json.loads(json.dumps(set_methods_config()))  # as stored: tuples become lists
     for p in pieces:
-        if p["config"] != want:
+        if json.loads(json.dumps(p["config"])) != want:
             raise ValueError(f"method piece of shadow {p['shadow']} was computed with other settings: recompute it")
-    K, N = len(shadows), len(candidates)
-    col = {int(c): k for k, c in enumerate(candidates)}
-    conf = np.array([s["confidence"] for s in shadows])
+    conf, member, col = _lira_arrays(shadows, candidates)
     gap = float(np.max(np.abs(np.array([p["confidence"] for p in pieces]) - conf)))
     if gap > 1e-4:
         raise ValueError(f"the method pieces' shadow models differ from the shadow pieces' (confidence gap {gap:.2g}):"
                          " they were trained on another machine; recompute both on one")
-    member = np.zeros((K, N), dtype=bool)
-    for k, s in enumerate(shadows):
-        member[k, [col[i] for i in s["inside"]]] = True
     out = {"shadow_gap": gap, "forget_set_size": float(np.mean([len(p["inside"]) for p in pieces])), "methods": {}}
     for name in SET_METHODS:
-        matrix = np.full((K, N), np.nan)
-        for k, p in enumerate(pieces):
-            matrix[k, [col[i] for i in p["inside"]]] = p["forgot"][name]
-        out["methods"][name] = {**_attack_dict(_ulira(conf, member, matrix)),
+        out["methods"][name] = {**_attack_dict(_ulira(conf, member, _forgotten(pieces, col, conf.shape, name))),
                                 "seconds": float(np.median([p["method_seconds"][name] for p in pieces]))}
     return out
 

@@ -91,6 +91,10 @@ def test_method_pieces_from_other_settings_or_other_models_are_refused():
              "method_seconds": dict.fromkeys(mb.SET_METHODS, 0.1)} for k, s in enumerate(shadows)]
     out = mb.lira_methods_summary(shadows, good, [10, 20, 30])
     assert out["shadow_gap"] == 0.0 and set(out["methods"]) == set(mb.SET_METHODS)
+    import json
+
+    as_stored = [json.loads(json.dumps(p)) for p in good]  # read back from disk: tuples are lists
+    assert mb.lira_methods_summary(shadows, as_stored, [10, 20, 30])["methods"] == out["methods"]
     other = [dict(good[0], config={**mb.set_methods_config(), "semantics": -1}), *good[1:]]
     with pytest.raises(ValueError, match="computed with other settings"):
         mb.lira_methods_summary(shadows, other, [10, 20, 30])
@@ -144,3 +148,67 @@ def test_the_rule_is_recomputed_from_a_piece_and_reads_the_original_where_it_kee
     with pytest.raises(ValueError, match="recompute|remove the piece"):
         mb.difference_rule_alpha(canary)
     assert mb.difference_rule_alpha(dict(canary, rule={"alpha": 0.0, "reached": False})) == 0.0
+
+
+def test_the_fast_auc_and_tpr_are_the_roc_curves_own_including_ties():
+    import numpy as np
+    from amnesiac_paper import attacks as A
+
+    rng = np.random.default_rng(3)
+    for n_pos, n_neg in ((50, 2000), (1500, 1500), (7, 9)):
+        pos = np.round(rng.normal(0.7, 1.0, n_pos), 1)  # rounded: many ties within and across the two sides
+        neg = np.round(rng.normal(0.0, 1.0, n_neg), 1)
+        fprs = (0.001, 0.01, 0.1, 0.5, 1.0)
+        auc, tpr = A.auc_and_tprs(pos, neg, fprs)
+        curve = A.roc(pos, neg)
+        assert auc == pytest.approx(curve.auc, abs=1e-12)
+        assert tpr == {f: pytest.approx(curve.tpr_at(f), abs=1e-12) for f in fprs}
+
+
+def test_the_attack_bootstrap_covers_a_known_auc_and_refuses_what_it_cannot_score():
+    import numpy as np
+    from amnesiac_paper import attacks as A
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    member = rng.random((12, 300)) < 0.5
+    scores = rng.normal(size=member.shape) + member  # members shifted by 1: AUC = Phi(1 / sqrt(2))
+    ci = A.bootstrap_attack(scores, member, draws=300)
+    assert ci["auc"][0] < norm.cdf(1 / np.sqrt(2)) < ci["auc"][1] and ci["auc"][1] - ci["auc"][0] < 0.08
+    assert set(ci["tpr"]) == {"0.01", "0.001"} and all(lo <= hi for lo, hi in ci["tpr"].values())
+    with pytest.raises(ValueError, match="one shape"):
+        A.bootstrap_attack(scores, member[:, :10])
+    with pytest.raises(ValueError, match="nothing to score"):
+        A.bootstrap_attack(scores, np.ones_like(member), draws=5)
+
+
+def test_committed_ulira_is_its_shadow_pieces_own_and_carries_intervals():
+    res = mb.load_study("full")
+    if "lira-methods" not in res.pieces:
+        pytest.skip("no committed full-profile U-LiRA")
+    shadows = [res.pieces[f"shadow{j}"] for j in range(res.study.shadows)]
+    cands = mb.lira_candidates(res)
+    again = mb.lira_summary(res.study, shadows, cands)
+    for key in ("original", "alpha=1", "alpha=0.1"):
+        assert {k: again[key][k] for k in ("auc", "tpr")} == {k: res.pieces["lira"][key][k] for k in ("auc", "tpr")}
+    methods = mb.lira_methods_summary(shadows, [res.pieces[f"methods{j}"] for j in range(res.study.shadows)], cands)
+    assert {k: v["auc"] for k, v in methods["methods"].items()} == {
+        k: v["auc"] for k, v in res.pieces["lira-methods"]["methods"].items()}
+    ci = mb.lira_intervals(res, draws=200)
+    assert set(ci) == {"original", *map(mb.lira_key, res.study.alphas), *mb.SET_METHODS}
+    for key, rec in [*((k, res.pieces["lira"][k]) for k in ("original", "alpha=1")),
+                     *res.pieces["lira-methods"]["methods"].items()]:
+        assert ci[key]["auc"][0] < rec["auc"] < ci[key]["auc"][1], key
+
+
+def test_the_ulira_findings_call_a_ranking_established_only_where_intervals_part():
+    from amnesiac_paper.book import attacks
+
+    named = {"A": {"auc": 0.52}, "B": {"auc": 0.56}, "C": {"auc": 0.90}}
+    apart = {"A": {"auc": [0.49, 0.55]}, "B": {"auc": [0.555, 0.57]}, "C": {"auc": [0.88, 0.92]}}
+    text = attacks._chance_sentence(named, apart)
+    assert "At chance (interval holds 0.5): A" in text and "A is closest, its interval apart from B's" in text
+    overlapping = dict(apart, B={"auc": [0.53, 0.60]})
+    assert "overlap, so which is closer is not established" in attacks._chance_sentence(named, overlapping)
+    far = {k: {"auc": [v["auc"][0] + 0.2, v["auc"][1] + 0.2]} for k, v in apart.items()}
+    assert "No interval holds 0.5" in attacks._chance_sentence(named, far)

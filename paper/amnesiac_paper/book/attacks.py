@@ -134,33 +134,77 @@ def difference_table(result) -> str:
     return markdown_table(["what the attacker sees change"] + ATTACK_HEADER, rows)
 
 
-def lira_table(result) -> str:
-    """U-LiRA (leave one shadow out) per alpha, and plain LiRA on the unmodified models."""
+def _interval(value: float, ci: Sequence[float] | None) -> str:
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def _lira_cells(rec: dict, ci: dict | None) -> list[str]:
+    """AUC and TPR at 1% and 0.1% FPR, each with its bootstrap interval where given, and the held-out accuracy."""
+    ci = ci or {}
+    return ([_interval(rec["auc"], ci.get("auc"))]
+            + [_interval(rec["tpr"][f], (ci.get("tpr") or {}).get(f)) for f in ("0.01", "0.001")]
+            + [f"{rec['heldout_accuracy']:.3f}"])
+
+
+def lira_intervals(result) -> dict:
+    """:func:`amnesiac_paper.membership.lira_intervals` of the pieces on disk (empty where a shadow is missing):
+    compute it once per chapter and pass it to the tables and the findings."""
+    return membership_study.lira_intervals(result) if result is not None else {}
+
+
+def lira_table(result, intervals: dict | None = None) -> str:
+    """U-LiRA (leave one shadow out) per alpha, and plain LiRA on the unmodified models; AUC and TPR with 95%
+    bootstrap intervals (``intervals``: :func:`lira_intervals`, computed here when not given)."""
     lira = result.pieces.get("lira")
     if lira is None:
         return "*The shadow models are not computed yet.*"
-    rows = [["no unlearning (plain LiRA: kept vs never seen)"] + _attack_cells([lira["original"]])]
+    ci = lira_intervals(result) if intervals is None else intervals
+    rows = [["no unlearning (plain LiRA: kept vs never seen)"] + _lira_cells(lira["original"], ci.get("original"))]
     for alpha in sorted(result.study.alphas, reverse=True):
         if membership_study.lira_key(alpha) in lira:
             key = membership_study.lira_key(alpha)
-            rows.append([f"subtract, α = {alpha:g} (forgot vs never seen)"] + _attack_cells([lira[key]]))
+            rows.append([f"subtract, α = {alpha:g} (forgot vs never seen)"] + _lira_cells(lira[key], ci.get(key)))
     return markdown_table(["target models"] + ATTACK_HEADER, rows)
 
 
-def lira_methods_table(result) -> str:
+def lira_methods_table(result, intervals: dict | None = None) -> str:
     """U-LiRA of every method when each shadow forgets all the candidates it holds at once, with each method's
-    median time per request."""
+    median time per request; AUC and TPR with 95% bootstrap intervals (``intervals``: :func:`lira_intervals`)."""
     got = result.pieces.get("lira-methods")
     if got is None:
         return ("*U-LiRA for the other methods is not computed yet: run `python -m amnesiac_paper membership --parts "
                 "methods`.*")
-    rows = [[name] + _attack_cells([rec]) + [f"{rec['seconds']:.2f}"] for name, rec in got["methods"].items()]
+    ci = lira_intervals(result) if intervals is None else intervals
+    rows = [[name] + _lira_cells(rec, ci.get(name)) + [f"{rec['seconds']:.2f}"] for name, rec in got["methods"].items()]
     return markdown_table(["method (forgot vs never seen)"] + ATTACK_HEADER + ["seconds per request"], rows)
 
 
-def membership_findings(result) -> str:
+def _chance_sentence(named: dict, ci: dict) -> str:
+    """Which of ``named`` (label -> U-LiRA record) are indistinguishable from chance (their AUC interval holds 0.5)
+    and how the rest rank; every ranking qualified by whether the intervals of neighbours overlap."""
+    if not all(k in ci for k in named):
+        ranked = sorted(named.items(), key=lambda kv: abs(kv[1]["auc"] - 0.5))
+        return "AUC " + ", ".join(f"{k} {v['auc']:.3f}" for k, v in ranked) + " (closest to chance first)"
+    ranked = sorted(named, key=lambda k: abs(named[k]["auc"] - 0.5))
+    cells = ", ".join(f"{k} {_interval(named[k]['auc'], ci[k]['auc'])}" for k in ranked)
+    at_chance = [k for k in ranked if ci[k]["auc"][0] <= 0.5 <= ci[k]["auc"][1]]
+    first, second = ranked[0], ranked[1] if len(ranked) > 1 else None
+    text = f"AUC with 95% intervals, closest to chance first: {cells}. "
+    text += (f"At chance (interval holds 0.5): {', '.join(at_chance)}" if at_chance
+             else "No interval holds 0.5: every one of them is told from the models that never saw the data")
+    if second is not None:
+        lo1, hi1 = ci[first]["auc"]
+        lo2, hi2 = ci[second]["auc"]
+        text += (f"; the intervals of the first two ({first}, {second}) overlap, so which is closer is not "
+                 "established" if lo1 <= hi2 and lo2 <= hi1 else f"; {first} is closest, its interval apart from "
+                 f"{second}'s")
+    return text
+
+
+def membership_findings(result, intervals: dict | None = None) -> str:
     """The chapter's summary, computed: one bullet per attack, with the original model, the retrained reference,
-    alpha = 1 and the rule's alpha (means over the seeds on disk); says plainly what is not computed yet."""
+    alpha = 1 and the rule's alpha (means over the seeds on disk), U-LiRA with its bootstrap intervals
+    (``intervals``: :func:`lira_intervals`, computed here when not given); says plainly what is not computed yet."""
 
     def m(values):
         return format_ci(mean_ci(list(values)))
@@ -199,43 +243,60 @@ def membership_findings(result) -> str:
             f"{m(r['difference']['rule + repair']['auc'] for r in can)}, batched with other samples "
             f"{m(r['difference']['batched (alpha=1)']['auc'] for r in can)}.")
     lira = result.pieces.get("lira")
+    ci = (lira_intervals(result) if intervals is None else intervals) if lira else {}
     if lira:
-        alphas = sorted((k for k in map(membership_study.lira_key, result.study.alphas) if k in lira),
-                        key=lambda k: abs(lira[k]["auc"] - 0.5))
-        best = alphas[0]
+        def auc(key):
+            return _interval(lira[key]["auc"], (ci.get(key) or {}).get("auc"))
+
+        def tpr(key):
+            return _interval(lira[key]["tpr"]["0.01"], ((ci.get(key) or {}).get("tpr") or {}).get("0.01"))
+
+        alphas = {f"α = {k.split('=')[1]}": lira[k] for k in map(membership_study.lira_key, result.study.alphas)
+                  if k in lira}
+        alpha_ci = {f"α = {k.split('=')[1]}": ci[k] for k in map(membership_study.lira_key, result.study.alphas)
+                    if k in ci}
         out.append(
             f"- **U-LiRA** ({result.study.shadows} shadows; shadow training accuracy {lira['train_accuracy']:.3f}, "
-            f"test {lira['test_accuracy']:.3f}): plain LiRA on the unmodified models AUC {lira['original']['auc']:.3f}"
-            f" (TPR {lira['original']['tpr']['0.01']:.3f} at 1% FPR), the signal there is to remove; after "
-            f"subtraction at α = 1 AUC {lira['alpha=1']['auc']:.3f} (TPR {lira['alpha=1']['tpr']['0.01']:.3f}); "
-            f"closest to chance at α = {best.split('=')[1]}: AUC {lira[best]['auc']:.3f}.")
+            f"test {lira['test_accuracy']:.3f}; intervals: 95%, target shadows and candidates resampled): plain "
+            f"LiRA on the unmodified models AUC {auc('original')} (TPR {tpr('original')} at 1% FPR), the signal "
+            f"there is to remove; after subtraction at α = 1 AUC {auc('alpha=1')} (TPR {tpr('alpha=1')}). Over the "
+            f"scales: {_chance_sentence(alphas, alpha_ci)}.")
     methods = result.pieces.get("lira-methods")
     if methods:
-        ranked = sorted(methods["methods"].items(), key=lambda kv: abs(kv[1]["auc"] - 0.5))
         out.append(
             f"- **U-LiRA, every method** (each shadow forgets its ~{methods['forget_set_size']:.0f} candidates at "
-            f"once, each method at its defaults): AUC " + ", ".join(f"{k} {v['auc']:.3f}" for k, v in ranked)
-            + " (closest to chance first).")
+            f"once, each method at its defaults): {_chance_sentence(methods['methods'], ci)}.")
     if not out:
         return "*No membership result is on disk yet.*"
     return "\n".join(out)
 
 
-def ulira_methods_sentence(result) -> str:
-    """The Discussion's sentence on U-LiRA for every method (says so when it is not computed)."""
+def ulira_methods_sentence(result, intervals: dict | None = None) -> str:
+    """The Discussion's sentence on U-LiRA for every method (says so when it is not computed): the method closest
+    to chance, whether its 95% interval (``intervals``: :func:`lira_intervals`, computed when not given) holds
+    0.5, and whether its lead over the next is established."""
     got = result.pieces.get("lira-methods") if result is not None else None
     lira = result.pieces.get("lira") if result is not None else None
     if not got or not lira:
         return "U-LiRA for the methods other than the ledger is not computed at this profile."
+    ci = lira_intervals(result) if intervals is None else intervals
     m = got["methods"]
-    best = min(m, key=lambda k: abs(m[k]["auc"] - 0.5))
-    near = abs(m[best]["auc"] - 0.5) < 0.05
+    ranked = sorted(m, key=lambda k: abs(m[k]["auc"] - 0.5))
+    best, second = ranked[0], ranked[1]
+
+    def cell(k):
+        return _interval(m[k]["auc"], (ci.get(k) or {}).get("auc"))
+
+    near = best in ci and ci[best]["auc"][0] <= 0.5 <= ci[best]["auc"][1]
+    overlap = best in ci and second in ci and ci[best]["auc"][0] <= ci[second]["auc"][1] \
+        and ci[second]["auc"][0] <= ci[best]["auc"][1]
     return (f"When each shadow forgets about {got['forget_set_size']:.0f} samples at once, "
-            f"{'the closest method comes near chance' if near else 'no method comes near chance'}: "
-            f"{best} leaves U-LiRA an AUC of {m[best]['auc']:.3f}, against "
-            f"{lira['original']['auc']:.3f} for telling members from non-members in models that forgot nothing, "
-            f"and subtracting the whole summed delta is the most visible of all (AUC "
-            f"{m['amnesiac α=1']['auc']:.3f}); every method ran at its defaults, untuned.")
+            f"{'the method closest to chance is indistinguishable from it' if near else 'no method reaches chance'}"
+            f": {best} leaves U-LiRA an AUC of {cell(best)} (95% bootstrap interval)"
+            + (f", not established as closer than {second}'s {cell(second)}" if overlap else "")
+            + f", against {_interval(lira['original']['auc'], (ci.get('original') or {}).get('auc'))} for telling "
+            f"members from non-members in models that forgot nothing, and subtracting the whole summed delta is the "
+            f"most visible of all (AUC {cell('amnesiac α=1')}); every method ran at its defaults, untuned.")
 
 
 def attacks_conclusion(mem) -> str:
