@@ -469,15 +469,18 @@ def summary_rows(result: ComparisonResult, optimizer: str, set_name: str) -> lis
             per_seed = [trial_summary(r, which) for r in recs]
             for key in per_seed[0]:
                 row[f"{which}_{key}"] = fi.mean_ci([p[key] for p in per_seed])
+            row[f"{which}_kl_values"] = [p["kl"] for p in per_seed]  # per seed: KL is shown on a log scale
         row["replay_seconds"] = fi.mean_ci([r["replay_seconds"] for r in recs])
         row["original_kl"] = fi.mean_ci([r["original"]["drop"]["kl"] for r in recs])  # doing nothing
+        row["original_kl_values"] = [r["original"]["drop"]["kl"] for r in recs]
         rows.append(row)
     return rows
 
 
 def same_seed_floor(result: ComparisonResult, optimizer: str, set_name: str) -> dict | None:
     """The same-seed floor of one (optimizer, forget set) over the complete seeds that hold one: ``kl`` (test KL
-    from the neighbour replay to the dropped replay, mean and 95% interval), ``agreement``, ``seeds``, and
+    from the neighbour replay to the dropped replay, mean and 95% interval) and ``kl_values`` (per seed),
+    ``agreement``, ``seeds``, and
     ``same_original`` (whether each floor's original model is the one its methods were run from, bit for bit: False
     where the floor was trained on another kind of CPU, whose rounding gives another original; the floor is then a
     scale measured in the same setting, not around the same models). None where no seed has one."""
@@ -490,6 +493,7 @@ def same_seed_floor(result: ComparisonResult, optimizer: str, set_name: str) -> 
     same = all(f["original_fingerprint"] == r[f"{set_name}/{result.study.methods[0]}"]["original_fingerprint"]
                for f, r in zip(floors, recs))
     return {"kl": fi.mean_ci([f["test"]["drop"]["kl"] for f in floors]),
+            "kl_values": [f["test"]["drop"]["kl"] for f in floors],
             "agreement": fi.mean_ci([f["test"]["drop"]["agreement"] for f in floors]),
             "seeds": seeds, "same_original": same, "cpu": sorted({f["provenance"].get("cpu", "?") for f in floors})}
 

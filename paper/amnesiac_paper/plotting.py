@@ -7,7 +7,7 @@ import numpy as np
 
 from .catalogue import GRADIENT_LOG, UPDATE_LOG, LogSpec
 from .experiments import Result, metric_value
-from .metrics import mean_ci
+from .metrics import geometric_ci, mean_ci
 
 FAMILY_NAMES = {UPDATE_LOG: "Update attribution", GRADIENT_LOG: "Full gradient record"}
 
@@ -431,10 +431,11 @@ def quality_vs_compute(methods: dict, *, plain_auc: float, retrain_seconds: floa
 def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = None,
                           repair_only: dict | None = None, same_seed: bool = True):
     """Quality against compute for the equal-budget comparison, one panel per forget set: each method's chosen
-    trial (on validation) at its seconds per request (x, log) and its test-set KL to the dropped replay (y, log),
-    mean and 95% interval over the complete seeds, labelled with its passes over the retain set; the original model
-    (no unlearning) dotted; where ``floor_kl`` (set -> KL of a retraining with another seed and order to the
-    replay, the fidelity study's floor) is given, retraining as a star at the replay's training time and that KL;
+    trial (on validation) at its seconds per request (x, log) and its test-set KL to the dropped replay (y, log;
+    geometric mean and 95% interval on the log scale over the complete seeds), labelled with its passes over the
+    retain set; the original model (no unlearning) dotted; where ``floor_kl`` (set -> KL of a retraining with
+    another seed and order to the replay, the fidelity study's floor) is given, retraining as a star at the
+    replay's training time and that KL;
     where ``repair_only`` (set -> (seconds, KL): one untuned epoch of fine-tuning, the fidelity study's control)
     is given, that control as a grey square; with ``same_seed``, the same-seed floor
     (:func:`amnesiac_paper.comparison.same_seed_floor`, where computed) as a dashed line.
@@ -448,24 +449,24 @@ def comparison_vs_compute(result, optimizer: str, *, floor_kl: dict | None = Non
         blown = []
         for i, r in enumerate(rows):
             x, xh = r["chosen_seconds"][:2]
-            y, yh = r["chosen_kl"][:2]
+            y, y_lo, y_hi, _ = geometric_ci(r["chosen_kl_values"])  # KL: geometric mean, log-scale interval
             if r["diverged"] == len(r["seeds"]) or not np.isfinite(y):  # no point to draw: outputs non-finite
                 blown.append(r["label"])
                 continue
             ax.errorbar([max(x, 1e-4)], [y], xerr=[[0.0], [0.0 if np.isnan(xh) else xh]],
-                        yerr=[[0.0 if np.isnan(yh) else min(yh, 0.9 * y)], [0.0 if np.isnan(yh) else yh]],
+                        yerr=[[y - y_lo], [y_hi - y]],
                         color=f"C{i}", marker="o", ms=5, capsize=2, ls="none", label=r["label"], zorder=3)
             ax.annotate(f"{r['chosen_retain_passes'][0]:g} p", (max(x, 1e-4), y), textcoords="offset points",
                         xytext=(4, 3), fontsize=6, color=f"C{i}")
         if rows:
-            ax.axhline(rows[0]["original_kl"][0], color="0.4", ls=":", lw=1.0,
+            ax.axhline(geometric_ci(rows[0]["original_kl_values"])[0], color="0.4", ls=":", lw=1.0,
                        label="original model (no unlearning)")
             if floor_kl is not None and name in floor_kl:
                 ax.scatter([rows[0]["replay_seconds"][0]], [floor_kl[name]], color="k", marker="*", s=90, zorder=4,
                            label="retrain, another seed and order")
             floor = same_seed_floor(result, optimizer, name) if same_seed else None
             if floor is not None:
-                ax.axhline(floor["kl"][0], color="k", ls="--", lw=1.0,
+                ax.axhline(geometric_ci(floor["kl_values"])[0], color="k", ls="--", lw=1.0,
                            label="same-seed floor (one more sample dropped)")
             if repair_only is not None and name in repair_only:
                 ax.scatter([repair_only[name][0]], [repair_only[name][1]], color="0.5", marker="s", s=30, zorder=4,

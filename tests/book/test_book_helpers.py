@@ -3,6 +3,7 @@ committed results."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 from amnesiac_paper import experiments as E
 from amnesiac_paper.book import attacks, common, discussion, intro, mnist_class, mnist_samples, published
@@ -109,9 +110,9 @@ def test_the_conclusions_are_computed_from_the_studies():
     assert "not computed" in attacks.attacks_conclusion(None)
 
 
-def _fake_comparison(recovered: dict[str, list[float]]):
+def _fake_comparison(recovered: dict[str, list[float]], floors: dict[str, list[float]] | None = None):
     """A ComparisonResult whose chosen trial of each method recovers the given fraction, per seed (100 random
-    samples; the class set recovers half of it)."""
+    samples; the class set recovers half of it); ``floors``: set -> the same-seed floor's test KL per seed."""
     from amnesiac_paper import comparison as cmp
 
     study = cmp.get_comparison_study("full", optimizers=["adam"], seeds=[0, 1])
@@ -129,8 +130,13 @@ def _fake_comparison(recovered: dict[str, list[float]]):
                           {"params": {"x": 1}, "seconds": 1.5, "retain_passes": 1.0, "val": {"kl": 0.1},
                            "test": test}]
                 pieces[f"{name}/{method}"] = {"trials": trials, "chosen": 1, "oracle": 1, "replay_seconds": 40.0,
-                                              "provenance": {"git": "abc1234"},
+                                              "provenance": {"git": "abc1234", "cpu": "x"},
+                                              "original_fingerprint": "fp",
                                               "original": {"drop": {"kl": 0.01 * (seed + 1)}}}
+            if floors and name in floors:
+                pieces[f"{name}/neighbour"] = {"test": {"drop": {"kl": floors[name][seed], "agreement": 0.99}},
+                                               "original_fingerprint": "fp", "provenance": {"git": "abc1234",
+                                                                                            "cpu": "x"}}
         records[("adam", seed)] = pieces
     return cmp.ComparisonResult(study, records, None)
 
@@ -169,20 +175,24 @@ def test_the_comparison_renders_the_chosen_trials_and_joins_the_consolidated_tab
 def test_the_comparison_brief_names_the_closest_method_beside_the_ledger_the_original_and_the_floor():
     from amnesiac_paper import comparison
     from amnesiac_paper.fidelity import summary_rows
-    from amnesiac_paper.metrics import mean_ci
 
     # KL = 1 - recovered: SCRUB (the last method) recovers most, so it is closest on both sets
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
     fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     text = book_comparison.comparison_brief(comp, fid)
     rows = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "random-100")}
-    floor = {r["set"]: r["floor_kl"] for r in summary_rows(fid, "full", "adam")}["random-100"]
-    original = common.format_ci(mean_ci([0.01, 0.02]))  # the fake seeds' original models
+    floor = {r["set"]: [p["floor_kl"] for p in r["per_seed"]] for r in summary_rows(fid, "full", "adam")}
+    original = common.format_gci([0.01, 0.02])  # the fake seeds' original models; KL on a log scale
     assert text.startswith("* **Every method with the same tuning budget** (6 trials each")
-    assert (f"adam, random-100 (2 seeds): closest SCRUB {common.format_ci(rows['scrub']['chosen_kl'])}, "
+    assert (f"adam, random-100 (2 seeds): closest SCRUB {common.format_gci(rows['scrub']['chosen_kl_values'])}, "
             "ledger subtraction "
-            f"{common.format_ci(rows['amnesiac']['chosen_kl'])}; the original model {original}, another retraining "
-            f"{common.format_ci(floor)}") in text
+            f"{common.format_gci(rows['amnesiac']['chosen_kl_values'])}; the original model {original}, another "
+            f"retraining {common.format_gci(floor['random-100'])}") in text
+    assert "same-seed floor" not in text  # none computed in this fake
+    with_floor = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)},
+                                  floors={"random-100": [0.004, 0.006]})
+    assert (f"the original model {original}, the same-seed floor {common.format_gci([0.004, 0.006])}, another "
+            "retraining") in book_comparison.comparison_brief(with_floor, fid)
     assert "adam, class-3 (2 seeds): closest SCRUB" in text
     empty = comparison.ComparisonResult(comp.study, {}, None)
     assert "no complete seed yet" in book_comparison.comparison_brief(empty, fid)
@@ -228,34 +238,64 @@ def test_the_fidelity_references_are_the_floor_and_the_repair_only_control_of_ea
     assert set(refs["floor_kl"]) == {r["set"] for r in rows} and "class-3" in refs["repair_only"]
     for r in rows:
         assert refs["floor_kl"][r["set"]] == r["floor_kl"]
+        assert refs["floor_kl_values"][r["set"]] == [p["floor_kl"] for p in r["per_seed"]]
         if "ft_seconds" in r:
             assert refs["repair_only"][r["set"]] == (r["ft_seconds"][0], r["ft_kl"][0])
     assert book_fidelity.fidelity_references(fid, "sgd", "graves")["floor_kl"] == {}  # no seed of that setting
-    assert book_fidelity.fidelity_references(fid, "rmsprop") == {"floor_kl": {}, "repair_only": {}}
+    assert book_fidelity.fidelity_references(fid, "rmsprop") == {"floor_kl": {}, "floor_kl_values": {},
+                                                                 "repair_only": {}}
 
 
 def test_the_comparison_overview_puts_every_tuned_method_between_doing_nothing_and_retraining():
     from amnesiac_paper import comparison, membership
     from amnesiac_paper.fidelity import summary_rows
+    from amnesiac_paper.metrics import geometric_ci
 
-    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    floors = {"random-100": [0.004, 0.006], "class-3": [0.02, 0.03]}  # the same-seed floor's KL per seed
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)}, floors)
     fid = book_fidelity.fidelity_results(profile="full", seeds=[0, 1, 2], recompute=False, device="cpu")
     lines = book_comparison.comparison_overview(comp, fid, membership.load_study("full")).splitlines()
-    assert lines[0].startswith("| method | adam, random-100: test KL to replay (× floor) | adam, class-3:")
-    assert len(lines) == 2 + len(comparison.METHODS) + 3
-    floor = {r["set"]: r["floor_kl"] for r in summary_rows(fid, "full", "adam")}
-    ssd = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}["ssd"]["chosen_kl"]
+    assert lines[0].startswith("| method | adam, random-100: test KL to replay (× same-seed floor) | adam, class-3:")
+    assert len(lines) == 2 + len(comparison.METHODS) + 4
+    ssd = {r["method"]: r for r in comparison.summary_rows(comp, "adam", "class-3")}["ssd"]["chosen_kl_values"]
     line = next(x for x in lines if x.startswith("| SSD, tuned"))
-    assert f"| {common.format_ci(ssd)} ({ssd[0] / floor['class-3'][0]:.2g}×) |" in line
+    ratio = geometric_ci(ssd)[0] / geometric_ci(floors["class-3"])[0]  # geometric means: KL on a log scale
+    assert f"| {common.format_gci(ssd)} ({ratio:.3g}×) |" in line
     lira = membership.load_study("full").pieces["lira-methods"]["methods"]["SSD"]["auc"]
     assert line.endswith(f"| {lira:.3f} | 1.5 ± 0 |")  # U-LiRA at the defaults; the chosen trial's seconds
     assert "| random relabelling, tuned |" in lines[4] and "not measured" in lines[4]
-    assert lines[-3].startswith("| original model (no unlearning) |")
-    assert lines[-2].startswith(
-        f"| retrain, another seed and order (the floor) | {common.format_ci(floor['random-100'])} (1×)")
+    assert lines[-4].startswith("| original model (no unlearning) |")
+    assert lines[-3].startswith("| retrain, same seed and order, one more sample dropped (the same-seed floor) | "
+                                f"{common.format_gci(floors['random-100'])} (1×)")
+    other = {r["set"]: [p["floor_kl"] for p in r["per_seed"]] for r in summary_rows(fid, "full", "adam")}
+    ratio = geometric_ci(other["random-100"])[0] / geometric_ci(floors["random-100"])[0]
+    assert lines[-2].startswith(f"| retrain, another seed and order | {common.format_gci(other['random-100'])} "
+                                f"({ratio:.3g}×)")
     assert lines[-1] == "| retrain, same seed and order (the replay) | 0 | 0 | 0.5 (by construction) | 40 ± 0 |"
+    # without a same-seed floor: no ratio, and the floor's row says it is not computed
+    bare = book_comparison.comparison_overview(_fake_comparison(
+        {m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)}), fid).splitlines()
+    assert "×" not in "\n".join(bare[2:]) and "| not computed | not computed |" in bare[-3]
     empty = comparison.ComparisonResult(comp.study, {}, None)
     assert book_comparison.comparison_overview(empty, fid).startswith("*No complete seed")
+
+
+def test_the_same_seed_floor_sentence_gives_the_floor_beside_the_original_and_says_when_another_cpu_made_it():
+    from amnesiac_paper import comparison
+
+    floors = {"random-100": [0.004, 0.006], "class-3": [0.02, 0.03]}
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)}, floors)
+    text = book_comparison.same_seed_sentence(comp)
+    assert (f"adam, random-100: {common.format_gci([0.004, 0.006])} against {common.format_gci([0.01, 0.02])} for "
+            "the original model") in text and "2 seeds" in text and "another kind of CPU" not in text
+    for seed in (0, 1):  # trained on another CPU: another original model
+        for name in floors:
+            comp.records[("adam", seed)][f"{name}/neighbour"].update(original_fingerprint="other",
+                                                                     provenance={"git": "abc", "cpu": "AMD"})
+    assert comparison.same_seed_floor(comp, "adam", "class-3")["same_original"] is False
+    assert "trained on another kind of CPU (AMD)" in book_comparison.same_seed_sentence(comp)
+    assert "No same-seed floor" in book_comparison.same_seed_sentence(_fake_comparison(
+        {m: [0.5, 0.5] for m in comparison.METHODS}))
 
 
 def test_per_seed_tables_show_each_seeds_value_in_seed_order():
@@ -301,18 +341,23 @@ def test_the_quality_against_compute_figure_places_every_method_the_original_and
     from amnesiac_paper import comparison, plotting
     from matplotlib.collections import PathCollection
 
-    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)})
+    comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)},
+                            floors={"random-100": [0.004, 0.009]})
     fig = plotting.comparison_vs_compute(comp, "adam", floor_kl={"random-100": 0.05},
                                          repair_only={"class-3": (2.0, 0.3)})
     left, right = fig.axes[:2]
     assert left.get_title() == "adam, random-100" and right.get_title() == "adam, class-3"
     points = [line for line in left.get_lines() if line.get_marker() == "o"]
-    assert len(points) == len(comparison.METHODS)  # one point per method, at its chosen trial's mean
+    assert len(points) == len(comparison.METHODS)  # one point per method, at its chosen trial's geometric mean
     rows = comparison.summary_rows(comp, "adam", "random-100")
-    assert [tuple(p.get_data()[1]) for p in points] == [(r["chosen_kl"][0],) for r in rows]
+    want = [np.sqrt(r["chosen_kl_values"][0] * r["chosen_kl_values"][1]) for r in rows]
+    assert np.allclose([p.get_data()[1][0] for p in points], want, rtol=1e-12)
     assert all(tuple(p.get_data()[0]) == (1.5,) for p in points)  # the chosen trial's seconds
     original = [line for line in left.get_lines() if line.get_linestyle() == ":"]
-    assert len(original) == 1 and original[0].get_ydata()[0] == 0.015  # the original model, mean over seeds
+    assert len(original) == 1 and original[0].get_ydata()[0] == pytest.approx(np.sqrt(0.01 * 0.02))  # over seeds
+    same_seed = [line for line in left.get_lines() if line.get_linestyle() == "--"]
+    assert len(same_seed) == 1 and same_seed[0].get_ydata()[0] == pytest.approx(0.006)  # sqrt(0.004 * 0.009)
+    assert not [line for line in right.get_lines() if line.get_linestyle() == "--"]  # none computed for the class
     stars = [c for c in left.collections if isinstance(c, PathCollection)]
     assert len(stars) == 1 and tuple(stars[0].get_offsets()[0]) == (40.0, 0.05)  # retraining at the floor
     squares = [c for c in right.collections if isinstance(c, PathCollection)]  # no floor given for the class
@@ -533,3 +578,28 @@ def test_the_fidelity_findings_call_a_difference_only_where_the_paired_interval_
     assert "beats both controls" in text and "for 1 of 2 sets (random-clear); inconclusive for random-spans" in text
     assert "the oracle subtraction beats it for random-clear; inconclusive for random-spans" in text
     assert book_fidelity.paired_seeds(rows[0], "a1_recovered")["sign"] == 0  # the interval spans zero
+
+
+def test_closer_than_the_original_is_said_only_where_the_paired_seed_interval_excludes_zero():
+    from types import SimpleNamespace
+
+    spec = SimpleNamespace(stored_name="m")
+
+    def result(pairs):  # (method's JS, original's JS) per seed
+        return SimpleNamespace(seeds={k: {"original": {"js_to_retrain": o}, "methods": {"m": {
+            "no_repair": {"js_to_retrain": m}}}} for k, (m, o) in enumerate(pairs)})
+
+    clear = mnist_samples.closer_than_original(result([(0.010, 0.020), (0.011, 0.021), (0.009, 0.020)]), spec)
+    assert clear.startswith("closer to the retrained model") and "3 seeds" in clear
+    # the method's mean is lower, but one seed goes the other way: the interval spans zero
+    spans = mnist_samples.closer_than_original(result([(0.010, 0.030), (0.025, 0.020), (0.012, 0.015)]), spec)
+    assert spans.startswith("not measurably closer") and "inconclusive" in spans
+    worse = mnist_samples.closer_than_original(result([(0.030, 0.020), (0.031, 0.020), (0.029, 0.020)]), spec)
+    assert worse.startswith("*farther*")
+    assert "no interval" in mnist_samples.closer_than_original(result([(0.01, 0.02)]), spec)
+
+
+def test_the_inversion_resembles_a_model_only_by_an_interval_that_excludes_zero():
+    assert attacks.inversion_closer([0.2, 0.25, 0.22], [0.6, 0.62, 0.58]).startswith("the retrained model's")
+    assert attacks.inversion_closer([0.6, 0.62, 0.58], [0.2, 0.25, 0.22]).startswith("the original model's")
+    assert "inconclusive" in attacks.inversion_closer([0.2, 0.6, 0.3], [0.5, 0.1, 0.35])

@@ -310,3 +310,19 @@ def attacks_conclusion(mem) -> str:
             f"{verb} (AUC {a1:.3f}) than it tells members from non-members in models that forgot nothing "
             f"({plain:.3f}).")
 
+
+def inversion_closer(corr_original: Sequence[float], corr_retrain: Sequence[float]) -> str:
+    """Which model's inversion the unlearned model's resembles more, by the paired per-seed difference of pixel
+    correlations (with the retrained model's minus with the original's): named only where its 95% t-interval
+    excludes zero, else inconclusive with n."""
+    diffs = [r - o for o, r in zip(corr_original, corr_retrain)]
+    mean, half, n = mean_ci(diffs)
+    if n < 2:
+        return f"neither by an interval ({n} seed)"
+    stats = f"paired per-seed difference {mean:+.2f} ± {half:.2f}, {n} seeds"
+    if mean - half > 0:
+        return f"the retrained model's ({stats})"
+    if mean + half < 0:
+        return f"the original model's ({stats})"
+    return f"neither measurably ({stats}: the interval spans zero, inconclusive)"
+

@@ -21,7 +21,7 @@ from ..comparison import (
     same_seed_floor,
     summary_rows,
 )
-from .common import format_ci, markdown_table, study_provenance, study_results
+from .common import format_ci, format_gci, markdown_table, study_provenance, study_results
 from .fidelity import fidelity_references
 
 
@@ -48,18 +48,30 @@ def comparison_provenance(result) -> str:
 
 
 def tuned_cell(row: dict, key: str = "chosen_kl") -> str:
-    """A comparison summary cell: mean ± 95% interval over the seeds whose chosen trial did not diverge, with how
-    many did ("diverged" where every seed's did: every trial's outputs were non-finite)."""
+    """A comparison summary cell over the seeds whose chosen trial did not diverge, with how many did ("diverged"
+    where every seed's did: every trial's outputs were non-finite): a KL (``key`` with per-seed ``<key>_values``)
+    as its geometric mean with a 95% interval on the log scale, never below zero; anything else as mean ± 95%
+    interval."""
     n, bad = len(row["seeds"]), row.get("diverged", 0)
     if bad == n:
         return "diverged"
-    return format_ci(row[key]) + (f" ({bad} of {n} seeds diverged)" if bad else "")
+    text = format_gci(row[f"{key}_values"]) if f"{key}_values" in row else format_ci(row[key])
+    return text + (f" ({bad} of {n} seeds diverged)" if bad else "")
+
+
+def _gmean(values) -> float:
+    """The geometric mean of the finite, positive values (NaN for none): the centre a log-scale KL cell shows."""
+    from ..metrics import geometric_ci
+
+    return geometric_ci(values)[0]
 
 
 def _finite_key(row: dict) -> float:
-    """Sort key: the chosen trial's mean test KL, a diverged method last."""
-    v = row["chosen_kl"][0]
-    return v if np.isfinite(v) and row.get("diverged", 0) < len(row["seeds"]) else float("inf")
+    """Sort key: the chosen trial's test KL, geometric mean over seeds (the centre of its log-scale cell); a
+    method that diverged in any seed last."""
+    values = row["chosen_kl_values"]
+    ok = all(np.isfinite(v) and v > 0 for v in values) and row.get("diverged", 0) == 0
+    return _gmean(values) if ok else float("inf")
 
 
 def _compact(params: Sequence[dict]) -> str:
@@ -115,7 +127,7 @@ def comparison_table(result, optimizer: str, set_name: str) -> str:
         a, b = ((r["chosen_acc_test_class"], r["chosen_acc_test_rest"]) if is_class
                 else (r["chosen_acc_forget"], r["chosen_acc_test"]))
         body.append([r["label"], _compact(r["chosen_params"]), tuned_cell(r, "chosen_recovered"), tuned_cell(r),
-                     format_ci(r["oracle_kl"]), format_ci(a), format_ci(b), format_ci(r["chosen_seconds"]),
+                     format_gci(r["oracle_kl_values"]), format_ci(a), format_ci(b), format_ci(r["chosen_seconds"]),
                      format_ci(r["chosen_tuning_seconds"])])
     body.append(["retrain (the dropped replay)", "–", "1", "0", "–", "–", "–", format_ci(rows[0]["replay_seconds"]),
                  "–"])
@@ -159,7 +171,7 @@ def comparison_findings(comp) -> str:
         for name in comp.study.sets if seeds else ():
             rows = summary_rows(comp, opt, name)
             recs = {r["method"]: [comp.records[(opt, s)][f"{name}/{r['method']}"] for s in seeds] for r in rows}
-            original = rows[0]["original_kl"]
+            original = rows[0]["original_kl_values"]
             signs = {r["method"]: _paired_kl_sign(recs[r["method"]]) for r in rows}
             closer = [r for r in rows if signs[r["method"]] == -1]
             unclear = [r for r in rows if signs[r["method"]] == 0]
@@ -169,7 +181,7 @@ def comparison_findings(comp) -> str:
                                 for rec in recs[r["method"]] for t in rec["trials"])]
             blown = [r for r in rows if r["diverged"] == len(seeds)]
             text = (f"* **{opt}, {name}** ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): doing nothing (the "
-                    f"original model) is at test KL {format_ci(original)} from the replay; ")
+                    f"original model) is at test KL {format_gci(original)} from the replay; ")
             if closer:
                 text += (f"{len(closer)} of {len(rows)} methods {'comes' if len(closer) == 1 else 'come'} closer "
                          "(paired over seeds, the interval of the log KL ratio below zero: "
@@ -199,21 +211,20 @@ def comparison_brief(comp, fid, *, setting: str = "full") -> str:
         seeds = complete_seeds(comp, opt)
         if not seeds:
             continue
-        floors = fidelity_references(fid, opt, setting)["floor_kl"]
+        floors = fidelity_references(fid, opt, setting)["floor_kl_values"]
         for name in comp.study.sets:
             rows = {r["method"]: r for r in summary_rows(comp, opt, name)}
             best = min(rows.values(), key=_finite_key)
-            original = best["original_kl"]
             text = f"{opt}, {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}): closest {best['label']} " \
                    f"{tuned_cell(best)}"
             if best["method"] != "amnesiac" and "amnesiac" in rows:
                 text += f", {LABELS['amnesiac']} {tuned_cell(rows['amnesiac'])}"
-            text += f"; the original model {format_ci(original)}"
+            text += f"; the original model {format_gci(best['original_kl_values'])}"
             same = same_seed_floor(comp, opt, name)
             if same is not None:
-                text += f", the same-seed floor {format_ci(same['kl'])}"
+                text += f", the same-seed floor {format_gci(same['kl_values'])}"
             if name in floors:
-                text += f", another retraining {format_ci(floors[name])}"
+                text += f", another retraining {format_gci(floors[name])}"
             parts.append(text)
     if not parts:
         return "* *The fair comparison has no complete seed yet.*"
@@ -239,28 +250,31 @@ def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
     if not cols:
         return "*No complete seed of the comparison yet.*"
     other_seed = {(o, n): kl for o in {o for o, _ in cols}
-                  for n, kl in fidelity_references(fid, o, setting)["floor_kl"].items()}
+                  for n, kl in fidelity_references(fid, o, setting)["floor_kl_values"].items()}
     same_seed = {col: same_seed_floor(comp, *col) for col in cols}
     lira = (mem.pieces.get("lira-methods") or {}).get("methods", {}) if mem is not None else {}
     rows = {col: summary_rows(comp, *col) for col in cols}
 
-    def cell(stats, col, row=None):
+    def cell(values, col, row=None):
+        """KL values per seed as a log-scale cell, and their geometric mean over the same-seed floor's."""
         floor = same_seed.get(col)
-        text = tuned_cell(row) if row is not None else format_ci(stats)
-        if text == "diverged" or floor is None or not floor["kl"][0] > 0:
+        text = tuned_cell(row) if row is not None else format_gci(values)
+        if text == "diverged" or floor is None or not _gmean(floor["kl_values"]) > 0:
             return text
-        return text + f" ({stats[0] / floor['kl'][0]:.3g}×)"
+        return text + f" ({_gmean(values) / _gmean(floor['kl_values']):.3g}×)"
 
     body = []
     for i, r0 in enumerate(rows[cols[0]]):
         auc = lira.get(LIRA_OF.get(r0["method"], ""))
-        body.append([f"{r0['label']}, tuned"] + [cell(rows[col][i]["chosen_kl"], col, rows[col][i]) for col in cols]
+        body.append([f"{r0['label']}, tuned"]
+                    + [cell(rows[col][i]["chosen_kl_values"], col, rows[col][i]) for col in cols]
                     + [f"{auc['auc']:.3f}" if auc else "not measured", format_ci(r0["chosen_seconds"])])
-    body.append(["original model (no unlearning)"] + [cell(rows[col][0]["original_kl"], col) for col in cols]
+    body.append(["original model (no unlearning)"] + [cell(rows[col][0]["original_kl_values"], col) for col in cols]
                 + ["–", "0"])
     retrain = ["0.5 (by construction)", format_ci(rows[cols[0]][0]["replay_seconds"])]
     body.append(["retrain, same seed and order, one more sample dropped (the same-seed floor)"]
-                + [cell(same_seed[col]["kl"], col) if same_seed[col] else "not computed" for col in cols] + retrain)
+                + [cell(same_seed[col]["kl_values"], col) if same_seed[col] else "not computed" for col in cols]
+                + retrain)
     body.append(["retrain, another seed and order"]
                 + [cell(other_seed[col], col) if col in other_seed else "–" for col in cols] + retrain)
     body.append(["retrain, same seed and order (the replay)"] + ["0" for _ in cols] + retrain)
@@ -280,9 +294,10 @@ def same_seed_sentence(comp) -> str:
             floor = same_seed_floor(comp, opt, name)
             if floor is None:
                 continue
-            original = summary_rows(comp, opt, name)[0]["original_kl"]
-            parts.append(f"{opt}, {name}: {format_ci(floor['kl'])} against {format_ci(original)} for the original "
-                         f"model ({original[0] / floor['kl'][0]:.3g}× the floor; {len(floor['seeds'])} seeds)")
+            original = summary_rows(comp, opt, name)[0]["original_kl_values"]
+            parts.append(f"{opt}, {name}: {format_gci(floor['kl_values'])} against {format_gci(original)} for the "
+                         f"original model ({_gmean(original) / _gmean(floor['kl_values']):.3g}× the floor; "
+                         f"{len(floor['seeds'])} seeds)")
             if not floor["same_original"]:
                 other_cpu.update(floor["cpu"])
     if not parts:

@@ -304,11 +304,13 @@ def fidelity_brief(result, *, setting: str = "full", reference: str = "drop") ->
 
 def fidelity_references(fid, optimizer: str, setting: str = "full") -> dict:
     """The fidelity study's references for one optimizer, per forget set: ``floor_kl`` (set -> mean and 95% interval
-    of the test KL from a retraining with another seed and order to the dropped replay: the retrain floor) and
+    of the test KL from a retraining with another seed and order to the dropped replay: the retrain floor),
+    ``floor_kl_values`` (set -> that KL per seed) and
     ``repair_only`` (set -> (seconds, test KL) means of one untuned epoch of fine-tuning, the repair-only control).
     Both are empty where the study has no seed of that optimizer and setting."""
     rows = fidelity_study.summary_rows(fid, setting, optimizer) if fid.seeds_of(setting, optimizer) else []
     return {"floor_kl": {r["set"]: r["floor_kl"] for r in rows},
+            "floor_kl_values": {r["set"]: [p["floor_kl"] for p in r["per_seed"]] for r in rows},
             "repair_only": {r["set"]: (r["ft_seconds"][0], r["ft_kl"][0]) for r in rows if "ft_seconds" in r}}
 
 

@@ -10,6 +10,31 @@ from .common import best_row
 from .published import STARTING_KIT
 
 
+def closer_than_original(res: Result, spec, metric: str = "js_to_retrain") -> str:
+    """Whether the method ``spec`` ends closer to the retrained model than the original model does, by ``metric``
+    (a divergence to the retrained model's test predictions), judged by the paired per-seed difference
+    (method minus original, the same seed's models): "closer" or "farther" only where its 95% t-interval excludes
+    zero, else inconclusive with n; one seed gives no interval and says so."""
+    from ..experiments import metric_value
+    from ..metrics import mean_ci
+
+    diffs = [metric_value(r["methods"][spec.stored_name]["no_repair"], metric) - metric_value(r["original"], metric)
+             for r in res.seeds.values() if spec.stored_name in r["methods"]]
+    diffs = [d for d in diffs if np.isfinite(d)]
+    n = len(diffs)
+    if n < 2:
+        return (f"{'closer to' if diffs and diffs[0] < 0 else 'no closer to'} the retrained model than the original "
+                f"model itself is ({n} seed: no interval to judge the difference by)")
+    mean, half, _ = mean_ci(diffs)
+    stats = f"paired per-seed difference {mean:+.2g} ± {half:.2g}, {n} seeds"
+    if mean + half < 0:
+        return f"closer to the retrained model than the original model itself is ({stats})"
+    if mean - half > 0:
+        return f"*farther* from the retrained model than the original model itself is ({stats})"
+    return (f"not measurably closer to the retrained model than the original model itself is ({stats}: the interval "
+            "spans zero, inconclusive)")
+
+
 def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
     """Every number and phrase the random-sample chapter glues into its prose, computed from the 1% and 10%
     results (and the starting kit's published numbers), keyed by glue name."""
@@ -65,15 +90,7 @@ def sample_forgetting_values(res1: Result, res10: Result) -> dict[str, object]:
             f"ft_forget_{tag}": ft["acc_forget"], f"ft_test_{tag}": ft["acc_test"], f"ft_mia_{tag}": ft["mia_loss"],
             f"best_label_{tag}": best["label"], f"best_js_{tag}": best["js_to_retrain"],
             f"best_forget_{tag}": best["acc_forget"],
-            f"best_vs_orig_{tag}": (
-                ("closer to" if best["js_to_retrain"] < orig["js_to_retrain"] else "no closer to")
-                + " the retrained model than the original model itself is (one seed: no spread to judge the "
-                "difference by)"
-                if orig["seeds"] < 2 else
-                "closer to the retrained model than the original model itself is, by more than the original's spread "
-                "over seeds" if best["js_to_retrain"] < orig["js_to_retrain"] - orig["js_to_retrain_std"] else
-                "not clearly closer to the retrained model than the original model itself is (the difference is within "
-                "the original's spread over seeds)"),
+            f"best_vs_orig_{tag}": closer_than_original(res, best["spec"]),
             f"orig_dist_{tag}": orig["dist_param"],
             f"under_{tag}": ", ".join(under) if under else "none of the methods",
             f"a1_vs_retrain_{tag}": "below" if a1["acc_forget"] < ref["acc_forget"] else "at or above",
