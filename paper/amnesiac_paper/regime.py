@@ -26,7 +26,10 @@ CPU (where a replay is deterministic and resolves tiny changes):
 With ``r`` and ``c`` the recovered fraction at scale alpha is ``1 - sqrt(1 - 2 alpha r c + alpha^2 r^2)``
 (:func:`recovered_from_geometry`): the best alpha recovers ``1 - sqrt(1 - c^2)``, about ``c^2 / 2``.
 
-Results: ``results/regime-mnist-mlp/<profile>-<hash>/{cell,lds,stable,remedy}-<regime>-seed<k>.json``,
+6. **one sample at a time**: 100 single samples per seed, each with its own zero-weighted and dropped replay,
+   the exact and the derivative delta of each measured against them (:func:`singles_piece`).
+
+Results: ``results/regime-mnist-mlp/<profile>-<hash>/{cell,lds,stable,remedy,singles}-<regime>-seed<k>.json``,
 resumable per piece (replays cached under ``weights/``).
 """
 
@@ -139,11 +142,14 @@ class RegimeStudy:
     stabilise_regimes: tuple[str, ...] = ()  # truncated propagation measured against the replays in these
     truncations: tuple[int, ...] = (1, 2)  # propagate over the last k epochs only
     dampings: tuple[float, ...] = (0.01, 0.1, 1.0)  # (H + lambda I) d: the remedies' damping strengths
+    singles_regimes: tuple[str, ...] = ()  # one sample at a time (singles_piece) in these regimes
+    singles: int = 100  # ... this many single samples per seed
 
     @property
     def hash(self) -> str:
         config = {k: v for k, v in asdict(self).items()
-                  if k not in ("seeds", "regimes", "lds_regimes", "stabilise_regimes", "truncations", "dampings")}
+                  if k not in ("seeds", "regimes", "lds_regimes", "stabilise_regimes", "truncations", "dampings",
+                               "singles_regimes", "singles")}
         return config_hash(config, semantics=REGIME_SEMANTICS)
 
     def folder(self, root: Path | None = None) -> Path:
@@ -163,7 +169,8 @@ EPS_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8,
 
 def get_regime_study(profile: str = "full", *, seeds: Sequence[int] | None = None,
                      regimes_: Sequence[str] | None = None, lds_regimes: Sequence[str] | None = None,
-                     stabilise_regimes: Sequence[str] | None = None) -> RegimeStudy:
+                     stabilise_regimes: Sequence[str] | None = None,
+                     singles_regimes: Sequence[str] | None = None) -> RegimeStudy:
     """The study at a profile (``smoke``: two cells on 300 images, a minute; ``full``: 2000 MNIST images, every
     cell, 3 seeds, eps from 1 to 1e-12, LDS over 50 subsets in the default regime, the smooth (tanh) one and the
     convex control).
@@ -176,18 +183,18 @@ def get_regime_study(profile: str = "full", *, seeds: Sequence[int] | None = Non
     if profile == "smoke":
         study = RegimeStudy(STUDY_NAME, "smoke", 300, 100, (cells[0], cells[-1]), (0,), (5, 20), 3,
                             (1.0, 0.1, 1e-2, 1e-4, 1e-6, 1e-8), ("default",), 20, 3, 4, 12,
-                            stabilise_regimes=("default",))
+                            stabilise_regimes=("default",), singles_regimes=("default",), singles=8)
     else:
         study = RegimeStudy(STUDY_NAME, "full", 2000, 500, cells, (0, 1, 2), (10, 100), 3, EPS_GRID,
                             ("default", "tanh", "convex"), 100, 5, 10, 50,
-                            stabilise_regimes=("default", "lr-x10", "batch-16", "adam"))
+                            stabilise_regimes=("default", "lr-x10", "batch-16", "adam"), singles_regimes=("default",))
     if seeds is not None:
         seeds = tuple(int(s) for s in seeds)
         if not seeds or any(s < 0 for s in seeds):
             raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
         study = dataclasses.replace(study, seeds=seeds)
     known = {r.name: r for r in cells}
-    for given in (regimes_, lds_regimes, stabilise_regimes):
+    for given in (regimes_, lds_regimes, stabilise_regimes, singles_regimes):
         bad = [n for n in (given or ()) if n not in known]
         if bad:
             raise ValueError(f"unknown regime(s) {bad}; valid: {', '.join(known)}")
@@ -197,6 +204,8 @@ def get_regime_study(profile: str = "full", *, seeds: Sequence[int] | None = Non
         study = dataclasses.replace(study, lds_regimes=tuple(lds_regimes))
     if stabilise_regimes is not None:
         study = dataclasses.replace(study, stabilise_regimes=tuple(stabilise_regimes))
+    if singles_regimes is not None:
+        study = dataclasses.replace(study, singles_regimes=tuple(singles_regimes))
     return study
 
 
@@ -257,14 +266,15 @@ class TracedLog(DeltaLog):
 
 
 def run_regime(reg: Regime, pool: ArrayDataset, *, seed: int, tracked: torch.Tensor, make_logs=None,
-               forget: torch.Tensor | None = None, weight: float = 0.0) -> nn.Module:
+               forget: torch.Tensor | None = None, weight: float = 0.0, drop: bool = False) -> nn.Module:
     """Train ``reg`` from initialisation ``seed`` with batch order ``seed``: ``forget`` rows at loss weight
-    ``weight`` (the mean still over the batch) or, without ``forget``, ordinary training. Under a late horizon the
-    ``tracked`` rows are left out of the first epochs."""
+    ``weight`` (the mean still over the batch), or removed from their batches (``drop``), or, without ``forget``,
+    ordinary training. Under a late horizon the ``tracked`` rows are left out of the first epochs."""
     model = reg.build(pool.x.shape[1], int(pool.y.max()) + 1, seed)
     logs = make_logs(model) if make_logs is not None else None
     opt = reg.optimizer_for(model.parameters())
-    exclusion = {} if forget is None else {"zero_weight_ids": forget, "forget_weight": weight}
+    exclusion = ({} if forget is None else {"drop_ids": forget} if drop
+                 else {"zero_weight_ids": forget, "forget_weight": weight})
     loader = pool.loader(reg.batch_size, seed=seed)
     early = reg.epochs - reg.late_epochs
     if reg.late_epochs:
@@ -408,6 +418,95 @@ def cell_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, h
                       "weight_one_vs_original": float((one - theta_t).norm() / max(float(target.norm()), 1e-300))}
     return {"regime": asdict(reg), "seed": seed, "steps": logs["exact"].steps, "moved": moved, "accuracy": acc,
             "hvp_seconds": {k: logs[k].hvp_seconds for k in ("propagated", "derivative")}, "sets": sets}
+
+
+# ----------------------------------------------------------------------------------- one sample at a time
+
+SINGLES_SEMANTICS = 1  # bump when singles_piece measures differently: its pieces are then stale
+SINGLE_DELTAS = ("exact", "derivative")
+
+
+def single_ids(study: RegimeStudy, pool: ArrayDataset, seed: int) -> torch.Tensor:
+    """The ``study.singles`` pool samples asked about one at a time in seed ``seed`` (sorted)."""
+    gen = torch.Generator().manual_seed(7_000 + seed)
+    return pool.ids[torch.randperm(len(pool), generator=gen)[: study.singles]].sort().values
+
+
+def singles_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, held: ArrayDataset,
+                  weights: Path) -> dict:
+    """One sample at a time (the fidelity study's "random-1" has one sample per seed; this has ``study.singles``):
+    the original run with a per-sample exact log and a per-sample derivative log (the trained run's Hessian) over
+    the singles, and for each single its zero-weighted and its dropped replay. Per single and delta at alpha = 1:
+    the recovered fraction, the held-out KL to each replay, ``c`` and ``r`` against each replay; and the original
+    model's KL to each replay (doing nothing)."""
+    ids = single_ids(study, pool, seed)
+    groups = {int(i): ids[k: k + 1] for k, i in enumerate(ids)}
+    adam = reg.optimizer == "adam"
+    logs: dict[str, DeltaLog] = {}
+
+    def make_logs(model):
+        logs["exact"] = DeltaLog(model, groups)
+        logs["derivative"] = DeltaLog(model, groups, attribution="propagated", propagate_hessian="trained",
+                                      propagate_second_moment=adam)
+        return list(logs.values())
+
+    model = run_regime(reg, pool, seed=seed, tracked=ids, make_logs=make_logs)
+    theta_t = vec(model)
+    probe = reg.build(pool.x.shape[1], int(pool.y.max()) + 1, seed)
+    p_orig = F.softmax(_logits(probe, theta_t, held.x), 1)
+
+    def replay(i: int, mode: str) -> torch.Tensor:
+        def make():
+            m = run_regime(reg, pool, seed=seed, tracked=ids, forget=torch.tensor([i]), weight=0.0,
+                           drop=mode == "drop")
+            return {"theta": vec(m)}
+        return cached_tensors(weights / f"single-{reg.name}-seed{seed}-{i}-{mode}.pt", make)["theta"]
+
+    rows = []
+    for i in groups:
+        refs = {mode: replay(i, mode) for mode in ("zero", "drop")}
+        probs = {mode: F.softmax(_logits(probe, t, held.x), 1) for mode, t in refs.items()}
+        row = {"id": i, "original": {m: {"kl": divergences(probs[m], p_orig)["kl"],
+                                          "distance": float((theta_t - refs[m]).norm())} for m in refs}}
+        for kind in SINGLE_DELTAS:
+            delta = logs[kind].delta_vector([i])
+            theta = theta_t - delta
+            finite = bool(torch.isfinite(theta).all())
+            row[kind] = {"norm": float(delta.norm())}
+            for m, ref in refs.items():
+                kl = divergences(probs[m], F.softmax(_logits(probe, theta, held.x), 1))["kl"] if finite else None
+                row[kind][m] = {"recovered": recovered_fraction(theta, ref, theta_t) if finite else None, "kl": kl,
+                                **geometry(delta, theta_t - ref)}
+        rows.append(row)
+    return {"regime": asdict(reg), "seed": seed, "singles_semantics": SINGLES_SEMANTICS, "n_singles": len(rows),
+            "accuracy": float((p_orig.argmax(1) == held.y).double().mean()), "singles": rows}
+
+
+def singles_summary(result: RegimeResult, regime: str = "default", reference: str = "drop") -> dict | None:
+    """The singles of one regime pooled over its seeds (None where none is computed), against the ``reference``
+    replay: per delta the recovered fraction at alpha = 1 (mean and 95% interval over the singles), the median
+    ``c`` and ``r``, the log ratio of its held-out KL to the original model's (mean and 95% interval: below zero
+    is closer to the replay than doing nothing), and how many singles it brought closer; ``n`` singles,
+    ``seeds``."""
+    from .metrics import mean_ci
+
+    recs = [r for (name, _), r in sorted(result.singles.items()) if name == regime
+            and r.get("singles_semantics") == SINGLES_SEMANTICS]
+    if not recs:
+        return None
+    rows = [row for r in recs for row in r["singles"]]
+    out = {"n": len(rows), "seeds": [r["seed"] for r in recs], "reference": reference,
+           "original_kl": mean_ci([row["original"][reference]["kl"] for row in rows])}
+    for kind in SINGLE_DELTAS:
+        got = [row[kind][reference] for row in rows]
+        ok = [(g, row["original"][reference]["kl"]) for g, row in zip(got, rows)
+              if g["kl"] is not None and g["kl"] > 0 and row["original"][reference]["kl"] > 0]
+        out[kind] = {
+            "recovered": mean_ci([g["recovered"] for g in got if g["recovered"] is not None]),
+            "c": float(np.median([g["c"] for g in got])), "r": float(np.median([g["r"] for g in got])),
+            "log_kl_ratio": mean_ci([math.log(g["kl"] / o) for g, o in ok]),
+            "closer": sum(g["kl"] < o for g, o in ok), "finite": len(ok)}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ stabilising
@@ -569,20 +668,23 @@ class RegimeResult:
     lds: dict  # (regime, seed) -> LDS record
     stable: dict = dataclasses.field(default_factory=dict)  # (regime, seed) -> truncated-propagation record
     remedy: dict = dataclasses.field(default_factory=dict)  # (regime, seed) -> Gauss-Newton and damping record
+    singles: dict = dataclasses.field(default_factory=dict)  # (regime, seed) -> one-sample-at-a-time record
 
 
 def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regimes_: Sequence[str] | None = None,
               lds_regimes: Sequence[str] | None = None, stabilise_regimes: Sequence[str] | None = None,
-              results_root: Path | None = None, progress: bool = True) -> RegimeResult:
-    """Run (or load) every cell, LDS and truncation piece, one at a time, each cached as soon as it is finished."""
+              singles_regimes: Sequence[str] | None = None, results_root: Path | None = None,
+              progress: bool = True) -> RegimeResult:
+    """Run (or load) every cell, LDS, truncation and single-sample piece, one at a time, each cached as soon as it
+    is finished."""
     study = get_regime_study(profile, seeds=seeds, regimes_=regimes_, lds_regimes=lds_regimes,
-                             stabilise_regimes=stabilise_regimes)
+                             stabilise_regimes=stabilise_regimes, singles_regimes=singles_regimes)
     folder = study.folder(results_root)
     atomic_write_json(folder / "config.json", {"study": asdict(study), "hash": study.hash})
     pool, held = study_data(study)
     cache = PieceCache(folder, {"provenance": provenance(torch.device("cpu"), semantics=REGIME_SEMANTICS)})
     weights = folder / "weights"
-    cells, lds, stable, remedy = {}, {}, {}, {}
+    cells, lds, stable, remedy, singles = {}, {}, {}, {}, {}
     for seed in study.seeds:
         for reg in study.regimes:
             if progress:
@@ -607,7 +709,14 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
                 f"remedy-{name}-seed{seed}",
                 lambda reg=reg, seed=seed: stabilised_piece(study, reg, seed, pool, held, weights,
                                                             variants=remedies(study)))
-    return RegimeResult(study, folder, cells, lds, stable, remedy)
+        for name in study.singles_regimes:
+            if progress:
+                print(f"single samples {name} seed {seed}", flush=True)
+            reg = study.regime(name)
+            singles[(name, seed)] = cache.piece(
+                f"singles-{name}-seed{seed}",
+                lambda reg=reg, seed=seed: singles_piece(study, reg, seed, pool, held, weights))
+    return RegimeResult(study, folder, cells, lds, stable, remedy, singles)
 
 
 def load_study(profile: str = "full", *, results_root: Path | None = None) -> RegimeResult:
@@ -616,13 +725,14 @@ def load_study(profile: str = "full", *, results_root: Path | None = None) -> Re
 
     study = get_regime_study(profile)
     folder = study.folder(results_root)
-    kinds = {"cell": {}, "lds": {}, "stable": {}, "remedy": {}}
+    kinds = {"cell": {}, "lds": {}, "stable": {}, "remedy": {}, "singles": {}}
     for path in sorted(folder.glob("*.json")):
         if path.stem == "config":
             continue
         rec = json.loads(path.read_text())
         kinds[path.stem.split("-", 1)[0]][(rec["regime"]["name"], int(rec["seed"]))] = rec
-    return RegimeResult(study, folder, kinds["cell"], kinds["lds"], kinds["stable"], kinds["remedy"])
+    return RegimeResult(study, folder, kinds["cell"], kinds["lds"], kinds["stable"], kinds["remedy"],
+                        kinds["singles"])
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -634,16 +744,18 @@ def _cli_arguments(p) -> None:
     p.add_argument("--lds", nargs="*", default=None, help="regimes to measure the LDS in (default: the profile's)")
     p.add_argument("--stabilise", nargs="*", default=None,
                    help="regimes to measure truncated propagation in (default: the profile's)")
+    p.add_argument("--singles", nargs="*", default=None,
+                   help="regimes to measure single samples, one at a time, in (default: the profile's)")
 
 
 def _cli_check(args) -> None:
     get_regime_study(args.profile, seeds=args.seeds, regimes_=args.regimes, lds_regimes=args.lds,
-                     stabilise_regimes=args.stabilise)
+                     stabilise_regimes=args.stabilise, singles_regimes=args.singles)
 
 
 def _cli_run(args) -> int:
     result = run_study(args.profile, seeds=args.seeds, regimes_=args.regimes, lds_regimes=args.lds,
-                       stabilise_regimes=args.stabilise, progress=not args.quiet)
+                       stabilise_regimes=args.stabilise, singles_regimes=args.singles, progress=not args.quiet)
     for (name, seed), rec in result.cells.items():
         for set_name, s in rec["sets"].items():
             d = s["deltas"]

@@ -109,6 +109,18 @@ def test_the_convex_control_is_in_the_linear_regime_and_first_order_removal_reco
     lds = rg.lds_piece(study, convex, 0, pool, held, tmp_path)
     assert lds["derivative"]["examples"] == len(held)
     assert lds["derivative"]["lds"] > 0.95 and lds["exact"]["lds"] < 0.8
+    # one sample at a time, each against its own replays: the derivative points at the zero-weighted replay,
+    # recovers most of the way, single by single, and brings every single closer in output space than doing nothing
+    singles = rg.singles_piece(dataclasses.replace(study, singles=6), convex, 0, pool, held, tmp_path)
+    assert singles["n_singles"] == 6 and len({s["id"] for s in singles["singles"]}) == 6
+    for s in singles["singles"]:
+        assert s["derivative"]["zero"]["recovered"] >= 0.85 and s["derivative"]["zero"]["c"] > 0.99, s
+        assert s["exact"]["zero"]["recovered"] < s["derivative"]["zero"]["recovered"]  # zeroth order: less
+        assert s["derivative"]["zero"]["kl"] < s["original"]["zero"]["kl"]
+    summ = rg.singles_summary(rg.RegimeResult(study, tmp_path, {}, {}, singles={("convex", 0): singles}), "convex",
+                              "zero")
+    assert summ["n"] == 6 and summ["derivative"]["closer"] == 6 and summ["derivative"]["log_kl_ratio"][0] < 0
+    assert rg.singles_summary(rg.RegimeResult(study, tmp_path, {}, {}), "convex") is None
 
 
 def test_in_a_relu_network_the_derivative_holds_only_for_small_eps(tiny):
@@ -127,9 +139,10 @@ def test_in_a_relu_network_the_derivative_holds_only_for_small_eps(tiny):
 @pytest.mark.slow
 def test_the_study_resumes_from_its_pieces_and_loads_what_it_wrote(tiny, monkeypatch):
     study, *_ = tiny
-    small = dict(regimes_=["convex"], lds_regimes=["convex"], stabilise_regimes=["convex"])
+    small = dict(regimes_=["convex"], lds_regimes=["convex"], stabilise_regimes=["convex"], singles_regimes=["convex"])
     first = rg.run_study("smoke", progress=False, **small)
-    assert set(first.cells) == set(first.lds) == set(first.stable) == set(first.remedy) == {("convex", 0)}
+    assert set(first.cells) == set(first.lds) == set(first.stable) == set(first.remedy) == set(first.singles) == {
+        ("convex", 0)}
     assert first.cells[("convex", 0)]["provenance"]["semantics"] == rg.REGIME_SEMANTICS
 
     def refuse(*a, **k):
@@ -137,10 +150,13 @@ def test_the_study_resumes_from_its_pieces_and_loads_what_it_wrote(tiny, monkeyp
 
     monkeypatch.setattr(rg, "cell_piece", refuse)
     monkeypatch.setattr(rg, "lds_piece", refuse)
+    monkeypatch.setattr(rg, "singles_piece", refuse)
     again = rg.run_study("smoke", progress=False, **small)
-    assert again.cells == first.cells
+    assert again.cells == first.cells and again.singles == first.singles
     loaded = rg.load_study("smoke")
     assert loaded.cells[("convex", 0)]["sets"] == first.cells[("convex", 0)]["sets"]
+    assert loaded.singles[("convex", 0)]["singles"] == first.singles[("convex", 0)]["singles"]
+    assert rg.singles_summary(loaded, "convex")["n"] == study.singles
 
 
 def test_bad_regimes_and_seeds_are_refused_with_the_valid_names():
@@ -193,3 +209,31 @@ def test_the_remedies_are_measured_and_gauss_newton_is_the_hessian_of_the_convex
                 assert rows["gauss-newton"]["recovered"] == pytest.approx(derivative["recovered"], abs=1e-9)
             else:
                 assert rows["gauss-newton"]["norm"] != pytest.approx(derivative["norm"], rel=1e-6)
+
+
+def test_the_singles_findings_call_a_delta_closer_only_where_the_log_kl_interval_excludes_zero():
+    from amnesiac_paper.book import regime as book_regime
+
+    def single(i, exact_kl, derivative_kl):
+        ref = {"kl": 1e-3, "distance": 1.0}
+
+        def at(kl):
+            return {"norm": 1.0, **{m: {"recovered": 0.1, "kl": kl, "c": 0.5, "r": 1.0} for m in ("zero", "drop")}}
+
+        return {"id": i, "original": {"zero": ref, "drop": ref}, "exact": at(exact_kl), "derivative": at(derivative_kl)}
+
+    # exact: ten times the original's KL in every single (farther); derivative: half in some, double in others
+    rows = [single(i, 1e-2, 5e-4 if i % 2 else 2e-3) for i in range(20)]
+    piece = {"regime": {"name": "default"}, "seed": 0, "singles_semantics": rg.SINGLES_SEMANTICS, "n_singles": 20,
+             "singles": rows}
+    study = rg.get_regime_study("smoke")
+    res = rg.RegimeResult(study, None, {}, {}, singles={("default", 0): piece})
+    text = book_regime.singles_findings(res)
+    assert text.startswith("One sample at a time, 20 single samples (1 seed of the default regime")
+    exact, derivative = text.split("; the derivative")
+    assert "*farther* from the replay than doing nothing" in exact and "0 of 20 singles closer" in exact
+    assert "inconclusive" in derivative and "10 of 20 singles closer" in derivative
+    table = book_regime.singles_table(res).splitlines()
+    assert len(table) == 2 + 4 and "| dropped replay | exact |" in table[4]
+    stale = {("default", 0): dict(piece, singles_semantics=rg.SINGLES_SEMANTICS + 1)}
+    assert "not computed yet" in book_regime.singles_findings(rg.RegimeResult(study, None, {}, {}, singles=stale))

@@ -28,8 +28,12 @@ def regime_results(*, profile: str = "full", recompute: bool = False, progress: 
 def regime_provenance(result: rg.RegimeResult) -> str:
     missing = [f"{reg.name}/seed {s}" for reg in result.study.regimes for s in result.study.seeds
                if (reg.name, s) not in result.cells]
-    return pieces_provenance(result.study, list(result.cells.values()) + list(result.lds.values()),
-                             what=f"{len(result.cells)} (regime, seed) cells and {len(result.lds)} LDS pieces",
+    pieces = [*result.cells.values(), *result.lds.values(), *result.stable.values(), *result.remedy.values(),
+              *result.singles.values()]
+    return pieces_provenance(result.study, pieces,
+                             what=f"{len(result.cells)} (regime, seed) cells, {len(result.lds)} LDS pieces, "
+                                  f"{len(result.stable) + len(result.remedy)} stabilisation pieces and "
+                                  f"{len(result.singles)} pieces of single samples",
                              command="regime", minutes="25 minutes on two CPU cores for the full profile",
                              how="float64 on the CPU", missing=missing)
 
@@ -414,3 +418,43 @@ def regime_setup(result: rg.RegimeResult) -> str:
             f"{' and '.join(str(n) for n in st.set_sizes)} random images (drawn from the classes other than "
             f"{st.forget_class}, so that every group is disjoint and one log holds them all) and every pool image "
             f"of class {st.forget_class}; each with a random group of the same size that is not forgotten.")
+
+
+def singles_table(result: rg.RegimeResult, regime: str = "default") -> str:
+    """One sample at a time (:func:`amnesiac_paper.regime.singles_summary`), against each replay: per delta the
+    recovered fraction at alpha = 1 (mean ± 95% interval over the singles), median c and r, the mean log ratio of
+    its held-out KL to the original model's (below zero: closer to the replay than doing nothing) and how many
+    singles it brought closer."""
+    body = []
+    for reference, label in (("zero", "zero-weighted"), ("drop", "dropped")):
+        summ = rg.singles_summary(result, regime, reference)
+        if summ is None:
+            return (f"*One sample at a time is not computed yet: run `python -m amnesiac_paper regime --profile "
+                    f"{result.study.profile}`.*")
+        for kind in rg.SINGLE_DELTAS:
+            k = summ[kind]
+            body.append([f"{label} replay", KIND_NAMES[kind], format_ci(k["recovered"]), f"{k['c']:.3f}",
+                         f"{k['r']:.3g}", format_ci(k["log_kl_ratio"]), f"{k['closer']} of {k['finite']}"])
+    return markdown_table(["reference", "delta (α = 1)", "recovered", "median c", "median r",
+                           "log(KL / KL of the original)", "singles brought closer"], body)
+
+
+def singles_findings(result: rg.RegimeResult, regime: str = "default", reference: str = "drop") -> str:
+    """The singles in words, every comparison with doing nothing judged by the interval of the mean log KL ratio
+    over the singles (pooled over seeds): "closer" or "farther" only where it excludes zero."""
+    summ = rg.singles_summary(result, regime, reference)
+    if summ is None:
+        return "*One sample at a time is not computed yet.*"
+    parts = []
+    for kind in rg.SINGLE_DELTAS:
+        k = summ[kind]
+        m, h, n = k["log_kl_ratio"]
+        verdict = ("closer to the replay than doing nothing" if _excludes_zero(k["log_kl_ratio"]) and m < 0 else
+                   "*farther* from the replay than doing nothing" if _excludes_zero(k["log_kl_ratio"]) else
+                   "no closer and no farther than doing nothing that the interval can tell (inconclusive)")
+        parts.append(f"the {KIND_NAMES[kind]} delta at α = 1 recovers {format_ci(k['recovered'])} of the way "
+                     f"(median c = {k['c']:.2f}, r = {k['r']:.2g}) and ends {verdict} in output space (mean log KL "
+                     f"ratio {m:+.2f} ± {h:.2f}; {k['closer']} of {k['finite']} singles closer)")
+    seeds, which = summ["seeds"], "dropped" if reference == "drop" else "zero-weighted"
+    return (f"One sample at a time, {summ['n']} single samples ({len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+            f"of the {regime} regime, each against its own {which} replay): " + "; ".join(parts) + ".")
