@@ -650,11 +650,13 @@ def hero_figure(series: dict):
     """The mechanism on one page, one colour per optimizer, against the forget set's size (log scale): (a) the
     exact delta's alignment c with the direction to the replay, (b) its size r on that distance's scale (log),
     (c) the test-set KL from the replay of the original model, the subtraction at alpha = 1 and at the best alpha
-    of the grid (which uses the answer), with the retrain floor as a band. Points: geometric means over seeds
-    (c: means), bars: 95% intervals (on the log scale for r and KL).
+    of the grid (which uses the answer), with the retrain floor (another seed and order) as a band and, where a row
+    has one, the same-seed floor (the replay trained again with one more sample dropped) as a cross. Points:
+    geometric means over seeds (c: means), bars: 95% intervals (on the log scale for r and KL).
 
     ``series`` maps an optimizer to rows sorted by size, each ``{"size", "c": (mean, half, n), "r", "original_kl",
-    "a1_kl", "oracle_kl", "floor_kl": (gmean, low, high, n)}`` (:func:`amnesiac_paper.book.intro.hero_series`).
+    "a1_kl", "oracle_kl", "floor_kl": (gmean, low, high, n)}`` and optionally ``"same_seed_kl"`` in that form
+    (:func:`amnesiac_paper.book.intro.hero_series`).
 
     Example:
         >>> g = (1.0, 0.5, 2.0, 3)
@@ -684,6 +686,10 @@ def hero_figure(series: dict):
              label=f"{opt}: original model")
         axes[2].fill_between(x, [r["floor_kl"][1] for r in rows], [r["floor_kl"][2] for r in rows], color=color,
                              alpha=0.12, lw=0)
+        same = [r for r in rows if r.get("same_seed_kl")]
+        if same:
+            bars(axes[2], np.array([r["size"] for r in same], dtype=float), [r["same_seed_kl"] for r in same],
+                 color=color, marker="x", ls="none", label=f"{opt}: same-seed floor (one more sample dropped)")
     axes[0].axhline(0, color="k", lw=0.6)
     axes[0].axhline(1, color="k", lw=0.6, ls="--")
     axes[0].set_ylabel("c = cos(δ, θ_T − θ_replay)")
@@ -694,7 +700,7 @@ def hero_figure(series: dict):
     axes[1].set_title("(b) size on the distance's scale", fontsize=9)
     axes[2].set_yscale("log")
     axes[2].set_ylabel("test KL from the replay")
-    axes[2].set_title("(c) outputs (band: retrain floor)", fontsize=9)
+    axes[2].set_title("(c) outputs (band: retrain floor, another seed)", fontsize=9)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("forget-set size (samples)")

@@ -59,12 +59,29 @@ def test_the_abstract_is_computed_from_the_committed_studies():
     assert f"at most {max(r['c'][0] for r in per):.2f}" in text
     assert f"AUC {mem.pieces['lira']['alpha=1']['auc']:.2f}" in text
     empty = intro.abstract(fid, None, None, None)  # the parts whose study is missing are left out, not invented
-    assert "KLOM" not in empty and "ε*" not in empty and "at most" in empty
+    assert "KLOM" not in empty and "ε*" not in empty and "at most" in empty and "same seed" not in text
+    from amnesiac_paper import comparison as cmp_study
+
+    fake = _fake_comparison({m: [0.5, 0.5] for m in cmp_study.METHODS}, floors={"class-3": [0.004, 0.009]})
+    with_floor = intro.abstract(fid, None, None, None, fake)  # the fake seeds' originals: KL 0.01 and 0.02
+    assert ("differ in their test outputs by a KL of 0.006 (adam, class-3), where doing nothing is at 0.014 "
+            "(geometric means over 2 or more seeds)") in with_floor
     series = intro.hero_series(fid)
     assert set(series) == set(fid.study.optimizers)
     for rows_ in series.values():
         assert [r["size"] for r in rows_] == sorted(r["size"] for r in rows_)
         assert all(0 < r["a1_kl"][1] <= r["a1_kl"][0] <= r["a1_kl"][2] for r in rows_)  # log-scale, above zero
+        assert not any("same_seed_kl" in r for r in rows_)  # no comparison given
+    from amnesiac_paper import comparison as cmp_study
+    from amnesiac_paper import plotting
+
+    comp = _fake_comparison({m: [0.5, 0.5] for m in cmp_study.METHODS}, floors={"random-100": [0.004, 0.009]})
+    with_floor = intro.hero_series(fid, comp)
+    marked = [r for r in with_floor["adam"] if "same_seed_kl" in r]
+    assert [r["set"] for r in marked] == ["random-100"] and marked[0]["same_seed_kl"][0] == pytest.approx(0.006)
+    assert not any("same_seed_kl" in r for r in with_floor["sgd"])  # the fake comparison has adam only
+    fig = plotting.hero_figure(with_floor)
+    assert [line for line in fig.axes[2].get_lines() if line.get_marker() == "x"]
     table = frontier.glance_table(front)
     assert table.count("\n") == 2 + len(frontier.GLANCE_METHODS)
     assert f"{rows[cs]['rewind']['klom']['forget']:.2f}" in table

@@ -23,11 +23,11 @@ def _regime_facts(reg) -> dict | None:
             "eps_class": max(class_eps) if class_eps else None}
 
 
-def abstract(fid, mem, reg=None, front=None, *, setting: str = "full", reference: str = "drop") -> str:
+def abstract(fid, mem, reg=None, front=None, comp=None, *, setting: str = "full", reference: str = "drop") -> str:
     """The book's abstract, every number computed: the frontier study (``front``: KLOM, U-LiRA and amortised
     costs of exact and approximate methods), the fidelity study (``fid``: the geometry c, r of the exact delta
-    against the replay), the linear-regime study (``reg``: the derivative check and the radius eps*) and the
-    membership study (``mem``)."""
+    against the replay), the linear-regime study (``reg``: the derivative check and the radius eps*), the
+    comparison's same-seed floors (``comp``) and the membership study (``mem``)."""
     from . import frontier as fb
 
     text = ["**Abstract.** Amnesiac unlearning forgets training data by subtracting what the data contributed to "
@@ -88,6 +88,14 @@ def abstract(fid, mem, reg=None, front=None, *, setting: str = "full", reference
             f"{dv['klom']['forget']:.2f} (against doing nothing: {fb.verdict(d0)}) and U-LiRA AUC "
             f"{dv['ulira']['auc']:.2f} [{dv['ulira']['low']:.2f}, {dv['ulira']['high']:.2f}] at test accuracy "
             f"{dv['acc_test']['mean']:.3f}.")
+    floors = _same_seed_facts(comp)
+    if floors:
+        text.append(
+            " Retraining has a noise scale of its own, the one to judge closeness by: on all of MNIST, two "
+            "retrainings with the same seed and order, one without one more random image, differ in their test "
+            "outputs by a KL of "
+            + "; ".join(f"{f['kl']:.2g} ({f['opt']}, {f['set']}), where doing nothing is at {f['original']:.2g}"
+                        for f in floors) + f" (geometric means over {min(f['n'] for f in floors)} or more seeds).")
     lira = mem.pieces.get("lira") if mem is not None else None
     if lira:
         text.append(f" Membership attacks agree: U-LiRA tells models that trained on a sample and then subtracted it "
@@ -116,11 +124,34 @@ def fidelity_study_rows(fid, setting: str, optimizer: str, reference: str) -> li
     return fidelity_study.summary_rows(fid, setting, optimizer, reference)
 
 
-def hero_series(fid, *, setting: str = "full", reference: str = "drop") -> dict:
+def _same_seed_facts(comp) -> list[dict]:
+    """Per (optimizer, forget set) of the comparison with a same-seed floor: the floor's and the original model's
+    test KL to the replay (geometric means over the seeds that hold a floor) and their number."""
+    if comp is None:
+        return []
+    from ..comparison import same_seed_floor, summary_rows
+    from ..metrics import geometric_ci
+
+    out = []
+    for opt in comp.study.optimizers:
+        for name in comp.study.sets:
+            floor = same_seed_floor(comp, opt, name)
+            if floor is None:
+                continue
+            rows = summary_rows(comp, opt, name)
+            original = [v for s, v in zip(rows[0]["seeds"], rows[0]["original_kl_values"]) if s in floor["seeds"]]
+            out.append({"opt": opt, "set": name, "kl": geometric_ci(floor["kl_values"])[0],
+                        "original": geometric_ci(original)[0], "n": len(floor["seeds"])})
+    return out
+
+
+def hero_series(fid, comp=None, *, setting: str = "full", reference: str = "drop") -> dict:
     """What :func:`~amnesiac_paper.plotting.hero_figure` draws: per optimizer, per forget set (sorted by size),
     c (mean and t-interval over seeds), and r and the test KLs from the replay (geometric means with log-scale
-    intervals), from the fidelity study's per-seed summaries."""
+    intervals), from the fidelity study's per-seed summaries; with the comparison ``comp``, the same-seed floor
+    (:func:`amnesiac_paper.comparison.same_seed_floor`) of the sets it holds, as ``same_seed_kl``."""
     from .. import fidelity as fidelity_study
+    from ..comparison import same_seed_floor
     from ..metrics import geometric_ci, mean_ci
 
     out = {}
@@ -133,5 +164,9 @@ def hero_series(fid, *, setting: str = "full", reference: str = "drop") -> dict:
             rows.append({"set": r["set"], "size": r["size"], "c": mean_ci([p["c"] for p in per]),
                          **{k: geometric_ci([p[k] for p in per])
                             for k in ("r", "original_kl", "a1_kl", "oracle_kl", "floor_kl")}})
+            floor = (same_seed_floor(comp, opt, r["set"]) if comp is not None and opt in comp.study.optimizers
+                     and r["set"] in comp.study.sets else None)
+            if floor is not None:
+                rows[-1]["same_seed_kl"] = geometric_ci(floor["kl_values"])
         out[opt] = rows
     return out
