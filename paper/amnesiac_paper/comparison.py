@@ -480,6 +480,8 @@ def summary_rows(result: ComparisonResult, optimizer: str, set_name: str) -> lis
 def same_seed_floor(result: ComparisonResult, optimizer: str, set_name: str) -> dict | None:
     """The same-seed floor of one (optimizer, forget set) over the complete seeds that hold one: ``kl`` (test KL
     from the neighbour replay to the dropped replay, mean and 95% interval) and ``kl_values`` (per seed),
+    ``original_kl_values`` (per seed, the original model of the same run against the same replay: doing nothing,
+    measured beside the floor on the same machine),
     ``agreement``, ``seeds``, and
     ``same_original`` (whether each floor's original model is the one its methods were run from, bit for bit: False
     where the floor was trained on another kind of CPU, whose rounding gives another original; the floor is then a
@@ -494,6 +496,7 @@ def same_seed_floor(result: ComparisonResult, optimizer: str, set_name: str) -> 
                for f, r in zip(floors, recs))
     return {"kl": fi.mean_ci([f["test"]["drop"]["kl"] for f in floors]),
             "kl_values": [f["test"]["drop"]["kl"] for f in floors],
+            "original_kl_values": [f["original"]["drop"]["kl"] for f in floors],
             "agreement": fi.mean_ci([f["test"]["drop"]["agreement"] for f in floors]),
             "seeds": seeds, "same_original": same, "cpu": sorted({f["provenance"].get("cpu", "?") for f in floors})}
 

@@ -152,6 +152,7 @@ def _fake_comparison(recovered: dict[str, list[float]], floors: dict[str, list[f
                                               "original": {"drop": {"kl": 0.01 * (seed + 1)}}}
             if floors and name in floors:
                 pieces[f"{name}/neighbour"] = {"test": {"drop": {"kl": floors[name][seed], "agreement": 0.99}},
+                                               "original": {"drop": {"kl": 0.01 * (seed + 1)}},
                                                "original_fingerprint": "fp", "provenance": {"git": "abc1234",
                                                                                             "cpu": "x"}}
         records[("adam", seed)] = pieces
@@ -304,7 +305,7 @@ def test_the_same_seed_floor_sentence_gives_the_floor_beside_the_original_and_sa
     comp = _fake_comparison({m: [0.2 + 0.1 * i, 0.4 + 0.1 * i] for i, m in enumerate(comparison.METHODS)}, floors)
     text = book_comparison.same_seed_sentence(comp)
     assert (f"adam, random-100: {common.format_gci([0.004, 0.006])} against {common.format_gci([0.01, 0.02])} for "
-            "the original model") in text and "2 seeds" in text and "another kind of CPU" not in text
+            "the original model of the same runs") in text and "2 seeds" in text and "another kind of CPU" not in text
     for seed in (0, 1):  # trained on another CPU: another original model
         for name in floors:
             comp.records[("adam", seed)][f"{name}/neighbour"].update(original_fingerprint="other",

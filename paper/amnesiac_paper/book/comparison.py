@@ -285,19 +285,19 @@ def comparison_overview(comp, fid, mem=None, *, setting: str = "full") -> str:
 
 def same_seed_sentence(comp) -> str:
     """What the same-seed floor is, in numbers, per (optimizer, forget set): its test KL to the replay beside the
-    original model's, over how many seeds, and on which CPU it was trained when that is not the CPU of the models
-    it is compared with (another CPU's rounding gives another original: the floor is then a scale measured in the
-    same setting, not around the same models)."""
+    original model's of the same runs (doing nothing, on the same machine), over how many seeds, and on which CPU it
+    was trained when that is not the CPU of the models it is compared with (another CPU's rounding gives another
+    original: the floor is then a scale measured in the same setting, not around the same models)."""
     parts, other_cpu = [], set()
     for opt in comp.study.optimizers:
         for name in comp.study.sets:
             floor = same_seed_floor(comp, opt, name)
             if floor is None:
                 continue
-            original = summary_rows(comp, opt, name)[0]["original_kl_values"]
+            original = floor["original_kl_values"]
             parts.append(f"{opt}, {name}: {format_gci(floor['kl_values'])} against {format_gci(original)} for the "
-                         f"original model ({_gmean(original) / _gmean(floor['kl_values']):.3g}× the floor; "
-                         f"{len(floor['seeds'])} seeds)")
+                         f"original model of the same runs ({_gmean(original) / _gmean(floor['kl_values']):.3g}× the "
+                         f"floor; {len(floor['seeds'])} seeds)")
             if not floor["same_original"]:
                 other_cpu.update(floor["cpu"])
     if not parts:

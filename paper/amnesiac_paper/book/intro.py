@@ -126,10 +126,11 @@ def fidelity_study_rows(fid, setting: str, optimizer: str, reference: str) -> li
 
 def _same_seed_facts(comp) -> list[dict]:
     """Per (optimizer, forget set) of the comparison with a same-seed floor: the floor's and the original model's
-    test KL to the replay (geometric means over the seeds that hold a floor) and their number."""
+    test KL to the replay, both from the floor's own runs (geometric means over the seeds that hold a floor), and
+    their number."""
     if comp is None:
         return []
-    from ..comparison import same_seed_floor, summary_rows
+    from ..comparison import same_seed_floor
     from ..metrics import geometric_ci
 
     out = []
@@ -138,10 +139,8 @@ def _same_seed_facts(comp) -> list[dict]:
             floor = same_seed_floor(comp, opt, name)
             if floor is None:
                 continue
-            rows = summary_rows(comp, opt, name)
-            original = [v for s, v in zip(rows[0]["seeds"], rows[0]["original_kl_values"]) if s in floor["seeds"]]
             out.append({"opt": opt, "set": name, "kl": geometric_ci(floor["kl_values"])[0],
-                        "original": geometric_ci(original)[0], "n": len(floor["seeds"])})
+                        "original": geometric_ci(floor["original_kl_values"])[0], "n": len(floor["seeds"])})
     return out
 
 
