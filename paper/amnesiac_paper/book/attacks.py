@@ -324,5 +324,5 @@ def inversion_closer(corr_original: Sequence[float], corr_retrain: Sequence[floa
         return f"the retrained model's ({stats})"
     if mean + half < 0:
         return f"the original model's ({stats})"
-    return f"neither measurably ({stats}: the interval spans zero, inconclusive)"
+    return f"neither, by an interval that excludes zero ({stats}: the interval spans zero, inconclusive)"
 
