@@ -420,6 +420,24 @@ def cell_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, h
             "hvp_seconds": {k: logs[k].hvp_seconds for k in ("propagated", "derivative")}, "sets": sets}
 
 
+def exact_and_derivative(reg: Regime, pool: ArrayDataset, seed: int, groups: dict,
+                         tracked: torch.Tensor) -> tuple[torch.Tensor, dict[str, DeltaLog]]:
+    """The original run of ``reg`` with two logs over ``groups``: ``"exact"`` (the ledger) and ``"derivative"``
+    (propagated with the trained run's Hessian; under Adam also the second moment's tangent). Returns the trained
+    parameters and the two logs."""
+    adam = reg.optimizer == "adam"
+    logs: dict[str, DeltaLog] = {}
+
+    def make_logs(model):
+        logs["exact"] = DeltaLog(model, groups)
+        logs["derivative"] = DeltaLog(model, groups, attribution="propagated", propagate_hessian="trained",
+                                      propagate_second_moment=adam)
+        return list(logs.values())
+
+    model = run_regime(reg, pool, seed=seed, tracked=tracked, make_logs=make_logs)
+    return vec(model), logs
+
+
 # ----------------------------------------------------------------------------------- one sample at a time
 
 SINGLES_SEMANTICS = 1  # bump when singles_piece measures differently: its pieces are then stale
@@ -441,17 +459,7 @@ def singles_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset
     model's KL to each replay (doing nothing)."""
     ids = single_ids(study, pool, seed)
     groups = {int(i): ids[k: k + 1] for k, i in enumerate(ids)}
-    adam = reg.optimizer == "adam"
-    logs: dict[str, DeltaLog] = {}
-
-    def make_logs(model):
-        logs["exact"] = DeltaLog(model, groups)
-        logs["derivative"] = DeltaLog(model, groups, attribution="propagated", propagate_hessian="trained",
-                                      propagate_second_moment=adam)
-        return list(logs.values())
-
-    model = run_regime(reg, pool, seed=seed, tracked=ids, make_logs=make_logs)
-    theta_t = vec(model)
+    theta_t, logs = exact_and_derivative(reg, pool, seed, groups, ids)
     probe = reg.build(pool.x.shape[1], int(pool.y.max()) + 1, seed)
     p_orig = F.softmax(_logits(probe, theta_t, held.x), 1)
 
@@ -609,17 +617,7 @@ def lds_piece(study: RegimeStudy, reg: Regime, seed: int, pool: ArrayDataset, he
     atoms = {f"atom{k}": perm[k * study.lds_atom_size:(k + 1) * study.lds_atom_size].sort().values
              for k in range(study.lds_atoms)}
     tracked = perm
-    adam = reg.optimizer == "adam"
-    logs = {}
-
-    def make_logs(model):
-        logs["exact"] = DeltaLog(model, atoms)
-        logs["derivative"] = DeltaLog(model, atoms, attribution="propagated", propagate_hessian="trained",
-                                      propagate_second_moment=adam)
-        return list(logs.values())
-
-    model = run_regime(reg, pool, seed=seed, tracked=tracked, make_logs=make_logs)
-    theta_t = vec(model)
+    theta_t, logs = exact_and_derivative(reg, pool, seed, atoms, tracked)
     probe = reg.build(pool.x.shape[1], int(pool.y.max()) + 1, seed)
     layout = ParamLayout.of(probe)
     base = margins(_logits(probe, theta_t, held.x), held.y)
