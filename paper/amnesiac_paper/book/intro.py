@@ -88,6 +88,11 @@ def abstract(fid, mem, reg=None, front=None, comp=None, *, setting: str = "full"
             f"{dv['klom']['forget']:.2f} (against doing nothing: {fb.verdict(d0)}) and U-LiRA AUC "
             f"{dv['ulira']['auc']:.2f} [{dv['ulira']['low']:.2f}, {dv['ulira']['high']:.2f}] at test accuracy "
             f"{dv['acc_test']['mean']:.3f}.")
+    lira = mem.pieces.get("lira") if mem is not None else None
+    if lira:
+        text.append(f" Membership attacks agree: U-LiRA tells models that trained on a sample and then subtracted it "
+                    f"from models that never saw it with AUC {lira['alpha=1']['auc']:.2f} (0.5 = chance), more than "
+                    f"it tells members from non-members in the unmodified models ({lira['original']['auc']:.2f}).")
     floors = _same_seed_facts(comp)
     if floors:
         text.append(
@@ -96,11 +101,6 @@ def abstract(fid, mem, reg=None, front=None, comp=None, *, setting: str = "full"
             "outputs by a KL of "
             + "; ".join(f"{f['kl']:.2g} ({f['opt']}, {f['set']}), where doing nothing is at {f['original']:.2g}"
                         for f in floors) + f" (geometric means over {min(f['n'] for f in floors)} or more seeds).")
-    lira = mem.pieces.get("lira") if mem is not None else None
-    if lira:
-        text.append(f" Membership attacks agree: U-LiRA tells models that trained on a sample and then subtracted it "
-                    f"from models that never saw it with AUC {lira['alpha=1']['auc']:.2f} (0.5 = chance), more than "
-                    f"it tells members from non-members in the unmodified models ({lira['original']['auc']:.2f}).")
     if rows.get(rs) and all(m in rows[rs] for m in ("ledger-exact", "ledger-derivative", "rewind")):
         t = front.pieces["timing"]["median"]
         r = rows[rs]
