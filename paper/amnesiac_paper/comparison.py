@@ -392,7 +392,8 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
         >>> # python -m amnesiac_paper comparison --profile full --threads 2
     """
     study = get_comparison_study(profile, seeds=seeds, optimizers=optimizers, methods=methods)
-    config = study_config(study)  # the folder's config names the methods even when this run computes none
+    # the folder's config names every seed, optimizer and method of the profile, whatever this run computes
+    config = study_config(get_comparison_study(profile))
     if floors_only:
         study = dataclasses.replace(study, methods=())
     folder, records = run_combos(study, run_combo, config, results_root=results_root, device=device,

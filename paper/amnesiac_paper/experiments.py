@@ -376,7 +376,10 @@ def run(name: str, profile: str = "full", *, seeds: tuple[int, ...] | None = Non
     dev = pick_device(device)
     prov = provenance(dev, semantics=SEMANTICS_VERSION)
     records: dict[int, dict] = {}
-    atomic_write_json(folder / "config.json", {"config": exp.to_dict(), "hash": exp.hash,
+    # the folder's config is the profile's own (every seed) even when this run computes fewer: ``seeds`` is not part
+    # of the hash, and a restricted run in a clean checkout must not rewrite a tracked file
+    whole = get_experiment(name, profile, overrides=overrides)
+    atomic_write_json(folder / "config.json", {"config": whole.to_dict(), "hash": whole.hash,
                                                 "semantics": SEMANTICS_VERSION})
     for seed in exp.seeds:
         path = folder / f"seed{seed}.json"

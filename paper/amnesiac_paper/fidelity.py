@@ -351,7 +351,8 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
     """
     study = get_study(profile, seeds=seeds, optimizers=optimizers)
     folder = study.folder(results_root)
-    atomic_write_json(folder / "config.json", {"config": study.to_dict(), "hash": study.hash,
+    whole = get_study(profile)  # the folder's config names every seed and optimizer, whatever this run computes
+    atomic_write_json(folder / "config.json", {"config": whole.to_dict(), "hash": whole.hash,
                                                 "semantics": FIDELITY_SEMANTICS})
     records = {}
     for setting, opt, seed in study.combos():

@@ -550,7 +550,8 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, devi
     study = get_membership_study(profile, seeds=seeds)
     dev = pick_reproducible_device(device)  # replays mean nothing unless training is reproducible
     folder = study.folder(results_root)
-    atomic_write_json(folder / "config.json", {"config": asdict(study), "hash": study.hash,
+    whole = get_membership_study(profile)  # the folder's config names every seed, whatever this run computes
+    atomic_write_json(folder / "config.json", {"config": asdict(whole), "hash": whole.hash,
                                                 "semantics": MEMBERSHIP_SEMANTICS})
     cache = PieceCache(folder, stamp=dict(provenance=provenance(dev, semantics=MEMBERSHIP_SEMANTICS)))
     piece, pieces = cache.piece, cache.records

@@ -211,7 +211,8 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, opti
         >>> # python -m amnesiac_paper propagation --profile full --threads 2
     """
     study = get_propagation_study(profile, seeds=seeds, optimizers=optimizers, propagate_every=propagate_every)
-    config = {"config": asdict(study), "hash": study.hash, "base_hash": study.base.hash,
+    whole = get_propagation_study(profile, propagate_every=propagate_every)  # every seed and optimizer
+    config = {"config": asdict(whole), "hash": whole.hash, "base_hash": whole.base.hash,
               "semantics": PROPAGATION_SEMANTICS}
     folder, records = run_combos(study, run_combo, config, results_root=results_root, device=device,
                                  progress=progress)

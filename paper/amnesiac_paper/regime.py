@@ -678,7 +678,8 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
     study = get_regime_study(profile, seeds=seeds, regimes_=regimes_, lds_regimes=lds_regimes,
                              stabilise_regimes=stabilise_regimes, singles_regimes=singles_regimes)
     folder = study.folder(results_root)
-    atomic_write_json(folder / "config.json", {"study": asdict(study), "hash": study.hash})
+    whole = get_regime_study(profile)  # the folder's config names every seed and regime, whatever this run computes
+    atomic_write_json(folder / "config.json", {"study": asdict(whole), "hash": whole.hash})
     pool, held = study_data(study)
     cache = PieceCache(folder, {"provenance": provenance(torch.device("cpu"), semantics=REGIME_SEMANTICS)})
     weights = folder / "weights"

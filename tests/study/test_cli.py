@@ -160,3 +160,29 @@ def test_a_tiny_ledger_read_benchmark_leaves_only_its_results(offline):
     made = offline / "made"
     bench.ledger_read_bench(made, "float32", model="simple", n_samples=4, reads=(1,), repeats=1)
     assert not made.exists()
+
+
+@pytest.mark.parametrize("module, restricted, whole", [
+    (fidelity, dict(seeds=[1], optimizers=["adam"]), lambda: fidelity.get_study("full")),
+    (propagation, dict(seeds=[2], optimizers=["sgd"]), lambda: propagation.get_propagation_study("full")),
+    (comparison, dict(seeds=[2], optimizers=["adam"], methods=["finetune"], floors_only=True),
+     lambda: comparison.get_comparison_study("full")),
+])
+def test_a_restricted_run_leaves_the_folders_config_naming_the_whole_study(module, restricted, whole, tmp_path,
+                                                                          monkeypatch):
+    """The trap a session fell into: a run restricted to some seeds or optimizers rewrote the study folder's
+    tracked ``config.json`` with its restricted lists before stamping provenance, so every piece it wrote said
+    ``+dirty``. The folder's config is the profile's own (restriction is not part of its hash)."""
+    ran = []
+    monkeypatch.setattr(module, "run_combo", lambda study, *a, **k: ran.append((study.optimizers, study.seeds)) or {})
+    if module is fidelity:
+        monkeypatch.setattr(module, "run_combo", lambda study, setting, opt, seed, **k: ran.append((opt, seed)) or {})
+    module.run_study("full", results_root=tmp_path, progress=False, **restricted)
+    assert ran, "the restricted run computed nothing"
+    study = whole()
+    written = json.loads((study.folder(tmp_path) / "config.json").read_text())
+    assert written["hash"] == study.hash
+    assert tuple(written["config"]["seeds"]) == study.seeds == (0, 1, 2)
+    assert tuple(written["config"]["optimizers"]) == study.optimizers
+    if module is comparison:
+        assert tuple(written["config"]["methods"]) == study.methods and set(written["spaces"]) == set(study.methods)
