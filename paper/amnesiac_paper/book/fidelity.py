@@ -6,9 +6,11 @@ last part, is :mod:`amnesiac_paper.book.comparison`. The introduction (:func:`fi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from .. import fidelity as fidelity_study
+from .. import originals
 from .. import propagation as propagation_study
 from .common import format_ci, format_gci, markdown_table, study_provenance, study_results, validate
 
@@ -40,10 +42,13 @@ def fidelity_provenance(result) -> str:
     dates = sorted(r["provenance"]["date"][:10] for r in recs)
     minutes = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
     prov = recs[0]["provenance"]
+    threads = sorted({r["provenance"].get("threads") for r in recs})
+    kinds = Counter(short_cpu(originals.cpu_kind(r)) for r in recs)
     text = (f"**Provenance.** Fidelity study `{result.study.name}`, profile `{result.study.profile}`, config hash "
             f"`{result.study.hash}`; {len(recs)} pieces computed with code revision(s) "
-            f"{', '.join(f'`{r}`' for r in revs)} on {prov['device']} ({prov['threads']} threads), torch "
-            f"{prov['torch']}, {dates[0]} to {dates[-1]}; {minutes:.0f} min of compute in all.")
+            f"{', '.join(f'`{r}`' for r in revs)} on {prov['device']} ({', '.join(map(str, threads))} threads; CPU: "
+            + ", ".join(f"{n} pieces {k}" for k, n in kinds.most_common())
+            + f"), torch {prov['torch']}, {dates[0]} to {dates[-1]}; {minutes:.0f} min of compute in all.")
     missing = []
     for setting, opt, seed in result.study.combos():
         if seed not in result.seeds_of(setting, opt):
@@ -53,6 +58,75 @@ def fidelity_provenance(result) -> str:
                  f"`python -m amnesiac_paper fidelity --profile {result.study.profile}`). Means and intervals "
                  "below use the seeds that are complete; with one seed no interval is shown.")
     return text
+
+
+def short_cpu(kind: str) -> str:
+    """A CPU kind (:func:`amnesiac_paper.originals.cpu_kind`) without trademark signs and "Processor".
+
+    Example:
+        >>> short_cpu("Intel(R) Xeon(R) Processor (AVX512)")
+        'Intel Xeon (AVX512)'
+    """
+    return " ".join(kind.replace("(R)", "").replace("Processor", "").split())
+
+
+def originals_rows(res, prop, comp) -> list[dict]:
+    """Per (optimizer, seed) of the comparison, which original model each of the three MNIST studies measured:
+    :func:`amnesiac_paper.originals.shared_originals` of the fidelity (``res``), propagation (``prop``) and
+    comparison (``comp``) results."""
+    return originals.shared_originals(res.records, prop.records, comp.records, comp.study.optimizers,
+                                      comp.study.seeds)
+
+
+def originals_table(rows: list[dict]) -> str:
+    """:func:`originals_rows` as a table: each study's fingerprint of the original (the fidelity study's recorded
+    in its pieces, or attested by a piece of the same run whose measures equal a fingerprinted comparison piece's
+    bit for bit, :mod:`amnesiac_paper.originals`) and the CPU it was computed on."""
+    if not rows:
+        return "*No comparison seed yet.*"
+
+    def cell(fp, cpus, how=None):
+        if fp is None:
+            return "unverified (no fingerprint)" if how == "unverified" else "—"
+        note = " (attested)" if how == "attested" else ""
+        return f"`{fp}`{note}, " + " / ".join(short_cpu(c) for c in cpus)
+
+    body = [[r["optimizer"], str(r["seed"]), cell(r["fidelity"], r["fidelity_cpu"], r["fidelity_how"]),
+             cell(r["propagation"], r["propagation_cpu"]), cell(r["comparison"], r["comparison_cpu"]),
+             "yes" if r["shared"] else "**no**"] for r in rows]
+    return markdown_table(["optimizer", "seed", "fidelity study", "propagation", "comparison", "one original"], body)
+
+
+def originals_sentence(rows: list[dict]) -> str:
+    """Which (optimizer, seed) the fidelity, propagation and comparison studies measured on one original model bit
+    for bit, and what the others mean for the numbers the book sets side by side."""
+    if not rows:
+        return ""
+    shared = [r for r in rows if r["shared"]]
+    apart = [r for r in rows if not r["shared"]]
+    name = "; ".join
+    text = (f"**One original per (optimizer, seed)?** For {len(shared)} of {len(rows)} (optimizer, seed) the three "
+            "studies measured one original model, bit for bit")
+    if not apart:
+        return text + "."
+    reasons = []
+    for r in apart:
+        fid_cpu = ", ".join(short_cpu(c) for c in r["fidelity_cpu"])
+        other = ", ".join(sorted({short_cpu(c) for c in r["propagation_cpu"] + r["comparison_cpu"]}))
+        if r["fidelity"] is None:
+            why = "the fidelity study's pieces carry no fingerprint and match no fingerprinted piece"
+        elif fid_cpu != other:
+            why = f"the fidelity study's was trained on {fid_cpu}, the others' on {other}"
+        else:
+            why = "the studies' originals differ on the same kind of CPU"
+        reasons.append(f"{r['optimizer']} seed {r['seed']}: {why}")
+    text += f"; not for {name(reasons)}."
+    if any("trained on" in why for why in reasons):
+        text += (" The same code, recipe, seed and data order give another original on another kind of CPU (float "
+                 "rounding differs with the vector instructions, and training amplifies it).")
+    return text + (" Where the originals differ, the fidelity study's numbers beside the other two (its retrain "
+                   "floor beside the comparison's methods, its grid beside the propagated delta) are the same "
+                   "measurement in the same setting, not a measurement around the same models.")
 
 
 FIDELITY_COLUMNS = {
