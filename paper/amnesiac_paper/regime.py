@@ -36,6 +36,7 @@ resumable per piece (replays cached under ``weights/``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -683,39 +684,25 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
     pool, held = study_data(study)
     cache = PieceCache(folder, {"provenance": provenance(torch.device("cpu"), semantics=REGIME_SEMANTICS)})
     weights = folder / "weights"
-    cells, lds, stable, remedy, singles = {}, {}, {}, {}, {}
+    remedy_piece = functools.partial(stabilised_piece, variants=remedies(study))
+    makers = {  # piece kind -> (its progress line, the regimes it covers, how one piece is made); RegimeResult's order
+        "cell": ("regime", [r.name for r in study.regimes], cell_piece),
+        "lds": ("LDS", study.lds_regimes, lds_piece),
+        "stable": ("truncated propagation", study.stabilise_regimes, stabilised_piece),
+        "remedy": ("remedies", study.stabilise_regimes, remedy_piece),
+        "singles": ("single samples", study.singles_regimes, singles_piece),
+    }
+    found = {kind: {} for kind in makers}
     for seed in study.seeds:
-        for reg in study.regimes:
-            if progress:
-                print(f"regime {reg.name} seed {seed}", flush=True)
-            cells[(reg.name, seed)] = cache.piece(f"cell-{reg.name}-seed{seed}",
-                                                  lambda reg=reg, seed=seed: cell_piece(study, reg, seed, pool, held,
-                                                                                      weights))
-        for name in study.lds_regimes:
-            if progress:
-                print(f"LDS {name} seed {seed}", flush=True)
-            reg = study.regime(name)
-            lds[(name, seed)] = cache.piece(f"lds-{name}-seed{seed}",
-                                            lambda reg=reg, seed=seed: lds_piece(study, reg, seed, pool, held, weights))
-        for name in study.stabilise_regimes:
-            if progress:
-                print(f"truncated propagation {name} seed {seed}", flush=True)
-            reg = study.regime(name)
-            stable[(name, seed)] = cache.piece(
-                f"stable-{name}-seed{seed}",
-                lambda reg=reg, seed=seed: stabilised_piece(study, reg, seed, pool, held, weights))
-            remedy[(name, seed)] = cache.piece(
-                f"remedy-{name}-seed{seed}",
-                lambda reg=reg, seed=seed: stabilised_piece(study, reg, seed, pool, held, weights,
-                                                            variants=remedies(study)))
-        for name in study.singles_regimes:
-            if progress:
-                print(f"single samples {name} seed {seed}", flush=True)
-            reg = study.regime(name)
-            singles[(name, seed)] = cache.piece(
-                f"singles-{name}-seed{seed}",
-                lambda reg=reg, seed=seed: singles_piece(study, reg, seed, pool, held, weights))
-    return RegimeResult(study, folder, cells, lds, stable, remedy, singles)
+        for kind, (label, names, make) in makers.items():
+            for name in names:
+                if progress:
+                    print(f"{label} {name} seed {seed}", flush=True)
+                reg = study.regime(name)
+                found[kind][(name, seed)] = cache.piece(
+                    f"{kind}-{name}-seed{seed}",
+                    lambda make=make, reg=reg, seed=seed: make(study, reg, seed, pool, held, weights))
+    return RegimeResult(study, folder, *found.values())
 
 
 def load_study(profile: str = "full", *, results_root: Path | None = None) -> RegimeResult:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .. import fidelity as fidelity_study
 from .. import originals
 from .. import propagation as propagation_study
-from .common import format_ci, format_gci, markdown_table, study_provenance, study_results, validate
+from .common import format_ci, format_gci, markdown_table, pieces_provenance, study_provenance, study_results, validate
 
 
 def fidelity_results(*, profile: str = "full", seeds: Sequence[int] | None = None,
@@ -33,30 +33,23 @@ def fidelity_results(*, profile: str = "full", seeds: Sequence[int] | None = Non
 
 
 def fidelity_provenance(result) -> str:
-    """Where the study's numbers come from, and which (optimizer, seed) pieces are still missing."""
+    """Where the study's numbers come from (revisions, dates, compute, threads and every kind of CPU), and which
+    (setting, optimizer, seed) pieces are still missing."""
     recs = [p for pieces in result.records.values() for p in pieces.values()]
-    if not recs:
-        return (f"**Not computed yet.** No piece of the `{result.study.profile}` fidelity study is on disk; run "
-                f"`python -m amnesiac_paper fidelity --profile {result.study.profile}`.")
-    revs = sorted({r["provenance"]["git"] for r in recs})
-    dates = sorted(r["provenance"]["date"][:10] for r in recs)
-    minutes = sum(r.get("wall_seconds", 0.0) for r in recs) / 60
-    prov = recs[0]["provenance"]
-    threads = sorted({r["provenance"].get("threads") for r in recs})
-    kinds = Counter(short_cpu(originals.cpu_kind(r)) for r in recs)
-    text = (f"**Provenance.** Fidelity study `{result.study.name}`, profile `{result.study.profile}`, config hash "
-            f"`{result.study.hash}`; {len(recs)} pieces computed with code revision(s) "
-            f"{', '.join(f'`{r}`' for r in revs)} on {prov['device']} ({', '.join(map(str, threads))} threads; CPU: "
-            + ", ".join(f"{n} pieces {k}" for k, n in kinds.most_common())
-            + f"), torch {prov['torch']}, {dates[0]} to {dates[-1]}; {minutes:.0f} min of compute in all.")
-    missing = []
-    for setting, opt, seed in result.study.combos():
-        if seed not in result.seeds_of(setting, opt):
-            missing.append(f"{setting}/{opt}/seed {seed}")
-    if missing:
-        text += (f" **Not computed yet:** {', '.join(missing)} (the study resumes where it stopped: "
-                 f"`python -m amnesiac_paper fidelity --profile {result.study.profile}`). Means and intervals "
-                 "below use the seeds that are complete; with one seed no interval is shown.")
+    missing = [f"{setting}/{opt}/seed {seed}" for setting, opt, seed in result.study.combos()
+               if seed not in result.seeds_of(setting, opt)]
+    how = "on the CPU"
+    if recs:
+        threads = sorted({r["provenance"].get("threads") for r in recs})
+        kinds = Counter(short_cpu(originals.cpu_kind(r)) for r in recs)
+        how = (f"on the CPU with {', '.join(map(str, threads))} thread(s), torch {recs[0]['provenance']['torch']} "
+               f"(CPU: {', '.join(f'{n} pieces {k}' for k, n in kinds.most_common())})")
+    text = pieces_provenance(result.study, recs, what=f"{len(recs)} pieces", command="fidelity",
+                             minutes="an hour per optimizer and seed", how=how, missing=missing)
+    if missing and recs:
+        text += (f" The study resumes where it stopped: `python -m amnesiac_paper fidelity --profile "
+                 f"{result.study.profile}`. Means and intervals below use the seeds that are complete; with one seed "
+                 "no interval is shown.")
     return text
 
 
