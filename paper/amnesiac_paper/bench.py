@@ -138,8 +138,57 @@ PARTITIONED_ROWS = ("class groups, weight gradients once (partitioned)",
                     "1% samples, weight gradients once (partitioned)")
 
 
-def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig, device, batch: int = 64) -> dict:
-    """Training-time ratios (logged / plain) and bytes held for the standard log configurations."""
+def copy_bandwidth(device, nbytes: int = 2**28, repeats: int = 5) -> float:
+    """The memory bandwidth one copy of ``nbytes`` reaches on ``device`` (bytes read plus bytes written per second,
+    the median of ``repeats``): the rate the traffic floor of a log (:func:`log_traffic`) is priced at."""
+    dev = torch.device(device)
+    src = torch.ones(nbytes // 4, device=dev)
+    dst = torch.empty_like(src)
+
+    def copy():
+        dst.copy_(src)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    copy()  # the pages are touched once before timing
+    return 2 * src.numel() * 4 / _median_seconds(copy, repeats)
+
+
+# The fewest passes over one present group's K coordinates a step of the log needs (each pass reads or writes K
+# numbers once): its share written where it is formed and read once by the update, and the group's delta read and
+# written; a rule with a first moment (Adam, momentum) reads and writes the group's moment too.
+PASSES_STATELESS, PASSES_WITH_MOMENT = 4, 6
+
+
+def log_traffic(logs: list, batches: list[torch.Tensor]) -> float:
+    """The bytes per step that ``logs`` must move at least over these batches' sample ids, on average: for a
+    :class:`DeltaLog`, each step's present groups × its width × the bytes of a number × the passes a group needs
+    (:data:`PASSES_WITH_MOMENT` once the log keeps moments, else :data:`PASSES_STATELESS`); for a per-batch store,
+    what it writes (once). Call before ``finalize`` (it reads the log's training-time state).
+
+    Example:
+        >>> from amnesiac.data import groups_per_sample
+        >>> log = DeltaLog(torch.nn.Linear(3, 2), groups_per_sample([0, 1]))  # 8 parameters, no moments yet
+        >>> log_traffic([log], [torch.tensor([0, 1, 5]), torch.tensor([1, 6, 7])])  # (2 + 1) groups x 8 x 4 B x 4 / 2
+        192.0
+    """
+    total = 0.0
+    for log in logs:
+        if isinstance(log, DeltaLog):
+            passes = PASSES_WITH_MOMENT if log.moments is not None else PASSES_STATELESS
+            item = torch.empty((), dtype=log.compute_dtype).element_size()
+            present = sum(log.assignment_for(ids)[1] for ids in batches)
+            total += present * log.width * item * passes
+        else:
+            total += log.nbytes
+    return total / len(batches)
+
+
+def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig, device, batch: int = 64,
+             bandwidth: float | None = None) -> dict:
+    """Training-time ratios (logged / plain) and bytes held for the standard log configurations; with the
+    machine's copy ``bandwidth`` (:func:`copy_bandwidth`), each row's traffic floor: the bytes per step its logs
+    must move (:func:`log_traffic`) and the epoch that costs at that bandwidth beside the plain epoch."""
     in_ch = data.x.shape[1]
     model_fn = lambda: build_model(model_name, in_ch, classes)  # noqa: E731
     ids1 = random_ids(data, 0.01, seed=0)
@@ -166,12 +215,17 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
             secs, plain, logs, phases = _paired(model_fn, data, batch, make, device, cfg.repeats, **how)
         plains.append(plain)
         peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)
+        traffic = log_traffic(logs, [ids for _, _, ids in data.loader(batch, seed=0)])
         for log in logs:
             if isinstance(log, DeltaLog):
                 log.finalize()
         rows[name] = {"seconds": secs, "plain_seconds": plain, "ratio": secs / plain,
                       "share_seconds": phases["share"], "update_seconds": phases["update"],
-                      "bytes": sum(log.nbytes for log in logs), "peak_bytes": peak}
+                      "bytes": sum(log.nbytes for log in logs), "peak_bytes": peak,
+                      "traffic_bytes_per_step": traffic}
+        if bandwidth:  # the epoch at the traffic floor: plain training plus the log's least traffic
+            steps = math.ceil(len(data) / batch)
+            rows[name]["floor_ratio"] = 1 + steps * traffic / bandwidth / plain
     rows = {"plain": {"seconds": statistics.median(plains), "ratio": 1.0, "bytes": 0, "peak_bytes": 0}} | rows
     return {"model": model_name, "n_params": sum(q.numel() for q in model_fn().parameters()), "n": len(data),
             "batch": batch, "rows": rows}
@@ -282,9 +336,12 @@ def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None =
     start = time.perf_counter()
     mnist_like = _data(cfg.n_simple, (1, 28, 28), 10)
     cifar_like = _data(cfg.n_resnet, (3, 32, 32), 10)  # 10 class groups: 100 would hold 4.5 GB of deltas
+    bandwidth = copy_bandwidth(dev, repeats=cfg.repeats)
     result = {
         "profile": profile, "config": asdict(cfg), "provenance": provenance(dev, semantics=BENCH_SEMANTICS),
-        "overhead": [overhead("simple", mnist_like, 10, cfg, dev), overhead("resnet18", cifar_like, 10, cfg, dev)],
+        "copy_bandwidth": bandwidth,
+        "overhead": [overhead("simple", mnist_like, 10, cfg, dev, bandwidth=bandwidth),
+                     overhead("resnet18", cifar_like, 10, cfg, dev, bandwidth=bandwidth)],
         "latency": [latency("simple", mnist_like, 10, dev, cfg.repeats),
                     latency("resnet18", cifar_like, 10, dev, cfg.repeats)],
         "scaling": scaling(mnist_like, cfg, dev),
@@ -350,8 +407,9 @@ def format_bench(result: dict) -> str:
         lines.append(f"training overhead, {block['model']} ({block['n_params']:,} parameters, {block['n']} samples, "
                      f"batch {block['batch']}):")
         for name, row in block["rows"].items():
+            floor = f"  floor {row['floor_ratio']:5.2f}x" if "floor_ratio" in row else ""
             lines.append(f"  {name:46s} {row['seconds']:8.2f} s  {row['ratio']:6.2f}x  {row['bytes'] / 2**20:9.2f} MiB"
-                         f"  peak {row.get('peak_bytes', 0) / 2**20:9.2f} MiB")
+                         f"  peak {row.get('peak_bytes', 0) / 2**20:9.2f} MiB{floor}")
     for block in result["latency"]:
         lines.append(f"unlearning latency, {block['model']}:")
         for name, s in block["seconds"].items():

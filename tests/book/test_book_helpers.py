@@ -621,3 +621,16 @@ def test_the_inversion_resembles_a_model_only_by_an_interval_that_excludes_zero(
     assert attacks.inversion_closer([0.2, 0.25, 0.22], [0.6, 0.62, 0.58]).startswith("the retrained model's")
     assert attacks.inversion_closer([0.6, 0.62, 0.58], [0.2, 0.25, 0.22]).startswith("the original model's")
     assert "inconclusive" in attacks.inversion_closer([0.2, 0.6, 0.3], [0.5, 0.1, 0.35])
+
+
+def test_the_traffic_table_sets_each_row_beside_its_floor_or_says_the_run_predates_it():
+    from amnesiac_paper.book import memory_time
+
+    row = {"ratio": 3.0, "floor_ratio": 1.5, "traffic_bytes_per_step": 4.5e8}
+    bench = {"profile": "full", "provenance": {"git": "abc1234"}, "copy_bandwidth": 1.0e10,
+             "overhead": [{"model": "resnet18", "rows": {"plain": {"ratio": 1.0}, "class groups": row}}]}
+    text = memory_time.traffic_table(bench)
+    assert "10.0 GB/s" in text and "| class groups | 450.0 | 1.50 | 3.00 | 2.00 |" in text and "| plain |" not in text
+    del bench["copy_bandwidth"]
+    old = memory_time.traffic_table(bench)
+    assert "predates the traffic model" in old and "python -m amnesiac_paper bench --profile full" in old

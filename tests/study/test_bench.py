@@ -109,3 +109,32 @@ def test_ledger_read_times_on_a_small_memory_mapped_ledger(tmp_path):
     out = ledger_read_times(tmp_path / "l", model="simple", n_samples=20, dtype="float16", reads=(1, 5), repeats=2)
     assert out["file_bytes"] == 20 * out["n_params"] * 2  # float16 rows, nothing else left on disk
     assert set(out["reads"]) == {"1", "5"} and out["reads"]["5"]["warm_median_seconds"] > 0
+
+
+def test_the_traffic_floor_counts_present_groups_times_width_times_passes():
+    """A log's least traffic per step: each step's present groups × its width × 4 bytes × the passes a group
+    needs (6 once Adam's moments are kept: share written and read, delta and moment read and written; 4 without);
+    a per-batch store writes what it holds once. Priced at a measured, positive copy bandwidth."""
+    import torch
+    from amnesiac_paper.bench import PASSES_STATELESS, PASSES_WITH_MOMENT, copy_bandwidth, log_traffic
+
+    from amnesiac.batchlog import BatchLog
+    from amnesiac.data import ArrayDataset, groups_by_class, groups_per_sample
+    from amnesiac.deltalog import DeltaLog
+    from amnesiac.training import train
+
+    gen = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.randn(40, 5, generator=gen), torch.arange(40) % 4, torch.arange(40))
+    batches = [ids for _, _, ids in data.loader(8, seed=0)]
+    present = [len(set((i % 4).tolist())) for i in batches]  # class groups present in each batch
+    model = torch.nn.Linear(5, 4)
+    P = sum(q.numel() for q in model.parameters())
+    log = DeltaLog(model, groups_by_class(data))
+    assert log_traffic([log], batches) == sum(present) * P * 4 * PASSES_STATELESS / len(batches)
+    train(model, data.loader(8, seed=0), torch.optim.Adam(model.parameters()), epochs=1, delta_log=log,
+          progress=False)
+    assert log.moments is not None
+    assert log_traffic([log], batches) == sum(present) * P * 4 * PASSES_WITH_MOMENT / len(batches)
+    store = BatchLog(torch.nn.Linear(5, 4), groups_per_sample([0, 1]))
+    assert log_traffic([store], batches) == store.nbytes / len(batches)
+    assert copy_bandwidth("cpu", nbytes=2**20, repeats=3) > 0

@@ -37,3 +37,23 @@ def bench_gpu_comparison(cpu: dict, profile: str = "full") -> str:
     return (f"The same benchmark on a GPU ({prov.get('device_name')}, torch {prov['torch']}, revision {prov['git']}), "
             "beside the CPU's; ratios are within one run and device:\n\n" + markdown_table(header, rows))
 
+
+
+def traffic_table(bench: dict) -> str:
+    """Each overhead row beside its traffic floor (:func:`amnesiac_paper.bench.log_traffic`): the bytes per step its
+    logs must move at least, the epoch that costs at the run's measured copy bandwidth (× plain training), the
+    measured epoch (× plain) and how far above the floor it is; or why the run has no floor."""
+    if "copy_bandwidth" not in bench:
+        return (f"*This benchmark run (revision {bench['provenance']['git']}) predates the traffic model: recompute it "
+                f"(`python -m amnesiac_paper bench --profile {bench['profile']}`, alone on the machine) for each "
+                "row's floor.*")
+    out = [f"The least memory traffic of each log and what it costs at this machine's copy bandwidth "
+           f"({bench['copy_bandwidth'] / 1e9:.1f} GB/s, read plus write, one copy of 256 MiB):"]
+    for block in bench["overhead"]:
+        rows = [(k, v) for k, v in block["rows"].items() if "floor_ratio" in v]
+        out.append(f"\n**{block['model']}**\n")
+        out.append(markdown_table(
+            ["log", "least traffic per step (MB)", "floor (× plain)", "measured (× plain)", "measured ÷ floor"],
+            [[k, f"{v['traffic_bytes_per_step'] / 1e6:.1f}", f"{v['floor_ratio']:.2f}", f"{v['ratio']:.2f}",
+              f"{v['ratio'] / v['floor_ratio']:.2f}"] for k, v in rows]))
+    return "\n".join(out)
