@@ -627,10 +627,10 @@ def test_the_traffic_table_sets_each_row_beside_its_floor_or_says_the_run_predat
     from amnesiac_paper.book import memory_time
 
     row = {"ratio": 3.0, "floor_ratio": 1.5, "traffic_bytes_per_step": 4.5e8}
-    bench = {"profile": "full", "provenance": {"git": "abc1234"}, "copy_bandwidth": 1.0e10,
+    bench = {"profile": "full", "provenance": {"git": "abc1234"}, "stream_bandwidth": 1.0e10,
              "overhead": [{"model": "resnet18", "rows": {"plain": {"ratio": 1.0}, "class groups": row}}]}
     text = memory_time.traffic_table(bench)
     assert "10.0 GB/s" in text and "| class groups | 450.0 | 1.50 | 3.00 | 2.00 |" in text and "| plain |" not in text
-    del bench["copy_bandwidth"]
+    del bench["stream_bandwidth"]
     old = memory_time.traffic_table(bench)
     assert "predates the traffic model" in old and "python -m amnesiac_paper bench --profile full" in old

@@ -114,9 +114,9 @@ def test_ledger_read_times_on_a_small_memory_mapped_ledger(tmp_path):
 def test_the_traffic_floor_counts_present_groups_times_width_times_passes():
     """A log's least traffic per step: each step's present groups × its width × 4 bytes × the passes a group
     needs (6 once Adam's moments are kept: share written and read, delta and moment read and written; 4 without);
-    a per-batch store writes what it holds once. Priced at a measured, positive copy bandwidth."""
+    a per-batch store writes what it holds once. Priced at a measured, positive streaming bandwidth."""
     import torch
-    from amnesiac_paper.bench import PASSES_STATELESS, PASSES_WITH_MOMENT, copy_bandwidth, log_traffic
+    from amnesiac_paper.bench import PASSES_STATELESS, PASSES_WITH_MOMENT, log_traffic, stream_bandwidth
 
     from amnesiac.batchlog import BatchLog
     from amnesiac.data import ArrayDataset, groups_by_class, groups_per_sample
@@ -137,4 +137,4 @@ def test_the_traffic_floor_counts_present_groups_times_width_times_passes():
     assert log_traffic([log], batches) == sum(present) * P * 4 * PASSES_WITH_MOMENT / len(batches)
     store = BatchLog(torch.nn.Linear(5, 4), groups_per_sample([0, 1]))
     assert log_traffic([store], batches) == store.nbytes / len(batches)
-    assert copy_bandwidth("cpu", nbytes=2**20, repeats=3) > 0
+    assert stream_bandwidth("cpu", nbytes=2**20, repeats=3) > 0

@@ -41,14 +41,15 @@ def bench_gpu_comparison(cpu: dict, profile: str = "full") -> str:
 
 def traffic_table(bench: dict) -> str:
     """Each overhead row beside its traffic floor (:func:`amnesiac_paper.bench.log_traffic`): the bytes per step its
-    logs must move at least, the epoch that costs at the run's measured copy bandwidth (× plain training), the
+    logs must move at least, the epoch that costs at the run's measured streaming bandwidth (× plain training), the
     measured epoch (× plain) and how far above the floor it is; or why the run has no floor."""
-    if "copy_bandwidth" not in bench:
+    if "stream_bandwidth" not in bench:
         return (f"*This benchmark run (revision {bench['provenance']['git']}) predates the traffic model: recompute it "
                 f"(`python -m amnesiac_paper bench --profile {bench['profile']}`, alone on the machine) for each "
                 "row's floor.*")
-    out = [f"The least memory traffic of each log and what it costs at this machine's copy bandwidth "
-           f"({bench['copy_bandwidth'] / 1e9:.1f} GB/s, read plus write, one copy of 256 MiB):"]
+    out = [f"The least memory traffic of each log and what it costs at this machine's streaming bandwidth "
+           f"({bench['stream_bandwidth'] / 1e9:.1f} GB/s read plus written, the fastest of a copy, an in-place add, "
+           "an in-place scale and a sum over 256 MiB):"]
     for block in bench["overhead"]:
         rows = [(k, v) for k, v in block["rows"].items() if "floor_ratio" in v]
         out.append(f"\n**{block['model']}**\n")
