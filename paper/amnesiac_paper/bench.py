@@ -222,7 +222,8 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
             secs, plain, logs, phases = _paired(model_fn, data, batch, make, device, cfg.repeats, **how)
         plains.append(plain)
         peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)
-        traffic = log_traffic(logs, [ids for _, _, ids in data.loader(batch, seed=0)])
+        batches = [ids for _, _, ids in data.loader(batch, seed=0)]  # the epoch's steps, as training took them
+        traffic = log_traffic(logs, batches)
         for log in logs:
             if isinstance(log, DeltaLog):
                 log.finalize()
@@ -231,8 +232,7 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
                       "bytes": sum(log.nbytes for log in logs), "peak_bytes": peak,
                       "traffic_bytes_per_step": traffic}
         if bandwidth:  # the epoch at the traffic floor: plain training plus the log's least traffic
-            steps = math.ceil(len(data) / batch)
-            rows[name]["floor_ratio"] = 1 + steps * traffic / bandwidth / plain
+            rows[name]["floor_ratio"] = 1 + len(batches) * traffic / bandwidth / plain
     rows = {"plain": {"seconds": statistics.median(plains), "ratio": 1.0, "bytes": 0, "peak_bytes": 0}} | rows
     return {"model": model_name, "n_params": sum(q.numel() for q in model_fn().parameters()), "n": len(data),
             "batch": batch, "rows": rows}
@@ -343,10 +343,11 @@ def run_bench(profile: str = "full", *, device: str = "auto", out: Path | None =
     start = time.perf_counter()
     mnist_like = _data(cfg.n_simple, (1, 28, 28), 10)
     cifar_like = _data(cfg.n_resnet, (3, 32, 32), 10)  # 10 class groups: 100 would hold 4.5 GB of deltas
-    bandwidth = stream_bandwidth(dev, repeats=cfg.repeats)
+    stream_bytes = 2**28
+    bandwidth = stream_bandwidth(dev, nbytes=stream_bytes, repeats=cfg.repeats)
     result = {
         "profile": profile, "config": asdict(cfg), "provenance": provenance(dev, semantics=BENCH_SEMANTICS),
-        "stream_bandwidth": bandwidth,
+        "stream_bandwidth": bandwidth, "stream_bytes": stream_bytes,
         "overhead": [overhead("simple", mnist_like, 10, cfg, dev, bandwidth=bandwidth),
                      overhead("resnet18", cifar_like, 10, cfg, dev, bandwidth=bandwidth)],
         "latency": [latency("simple", mnist_like, 10, dev, cfg.repeats),

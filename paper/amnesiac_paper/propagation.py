@@ -144,6 +144,7 @@ def _evaluate_set(c: st.Combo, study: PropagationStudy, state: dict, fset: st.Fo
     tuned = unlearn("finetune", start, Request(retain=c.setting.pool.without(fset.ids), recipe=c.recipe, seed=c.seed,
                                                device=str(c.device)), epochs=1, progress=c.progress)
     return {
+        "original_fingerprint": st.fingerprint(state["theta"]),
         "set": fset.name, "kind": fset.kind, "size": len(fset.ids), "alphas": list(c.study.alphas),
         "delta_norm": {m: float(state[f"{m}/{fset.name}"].double().norm()) for m in METHODS},
         "hvp_seconds": float(state[f"propagated/{fset.name}/hvp_seconds"]),

@@ -685,7 +685,7 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
     cache = PieceCache(folder, {"provenance": provenance(torch.device("cpu"), semantics=REGIME_SEMANTICS)})
     weights = folder / "weights"
     remedy_piece = functools.partial(stabilised_piece, variants=remedies(study))
-    makers = {  # piece kind -> (its progress line, the regimes it covers, how one piece is made); RegimeResult's order
+    makers = {  # piece kind -> (its progress line, the regimes it covers, how one piece is made)
         "cell": ("regime", [r.name for r in study.regimes], cell_piece),
         "lds": ("LDS", study.lds_regimes, lds_piece),
         "stable": ("truncated propagation", study.stabilise_regimes, stabilised_piece),
@@ -702,7 +702,8 @@ def run_study(profile: str = "full", *, seeds: Sequence[int] | None = None, regi
                 found[kind][(name, seed)] = cache.piece(
                     f"{kind}-{name}-seed{seed}",
                     lambda make=make, reg=reg, seed=seed: make(study, reg, seed, pool, held, weights))
-    return RegimeResult(study, folder, *found.values())
+    return RegimeResult(study, folder, cells=found["cell"], lds=found["lds"], stable=found["stable"],
+                        remedy=found["remedy"], singles=found["singles"])
 
 
 def load_study(profile: str = "full", *, results_root: Path | None = None) -> RegimeResult:

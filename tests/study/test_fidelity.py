@@ -382,58 +382,78 @@ def _piece(set_name, loss, *, fp=None, run="2026-12-01T08:59:24Z", cpu=None):
 def test_an_original_is_recorded_attested_through_its_run_or_unverified():
     from amnesiac_paper import originals as og
 
-    witness = {("sgd", 1, "class-3"): ("7012f4c29d3ec527", (0.5, 0.25, 2.0))}
+    witness = {("sgd", 1, "class-3"): {("7012f4c29d3ec527", (0.5, 0.25, 2.0))}}
+    run = {"provenance": {"git": "abc1234", "date": "2026-12-01T08:59:24Z"}}
     fid = {("full", "sgd", 1): {
         "set-class-3": _piece("class-3", 0.5),                         # equal to the witness bit for bit
         "set-random-1": _piece("random-1", 0.7),                       # no witness, same run: attested through it
-        "floor-class": {"provenance": {"git": "abc1234", "date": "2026-12-01T08:59:24Z"}},
+        "floor-class": dict(run),
         "set-requests-2": _piece("requests-2", 0.7, run="2026-12-02T00:00:00Z"),  # another run: nothing known
+        "determinism": {"provenance": {}},                              # no stamp: a run of its own
         "original": {"provenance": {}}}}                               # measures no model: not covered
     res = og.fidelity_originals(fid, witness)[("full", "sgd", 1)]
     assert res["how"] == {"set-class-3": "attested", "set-random-1": "attested", "floor-class": "attested",
-                          "set-requests-2": "unverified"}
+                          "set-requests-2": "unverified", "determinism": "unverified"}
     assert res["fingerprints"]["floor-class"] == "7012f4c29d3ec527" and res["fingerprints"]["set-requests-2"] is None
-    assert res["witness"]["set-random-1"] == "class-3 (comparison)"
+    assert "class-3" in res["witness"]["set-random-1"]
     # one bit off in a measure is another original: nothing attested
     off = og.fidelity_originals({("full", "sgd", 1): {"set-class-3": _piece("class-3", 0.5 + 2 ** -52)}}, witness)
     assert off[("full", "sgd", 1)]["how"] == {"set-class-3": "unverified"}
+    # any of several witnesses of a set may match
+    two = {("sgd", 1, "class-3"): {("aaaa", (0.1, 0.1, 0.1)), ("7012f4c29d3ec527", (0.5, 0.25, 2.0))}}
+    assert og.fidelity_originals({("full", "sgd", 1): {"set-class-3": _piece("class-3", 0.5)}}, two)[
+        ("full", "sgd", 1)]["fingerprints"] == {"set-class-3": "7012f4c29d3ec527"}
     # a recorded fingerprint stands; two originals in one run cannot come from a correct run
     rec = og.fidelity_originals({("full", "sgd", 1): {"set-random-1": _piece("random-1", 0.7, fp="aaaa"),
-                                                      "floor-class": {"provenance": {"git": "abc1234",
-                                                                                     "date": "2026-12-01T08:59:24Z"}}}},
-                                witness)
+                                                      "floor-class": dict(run)}}, witness)
     assert rec[("full", "sgd", 1)]["how"] == {"set-random-1": "recorded", "floor-class": "attested"}
     with pytest.raises(ValueError, match="2 different original models"):
         og.fidelity_originals({("full", "sgd", 1): {"set-random-1": _piece("random-1", 0.7, fp="aaaa"),
                                                     "set-class-3": _piece("class-3", 0.5)}}, witness)
+    # the same stamp on another CPU is another run
+    other = _piece("random-1", 0.7, cpu="AMD EPYC")
+    res = og.fidelity_originals({("full", "sgd", 1): {"set-class-3": _piece("class-3", 0.5),
+                                                      "set-random-1": other}}, witness)[("full", "sgd", 1)]
+    assert res["how"]["set-random-1"] == "unverified"
 
 
 def test_the_originals_sentence_says_which_seeds_share_one_and_why_the_others_do_not():
     from amnesiac_paper import originals as og
     from amnesiac_paper.book import fidelity as book
 
-    def comp(fp, cpu="Intel(R) Xeon(R) Processor"):
-        rec = _piece("class-3", 0.5, fp=fp, cpu=cpu)
-        return {"class-3/amnesiac": rec}
-
     intel, amd = "Intel(R) Xeon(R) Processor", "AMD EPYC"
+
+    def comp(fp, cpu=intel):
+        return {"class-3/amnesiac": _piece("class-3", 0.5, fp=fp, cpu=cpu)}
+
+    def prop(fp):
+        return {"original": {"original_fingerprint": fp, "provenance": {"git": "b", "date": "d", "cpu": intel}}}
+
     fid = {("full", "adam", 0): {"set-class-3": _piece("class-3", 0.9, fp="f0", cpu=amd)},
            ("full", "adam", 1): {"set-class-3": _piece("class-3", 0.5, cpu=intel)}}  # attested by the comparison
-    prop = {("adam", 0): {"original": {"original_fingerprint": "c0", "provenance": {"cpu": intel}}},
-            ("adam", 1): {"original": {"original_fingerprint": "c1", "provenance": {"cpu": intel}}}}
+    props = {("adam", 0): prop("c0"), ("adam", 1): prop("c1")}
     comps = {("adam", 0): comp("c0"), ("adam", 1): comp("c1")}
-    rows = og.shared_originals(fid, prop, comps, ["adam"], [0, 1])
-    assert [r["shared"] for r in rows] == [False, True] and rows[1]["fidelity_how"] == "attested"
+    rows = og.shared_originals(fid, props, comps, ["adam"], [0, 1])
+    assert [r["shared"] for r in rows] == [False, True] and rows[1]["fidelity"]["status"] == "attested"
     text = book.originals_sentence(rows)
     assert "For 1 of 2" in text and "adam seed 0: the fidelity study's was trained on AMD EPYC (AVX2)" in text
     assert "another kind of CPU" in text and "not a measurement around the same models" in text
     table = book.originals_table(rows)
     assert "| adam | 0 | `f0`, AMD EPYC (AVX2) |" in table and "**no**" in table and "(attested)" in table
-    # every seed shared: one short sentence, no caveat
-    assert book.originals_sentence([rows[1]]).endswith("bit for bit.")
+    assert book.originals_sentence([rows[1]]).endswith("bit for bit.")  # every seed shared: no caveat
     # unverified: said so, without blaming the CPU
     fid[("full", "adam", 0)] = {"set-class-3": _piece("class-3", 0.9, cpu=intel)}
-    rows = og.shared_originals(fid, prop, comps, ["adam"], [0, 1])
+    rows = og.shared_originals(fid, props, comps, ["adam"], [0, 1])
     text = book.originals_sentence(rows)
     assert "carry no fingerprint" in text and "another kind of CPU" not in text
     assert "unverified (no fingerprint)" in book.originals_table(rows)
+    # a study with nothing yet is said to have nothing, not blamed on a CPU
+    fid[("full", "adam", 0)] = {"set-class-3": _piece("class-3", 0.9, fp="f0", cpu=amd)}
+    rows = og.shared_originals(fid, props, {("adam", 1): comp("c1")}, ["adam"], [0, 1])
+    assert "adam seed 0: the comparison has no piece yet" in book.originals_sentence(rows)
+    assert "no piece yet" in book.originals_table(rows)
+    # different originals on CPUs not known to differ: said so
+    fid[("full", "adam", 0)] = {"set-class-3": _piece("class-3", 0.9, fp="f0", cpu=intel)}
+    rows = og.shared_originals(fid, props, comps, ["adam"], [0])
+    assert "not known to differ" in book.originals_sentence(rows)
+    assert og.cpus_differ([amd], [intel]) and not og.cpus_differ(["not recorded"], [intel])

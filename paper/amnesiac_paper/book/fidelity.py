@@ -38,12 +38,14 @@ def fidelity_provenance(result) -> str:
     recs = [p for pieces in result.records.values() for p in pieces.values()]
     missing = [f"{setting}/{opt}/seed {seed}" for setting, opt, seed in result.study.combos()
                if seed not in result.seeds_of(setting, opt)]
-    how = "on the CPU"
+    how = ""
     if recs:
-        threads = sorted({r["provenance"].get("threads") for r in recs})
-        kinds = Counter(short_cpu(originals.cpu_kind(r)) for r in recs)
-        how = (f"on the CPU with {', '.join(map(str, threads))} thread(s), torch {recs[0]['provenance']['torch']} "
-               f"(CPU: {', '.join(f'{n} pieces {k}' for k, n in kinds.most_common())})")
+        devices = sorted({str(r["provenance"].get("device", "?")) for r in recs})
+        threads = sorted({str(r["provenance"]["threads"]) for r in recs if "threads" in r["provenance"]})
+        kinds = ", ".join(f"{n} pieces {k}" for k, n in Counter(short_cpu(originals.cpu_kind(r)) for r in recs)
+                          .most_common())
+        how = (f"on {', '.join(devices)} with {', '.join(threads) or '?'} thread(s), torch "
+               f"{recs[0]['provenance']['torch']} (CPU: {kinds})")
     text = pieces_provenance(result.study, recs, what=f"{len(recs)} pieces", command="fidelity",
                              minutes="an hour per optimizer and seed", how=how, missing=missing)
     if missing and recs:
@@ -72,49 +74,39 @@ def originals_rows(res, prop, comp) -> list[dict]:
 
 
 def originals_table(rows: list[dict]) -> str:
-    """:func:`originals_rows` as a table: each study's fingerprint of the original (the fidelity study's recorded
-    in its pieces, or attested by a piece of the same run whose measures equal a fingerprinted comparison piece's
-    bit for bit, :mod:`amnesiac_paper.originals`) and the CPU it was computed on."""
+    """:func:`originals_rows` as a table: each study's fingerprint of the original (recorded in its pieces, or
+    attested through a piece of the same run whose measures equal a fingerprinted comparison piece's bit for bit,
+    :mod:`amnesiac_paper.originals`) and the CPU it was computed on."""
     if not rows:
         return "*No comparison seed yet.*"
+    words = {"none": "no piece yet", "unverified": "unverified (no fingerprint)", "several": "several originals"}
 
-    def cell(fp, cpus, how=None):
-        if fp is None:
-            return "unverified (no fingerprint)" if how == "unverified" else "—"
-        note = " (attested)" if how == "attested" else ""
-        return f"`{fp}`{note}, " + " / ".join(short_cpu(c) for c in cpus)
+    def cell(study):
+        if study["fingerprint"] is None:
+            return words[study["status"]]
+        note = " (attested)" if study["status"] == "attested" else ""
+        return f"`{study['fingerprint']}`{note}, " + " / ".join(short_cpu(c) for c in study["cpu"])
 
-    body = [[r["optimizer"], str(r["seed"]), cell(r["fidelity"], r["fidelity_cpu"], r["fidelity_how"]),
-             cell(r["propagation"], r["propagation_cpu"]), cell(r["comparison"], r["comparison_cpu"]),
-             "yes" if r["shared"] else "**no**"] for r in rows]
+    body = [[r["optimizer"], str(r["seed"])] + [cell(r[s]) for s in originals.STUDIES]
+            + ["yes" if r["shared"] else "**no**"] for r in rows]
     return markdown_table(["optimizer", "seed", "fidelity study", "propagation", "comparison", "one original"], body)
 
 
 def originals_sentence(rows: list[dict]) -> str:
     """Which (optimizer, seed) the fidelity, propagation and comparison studies measured on one original model bit
-    for bit, and what the others mean for the numbers the book sets side by side."""
+    for bit, why not the others (:func:`amnesiac_paper.originals.why_not_shared`), and what that means for the
+    numbers the book sets side by side."""
     if not rows:
         return ""
     shared = [r for r in rows if r["shared"]]
     apart = [r for r in rows if not r["shared"]]
-    name = "; ".join
     text = (f"**One original per (optimizer, seed)?** For {len(shared)} of {len(rows)} (optimizer, seed) the three "
             "studies measured one original model, bit for bit")
     if not apart:
         return text + "."
-    reasons = []
-    for r in apart:
-        fid_cpu = ", ".join(short_cpu(c) for c in r["fidelity_cpu"])
-        other = ", ".join(sorted({short_cpu(c) for c in r["propagation_cpu"] + r["comparison_cpu"]}))
-        if r["fidelity"] is None:
-            why = "the fidelity study's pieces carry no fingerprint and match no fingerprinted piece"
-        elif fid_cpu != other:
-            why = f"the fidelity study's was trained on {fid_cpu}, the others' on {other}"
-        else:
-            why = "the studies' originals differ on the same kind of CPU"
-        reasons.append(f"{r['optimizer']} seed {r['seed']}: {why}")
-    text += f"; not for {name(reasons)}."
-    if any("trained on" in why for why in reasons):
+    reasons = [f"{r['optimizer']} seed {r['seed']}: {short_cpu(originals.why_not_shared(r))}" for r in apart]
+    text += f"; not for {'; '.join(reasons)}."
+    if any("was trained on" in why for why in reasons):
         text += (" The same code, recipe, seed and data order give another original on another kind of CPU (float "
                  "rounding differs with the vector instructions, and training amplifies it).")
     return text + (" Where the originals differ, the fidelity study's numbers beside the other two (its retrain "

@@ -38,7 +38,6 @@ def bench_gpu_comparison(cpu: dict, profile: str = "full") -> str:
             "beside the CPU's; ratios are within one run and device:\n\n" + markdown_table(header, rows))
 
 
-
 def traffic_table(bench: dict) -> str:
     """Each overhead row beside its traffic floor (:func:`amnesiac_paper.bench.log_traffic`): the bytes per step its
     logs must move at least, the epoch that costs at the run's measured streaming bandwidth (× plain training), the
@@ -49,7 +48,7 @@ def traffic_table(bench: dict) -> str:
                 "row's floor.*")
     out = [f"The least memory traffic of each log and what it costs at this machine's streaming bandwidth "
            f"({bench['stream_bandwidth'] / 1e9:.1f} GB/s read plus written, the fastest of a copy, an in-place add, "
-           "an in-place scale and a sum over 256 MiB):"]
+           f"an in-place scale and a sum over {bench.get('stream_bytes', 2**28) / 2**20:.0f} MiB):"]
     for block in bench["overhead"]:
         rows = [(k, v) for k, v in block["rows"].items() if "floor_ratio" in v]
         out.append(f"\n**{block['model']}**\n")
