@@ -13,8 +13,8 @@ from amnesiac_paper import comparison as cmp
 from amnesiac_paper import experiments as E
 from amnesiac_paper import fidelity as fi
 from amnesiac_paper import membership as mb
+from amnesiac_paper import originals, store
 from amnesiac_paper import propagation as pr
-from amnesiac_paper import store
 
 COMMITTED = ["mnist-class3-simple", "mnist-class3-resnet18", "mnist-samples1-simple", "mnist-samples10-simple"]
 
@@ -58,6 +58,45 @@ def test_every_piece_of_the_committed_fidelity_study_is_found():
     assert res.records and set(res.records) == set(res.study.combos())
     for (setting, opt, seed), pieces in res.records.items():
         assert set(fi.expected_pieces(res.study, setting)) <= set(pieces), (setting, opt, seed)
+
+
+# The fidelity combos whose committed pieces predate fingerprints and match no fingerprinted piece (their original
+# differs from the propagation and comparison studies': SGD seed 0's test accuracy 0.9773 against 0.9772), named
+# until they are recomputed; the book's table of originals shows them as unverified. Nothing else may lack a
+# recorded or attested original.
+PENDING_RECOMPUTE = {("full", "sgd", 0)}
+
+
+def test_every_committed_piece_names_its_original_and_the_studies_share_one_where_their_cpu_does():
+    """No piece that measures a model is taken on trust: each carries its original's fingerprint, or a piece of
+    the same run carries one or is attested bit for bit by a fingerprinted comparison piece
+    (:mod:`amnesiac_paper.originals`); a run with neither fails, but for the combos named in PENDING_RECOMPUTE.
+    Across the fidelity, propagation and comparison studies, an (optimizer, seed) measured on different originals
+    is allowed only where the CPUs are known to differ."""
+    fid, prop, comp = fi.load_study("full"), pr.load_study("full"), cmp.load_study("full")
+    witnesses = originals.comparison_witnesses(comp.records)
+    runs = originals.fidelity_originals(fid.records, witnesses)
+    unverified = sorted({combo for combo, r in runs.items() if "unverified" in r["how"].values()})
+    assert unverified == sorted(PENDING_RECOMPUTE), (
+        f"fidelity combos with pieces whose original is neither recorded nor attested: {unverified}; the only ones "
+        f"allowed are those named as being recomputed, {sorted(PENDING_RECOMPUTE)} (recompute a combo with "
+        "python -m amnesiac_paper fidelity --profile full; once it is, take it off PENDING_RECOMPUTE)")
+    for combo, r in runs.items():
+        if combo not in PENDING_RECOMPUTE:
+            assert len(set(r["fingerprints"].values())) == 1, (combo, set(r["fingerprints"].values()))
+    for combo, r in originals.propagation_originals(prop.records, witnesses).items():
+        assert set(r["how"].values()) <= {"recorded", "attested"}, (combo, r["how"])
+    for row in originals.shared_originals(fid.records, prop.records, comp.records, comp.study.optimizers,
+                                          comp.study.seeds):
+        if ("full", row["optimizer"], row["seed"]) in PENDING_RECOMPUTE:
+            continue
+        studies = [row[s] for s in originals.STUDIES]
+        assert all(s["fingerprint"] for s in studies), row
+        for i, a in enumerate(studies):
+            for b in studies[:i]:
+                assert a["fingerprint"] == b["fingerprint"] or originals.cpus_differ(a["cpu"], b["cpu"]), (
+                    f"{row['optimizer']} seed {row['seed']}: two studies trained different originals on CPUs not "
+                    f"known to differ: {a} / {b}")
 
 
 def test_every_piece_of_the_committed_comparison_is_current():
