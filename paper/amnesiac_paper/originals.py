@@ -162,8 +162,10 @@ def _study_original(runs: dict | None, recs: list[dict]) -> dict:
     prints = set(runs["fingerprints"].values())
     if len(prints) > 1:
         return {"fingerprint": None, "status": "several", "cpu": cpu}
-    return {"fingerprint": prints.pop(), "cpu": cpu,
-            "status": "attested" if "attested" in runs["how"].values() else "recorded"}
+    # "attested": some run is known only through the comparison's measures; a piece that shares a run with a
+    # fingerprinted one is as good as recorded
+    through_comparison = any("comparison" in w for w in runs.get("witness", {}).values())
+    return {"fingerprint": prints.pop(), "cpu": cpu, "status": "attested" if through_comparison else "recorded"}
 
 
 def shared_originals(fidelity_records: Mapping, propagation_records: Mapping, comparison_records: Mapping,
@@ -204,14 +206,15 @@ def why_not_shared(row: dict) -> str:
             return f"{names[s]}'s pieces carry no fingerprint and match no fingerprinted piece"
         if st == "several":
             return f"{names[s]}'s pieces measured more than one original"
-    clauses = []
-    for i, a in enumerate(STUDIES):
-        for b in STUDIES[i + 1:]:
-            if row[a]["fingerprint"] != row[b]["fingerprint"]:
-                if cpus_differ(row[a]["cpu"], row[b]["cpu"]):
-                    clauses.append(f"{names[a]}'s was trained on {', '.join(row[a]['cpu'])}, {names[b]}'s on "
-                                   f"{', '.join(row[b]['cpu'])}")
-                else:
-                    clauses.append(f"{names[a]} and {names[b]} trained different originals on a kind of CPU not "
-                                   "known to differ")
-    return "; ".join(dict.fromkeys(clauses))
+    groups = defaultdict(list)  # fingerprint -> the studies that measured it
+    for s in STUDIES:
+        groups[row[s]["fingerprint"]].append(s)
+    parts = list(groups.values())
+    cpus = [sorted({c for s in part for c in row[s]["cpu"]}) for part in parts]
+    label = [" and ".join(f"{names[s]}'s" for s in part) for part in parts]
+    if all(cpus_differ(cpus[i], cpus[j]) for i in range(len(parts)) for j in range(i)):
+        where = [", ".join(c for c in kinds if c != NOT_RECORDED) for kinds in cpus]
+        return ", ".join([f"{label[0]} original was trained on {where[0]}"]
+                         + [f"{label[i]} on {where[i]}" for i in range(1, len(parts))])
+    return (f"{' and '.join(names[s] for part in parts for s in part)} trained different originals on kinds of CPU "
+            "not known to differ")

@@ -369,13 +369,13 @@ def test_fingerprint_and_expected_pieces():
     assert {"set-requests-3", "set-class-3", "floor-class"} <= set(fi.expected_pieces(study, "full"))
 
 
-def _piece(set_name, loss, *, fp=None, run="2026-12-01T08:59:24Z", cpu=None):
+def _piece(set_name, loss, *, fp=None, run="2026-12-01T08:59:24Z", cpu=None, cap="AVX2"):
     rec = {"set": set_name, "original": {"loss_forget": loss, "loss_val_matched": 0.25, "drop": {"dist": 2.0}},
            "provenance": {"git": "abc1234", "date": run}}
     if fp:
         rec["original_fingerprint"] = fp
     if cpu:
-        rec["provenance"].update(cpu=cpu, cpu_capability="AVX2")
+        rec["provenance"].update(cpu=cpu, cpu_capability=cap)
     return rec
 
 
@@ -423,11 +423,12 @@ def test_the_originals_sentence_says_which_seeds_share_one_and_why_the_others_do
 
     intel, amd = "Intel(R) Xeon(R) Processor", "AMD EPYC"
 
-    def comp(fp, cpu=intel):
-        return {"class-3/amnesiac": _piece("class-3", 0.5, fp=fp, cpu=cpu)}
+    def comp(fp):
+        return {"class-3/amnesiac": _piece("class-3", 0.5, fp=fp, cpu=intel, cap="AVX512")}
 
     def prop(fp):
-        return {"original": {"original_fingerprint": fp, "provenance": {"git": "b", "date": "d", "cpu": intel}}}
+        return {"original": {"original_fingerprint": fp, "provenance": {"git": "b", "date": "d", "cpu": intel,
+                                                                        "cpu_capability": "AVX512"}}}
 
     fid = {("full", "adam", 0): {"set-class-3": _piece("class-3", 0.9, fp="f0", cpu=amd)},
            ("full", "adam", 1): {"set-class-3": _piece("class-3", 0.5, cpu=intel)}}  # attested by the comparison
@@ -435,8 +436,10 @@ def test_the_originals_sentence_says_which_seeds_share_one_and_why_the_others_do
     comps = {("adam", 0): comp("c0"), ("adam", 1): comp("c1")}
     rows = og.shared_originals(fid, props, comps, ["adam"], [0, 1])
     assert [r["shared"] for r in rows] == [False, True] and rows[1]["fidelity"]["status"] == "attested"
+    assert rows[0]["fidelity"]["status"] == rows[0]["propagation"]["status"] == "recorded"
     text = book.originals_sentence(rows)
-    assert "For 1 of 2" in text and "adam seed 0: the fidelity study's was trained on AMD EPYC (AVX2)" in text
+    assert "For 1 of 2" in text and ("adam seed 0: the fidelity study's original was trained on AMD EPYC (AVX2), the "
+                                     "propagation study's and the comparison's on Intel Xeon (AVX512)") in text
     assert "another kind of CPU" in text and "not a measurement around the same models" in text
     table = book.originals_table(rows)
     assert "| adam | 0 | `f0`, AMD EPYC (AVX2) |" in table and "**no**" in table and "(attested)" in table
@@ -453,7 +456,7 @@ def test_the_originals_sentence_says_which_seeds_share_one_and_why_the_others_do
     assert "adam seed 0: the comparison has no piece yet" in book.originals_sentence(rows)
     assert "no piece yet" in book.originals_table(rows)
     # different originals on CPUs not known to differ: said so
-    fid[("full", "adam", 0)] = {"set-class-3": _piece("class-3", 0.9, fp="f0", cpu=intel)}
+    fid[("full", "adam", 0)] = {"set-class-3": _piece("class-3", 0.9, fp="f0", cpu=intel, cap="AVX512")}
     rows = og.shared_originals(fid, props, comps, ["adam"], [0])
     assert "not known to differ" in book.originals_sentence(rows)
     assert og.cpus_differ([amd], [intel]) and not og.cpus_differ(["not recorded"], [intel])
