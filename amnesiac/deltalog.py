@@ -63,6 +63,9 @@ from .storage import allocate_file, is_ledger_file, storage_dtype
 ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
 PROPAGATE_HESSIANS = ("replay", "trained", "gauss-newton")
+# Coordinates per tile of a lazy segment's flush (:meth:`DeltaLog._flush`): small enough that a tile of the involved
+# rows' moments, deltas and shares stays in cache across the segment's operations; the result does not depend on it.
+FLUSH_TILE = 1 << 14
 _RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
 
 
@@ -640,7 +643,14 @@ class DeltaLog(Ledger):
             self._flush()
 
     def _flush(self) -> None:
-        """Settle the buffered segment: move every involved group's delta and moment to the present step."""
+        """Settle the buffered segment: move every involved group's delta and moment to the present step.
+
+        The work runs over tiles of :data:`FLUSH_TILE` coordinates (unmasked logs), each tile carried through the
+        whole segment before the next: a tile of the involved rows' moments, deltas and shares stays in cache
+        while the segment's operations visit it, so each is read and written about once from memory instead of
+        once per operation. The per-coordinate arithmetic is the same operations in the same order as over
+        whole rows (every operation is elementwise), so the result is the same bit for bit whatever the tile.
+        """
         seg, self._segment = self._segment, None
         if seg is None or not seg["steps"]:
             return
@@ -649,40 +659,56 @@ class DeltaLog(Ledger):
         events: dict[int, list] = {}
         for j, rows, sh in seg["events"]:
             events.setdefault(j, []).append((rows, sh))
-
-        def at(v, rows):  # a [P] (or scalar) quantity on the coordinates of these group rows
-            if not torch.is_tensor(v) or self.p is None:
-                return v
-            return v[self.mask(rows)]
-
-        m_old = self.moments.index_select(0, carried) if len(carried) else None  # m_k(-1), [n_carried, K]
-        R = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
-        for j in range(L - 1, -1, -1):
-            c, gamma, e = seg["steps"][j]
-            R.mul_(beta).add_(c)
-            for rows, sh in events.get(j, ()):  # the segment owns sh: reuse its memory
-                if not any(torch.is_tensor(v) for v in (beta, gamma, e)):  # scalars (Adam, momentum): cheapest
-                    self.moments.index_add_(0, rows, sh, alpha=beta ** (L - 1 - j) * gamma)
-                    if e is not None:  # the direct term first, while sh is intact
-                        self.deltas.index_add_(0, rows, sh, alpha=-e)
-                    self.deltas.index_add_(0, rows, sh.mul_(at(R, rows)), alpha=-gamma)
-                else:
-                    g = at(gamma, rows)
-                    self.moments.index_add_(0, rows, at(_pow(beta, L - 1 - j), rows) * g * sh)
-                    w = g * at(R, rows)
-                    if e is not None:
-                        w = w + at(e, rows)
-                    self.deltas.index_add_(0, rows, -(w * sh))
-        if m_old is not None:
-            # moments: beta^L m_k(-1) plus the appearances already added above
-            if not torch.is_tensor(beta):
-                self.moments.index_add_(0, carried, m_old, alpha=beta**L - 1)
-                self.deltas.index_add_(0, carried, m_old.mul_(at(R, carried)), alpha=-beta)
-            else:
-                self.moments.index_add_(0, carried, (at(_pow(beta, L), carried) - 1) * m_old)
-                self.deltas.index_add_(0, carried, -at(beta, carried) * m_old * at(R, carried))
+        masked = self.p is not None
+        width = self.width
+        tile = width if masked else max(1, FLUSH_TILE)  # a masked row's coordinates are scattered over theta
+        for a in range(0, width, tile):
+            self._flush_tile(seg, events, carried, slice(a, min(a + tile, width)))
         horizon = self._horizon(beta)
         self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
+
+    def _flush_tile(self, seg: dict, events: dict, carried: torch.Tensor, cols: slice) -> None:
+        """:meth:`_flush` on the columns ``cols`` of the deltas and moments (all columns when the log is masked)."""
+        beta, L = seg["beta"], len(seg["steps"])
+        masked = self.p is not None
+        moments, deltas = self.moments[:, cols], self.deltas[:, cols]
+
+        def at(v, rows):  # a [P] (or scalar) quantity on the coordinates of these group rows, in this tile
+            if not torch.is_tensor(v):
+                return v
+            return v[self.mask(rows)] if masked else v[cols]
+
+        m_old = moments.index_select(0, carried) if len(carried) else None  # m_k(-1), [n_carried, tile]
+        R = torch.zeros(self.layout.numel if masked else cols.stop - cols.start, dtype=self.compute_dtype,
+                        device=self.device)
+        for j in range(L - 1, -1, -1):
+            c, gamma, e = seg["steps"][j]
+            R.mul_(beta if masked or not torch.is_tensor(beta) else beta[cols])
+            R.add_(c if masked or not torch.is_tensor(c) else c[cols])
+            for rows, sh in events.get(j, ()):  # the segment owns sh: reuse its memory
+                sh = sh[:, cols]
+                r = R[self.mask(rows)] if masked else R  # R on the coordinates of these rows in this tile
+                if not any(torch.is_tensor(v) for v in (beta, gamma, e)):  # scalars (Adam, momentum): cheapest
+                    moments.index_add_(0, rows, sh, alpha=beta ** (L - 1 - j) * gamma)
+                    if e is not None:  # the direct term first, while sh is intact
+                        deltas.index_add_(0, rows, sh, alpha=-e)
+                    deltas.index_add_(0, rows, sh.mul_(r), alpha=-gamma)
+                else:
+                    g = at(gamma, rows)
+                    moments.index_add_(0, rows, at(_pow(beta, L - 1 - j), rows) * g * sh)
+                    w = g * r
+                    if e is not None:
+                        w = w + at(e, rows)
+                    deltas.index_add_(0, rows, -(w * sh))
+        if m_old is not None:
+            r = R[self.mask(carried)] if masked else R
+            # moments: beta^L m_k(-1) plus the appearances already added above
+            if not torch.is_tensor(beta):
+                moments.index_add_(0, carried, m_old, alpha=beta**L - 1)
+                deltas.index_add_(0, carried, m_old.mul_(r), alpha=-beta)
+            else:
+                moments.index_add_(0, carried, (at(_pow(beta, L), carried) - 1) * m_old)
+                deltas.index_add_(0, carried, -at(beta, carried) * m_old * r)
 
     def _horizon(self, beta) -> int:
         b = float(beta.max()) if torch.is_tensor(beta) else float(beta)
