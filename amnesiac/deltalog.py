@@ -654,7 +654,7 @@ class DeltaLog(Ledger):
         seg, self._segment = self._segment, None
         if seg is None or not seg["steps"]:
             return
-        beta, L = seg["beta"], len(seg["steps"])
+        beta = seg["beta"]
         carried = seg["carried"].to(self.device)
         events: dict[int, list] = {}
         for j, rows, sh in seg["events"]:

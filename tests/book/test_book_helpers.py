@@ -634,3 +634,18 @@ def test_the_traffic_table_sets_each_row_beside_its_floor_or_says_the_run_predat
     del bench["stream_bandwidth"]
     old = memory_time.traffic_table(bench)
     assert "predates the traffic model" in old and "python -m amnesiac_paper bench --profile full" in old
+
+
+def test_the_flush_table_sets_tiled_and_whole_rows_beside_the_floor_or_says_the_run_predates_it():
+    from amnesiac_paper.book import memory_time
+
+    flush = {"width": 4_194_304, "groups": 10, "steps": 4, "tile": 16384, "tiled_seconds_per_step": 0.2,
+             "whole_rows_seconds_per_step": 0.8, "traffic_bytes_per_step": 1.0e9, "floor_seconds_per_step": 0.1}
+    bench = {"profile": "full", "provenance": {"git": "abc1234"}, "flush": flush}
+    text = memory_time.flush_table(bench)
+    assert "4,194,304 parameters" in text and "1000 MB per step, 100.0 ms" in text
+    assert "| tiled over 16,384 coordinates (default) | 200.0 | 2.00 |" in text
+    assert "| whole rows (before) | 800.0 | 8.00 |" in text
+    del bench["flush"]
+    old = memory_time.flush_table(bench)
+    assert "predates the tiled flush" in old and "abc1234" in old

@@ -25,8 +25,10 @@ def test_smoke_bench_writes_every_block_and_judges_the_targets(tmp_path):
         assert 0 < block["seconds"]["one class (in-place subtraction only)"] < block["retrain_seconds_estimate"]
     assert set(result["targets"]) == set(TARGETS)
     assert all(isinstance(t["met"], bool) for t in result["targets"].values())
+    flush = result["flush"]
+    assert flush["tiled_seconds_per_step"] > 0 and flush["floor_seconds_per_step"] > 0
     text = format_bench(result)
-    assert "targets:" in text and "retraining (estimate)" in text
+    assert "targets:" in text and "retraining (estimate)" in text and "traffic floor" in text
 
 
 def test_readme_performance_tables_are_generated_from_the_committed_bench():
@@ -69,8 +71,15 @@ def test_targets_are_judged_against_the_device_the_run_was_on():
     result = json.loads((Path(__file__).resolve().parents[2] / "results" / "bench" / "full.json").read_text())
     cpu = targets(result)
     ratio = result["overhead"][0]["rows"]["class groups"]["ratio"]
-    assert cpu["class-group log, SimpleModel (x plain)"] == {"value": ratio, "target": "<= 1.15",
-                                                             "met": ratio <= 1.15}
+    assert cpu["class-group log, SimpleModel (x plain)"] == {"value": ratio, "target": "<= 1.3",
+                                                             "met": ratio <= 1.3}
+    floor = result["overhead"][1]["rows"]["class groups"].get("floor_ratio")
+    judged = cpu["class-group log, ResNet-18-GN (x its traffic floor)"]
+    if floor is None:  # a run from before the traffic model: not measured, not judged
+        assert judged == {"value": None, "target": "<= 1.5", "met": None}
+    else:
+        resnet = result["overhead"][1]["rows"]["class groups"]["ratio"]
+        assert judged == {"value": resnet / floor, "target": "<= 1.5", "met": resnet / floor <= 1.5}
     result["provenance"]["device"] = "cuda:0"
     gpu = targets(result)
     assert set(gpu) == set(GPU_TARGETS) and gpu["class-group log, SimpleModel (x plain)"]["target"] == "<= 1.5"
@@ -102,7 +111,7 @@ def test_a_gpu_benchmark_has_its_own_file_and_the_book_shows_it_beside_the_cpus(
     assert f"| simple: class groups (× plain) | {simple_class:.2f}× | 3.65× |" in text
     # each device's targets are judged on its own run: 3.65 misses the GPU's 1.5
     assert "| GPU target: class-group log, SimpleModel (x plain) <= 1.5 |  | 3.65 (not met) |" in text
-    assert "CPU target: class-group log, SimpleModel (x plain) <= 1.15" in text
+    assert "CPU target: class-group log, SimpleModel (x plain) <= 1.3" in text
 
 
 def test_ledger_read_times_on_a_small_memory_mapped_ledger(tmp_path):
@@ -138,3 +147,23 @@ def test_the_traffic_floor_counts_present_groups_times_width_times_passes():
     store = BatchLog(torch.nn.Linear(5, 4), groups_per_sample([0, 1]))
     assert log_traffic([store], batches) == store.nbytes / len(batches)
     assert stream_bandwidth("cpu", nbytes=2**20, repeats=3) > 0
+
+
+def test_the_flush_profile_times_both_tilings_of_one_log_beside_its_floor():
+    """The update's profile trains the same log twice per repeat, tiled and over whole rows, and prices the
+    step's least traffic at the given bandwidth; the tile setting is restored afterwards."""
+    from amnesiac_paper.bench import WHOLE_ROWS, flush_profile, flush_tile
+
+    from amnesiac import deltalog
+
+    before = deltalog.FLUSH_TILE
+    out = flush_profile("cpu", 2.0e9, width=100 * 100, groups=3, steps=2, repeats=1)
+    assert deltalog.FLUSH_TILE == before and out["tile"] == before
+    assert out["width"] == 10_000 and out["steps"] == 2
+    assert out["traffic_bytes_per_step"] == 3 * 10_000 * 4 * 6  # every group in each batch, with Adam's moments
+    assert out["floor_seconds_per_step"] == out["traffic_bytes_per_step"] / 2.0e9
+    assert out["tiled_seconds_per_step"] > 0 and out["whole_rows_seconds_per_step"] > 0
+    with pytest.raises(RuntimeError), flush_tile(WHOLE_ROWS):  # restored after an error too
+        assert deltalog.FLUSH_TILE == WHOLE_ROWS
+        raise RuntimeError
+    assert deltalog.FLUSH_TILE == before

@@ -57,3 +57,22 @@ def traffic_table(bench: dict) -> str:
             [[k, f"{v['traffic_bytes_per_step'] / 1e6:.1f}", f"{v['floor_ratio']:.2f}", f"{v['ratio']:.2f}",
               f"{v['ratio'] / v['floor_ratio']:.2f}"] for k, v in rows]))
     return "\n".join(out)
+
+
+def flush_table(bench: dict) -> str:
+    """The log's update after each step with the flush tiled and over whole rows, beside its traffic floor
+    (:func:`amnesiac_paper.bench.flush_profile`); or why the run has no such row."""
+    f = bench.get("flush")
+    if f is None:
+        return (f"*This benchmark run (revision {bench['provenance']['git']}) predates the tiled flush and its "
+                f"profile: recompute it (`python -m amnesiac_paper bench --profile {bench['profile']}`, alone on the "
+                "machine) to time the update against its floor.*")
+    floor = f["floor_seconds_per_step"]
+    rows = [["tiled over {:,} coordinates (default)".format(f["tile"]), f["tiled_seconds_per_step"]],
+            ["whole rows (before)", f["whole_rows_seconds_per_step"]]]
+    return (f"The log's update after each step on its own: a linear layer of {f['width']:,} parameters, Adam, "
+            f"{f['groups']} class groups all present in each of {f['steps']} steps (one-step segments, as for "
+            f"ResNet-18's class groups); least traffic {f['traffic_bytes_per_step'] / 1e6:.0f} MB per step, "
+            f"{floor * 1e3:.1f} ms at the streaming bandwidth.\n\n"
+            + markdown_table(["flush", "ms per step", "÷ floor"],
+                             [[name, f"{secs * 1e3:.1f}", f"{secs / floor:.2f}"] for name, secs in rows]))
