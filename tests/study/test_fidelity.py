@@ -444,6 +444,12 @@ def test_the_originals_sentence_says_which_seeds_share_one_and_why_the_others_do
     table = book.originals_table(rows)
     assert "| adam | 0 | `f0`, AMD EPYC (AVX2) |" in table and "**no**" in table and "(attested)" in table
     assert book.originals_sentence([rows[1]]).endswith("bit for bit.")  # every seed shared: no caveat
+    # two (optimizer, seed) apart for the same reason are named together, the reason said once
+    fid[("full", "adam", 1)] = {"set-class-3": _piece("class-3", 0.9, fp="f1", cpu=amd)}
+    both = book.originals_sentence(og.shared_originals(fid, props, comps, ["adam"], [0, 1]))
+    assert "For 0 of 2" in both and "not for adam seed 0 and adam seed 1: the fidelity study's original" in both
+    assert both.count("was trained on AMD EPYC") == 1
+    fid[("full", "adam", 1)] = {"set-class-3": _piece("class-3", 0.5, cpu=intel)}
     # unverified: said so, without blaming the CPU
     fid[("full", "adam", 0)] = {"set-class-3": _piece("class-3", 0.9, cpu=intel)}
     rows = og.shared_originals(fid, props, comps, ["adam"], [0, 1])

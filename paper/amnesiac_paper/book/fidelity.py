@@ -104,9 +104,12 @@ def originals_sentence(rows: list[dict]) -> str:
             "studies measured one original model, bit for bit")
     if not apart:
         return text + "."
-    reasons = [f"{r['optimizer']} seed {r['seed']}: {short_cpu(originals.why_not_shared(r))}" for r in apart]
+    by_reason: dict[str, list[str]] = {}  # (optimizer, seed) with the same reason are named together
+    for r in apart:
+        by_reason.setdefault(short_cpu(originals.why_not_shared(r)), []).append(f"{r['optimizer']} seed {r['seed']}")
+    reasons = [f"{' and '.join(combos)}: {why}" for why, combos in by_reason.items()]
     text += f"; not for {'; '.join(reasons)}."
-    if any("was trained on" in why for why in reasons):
+    if any("was trained on" in why for why in by_reason):
         text += (" The same code, recipe, seed and data order give another original on another kind of CPU (float "
                  "rounding differs with the vector instructions, and training amplifies it).")
     return text + (" Where the originals differ, the fidelity study's numbers beside the other two (its retrain "
