@@ -34,12 +34,12 @@ A mask keeps a fraction ``p`` of each parameter tensor's coordinates per group, 
 seeded from the group's key (the sample id for per-sample groups), so the indices can be regenerated
 instead of stored.
 
-Why one module of about 950 lines: :class:`DeltaLog` is the library's one stateful object, and its parts (the
-step's shares, the optimizer algebra, the lazy segments that settle moments, checkpoints and the read-out) all
-read and write the same buffers under one invariant (the deltas and the remainder sum to theta_T - theta_0);
-split across modules they would reach into each other's private state. What does not touch that state lives
-beside it: files and storage dtypes in :mod:`amnesiac.storage`, the update rules and their per-coordinate
-coefficients for a step in :mod:`amnesiac.rules`.
+Why one module of about 900 lines: :class:`DeltaLog` is the library's one stateful object, and its parts (the
+step's shares, the optimizer algebra, checkpoints and the read-out) all read and write the same buffers under one
+invariant (the deltas and the remainder sum to theta_T - theta_0); split across modules they would reach into each
+other's private state. What does not touch that state lives beside it: files and storage dtypes in
+:mod:`amnesiac.storage`, the update rules and their per-coordinate coefficients for a step in :mod:`amnesiac.rules`,
+and the lazy segments that settle first moments, on the tensors the log hands them, in :mod:`amnesiac.segments`.
 """
 
 from __future__ import annotations
@@ -54,18 +54,17 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from . import buffers
 from .grads import ParamLayout
 from .ledger import GroupTable, Ledger, check_layout, require_keys
 from .rules import check_optimizer as check_rule
 from .rules import second_moment_coefficients, second_moment_rule, step_coefficients
+from .segments import Segment, same
 from .storage import allocate_file, is_ledger_file, storage_dtype
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
 INDEXINGS = ("position", "seed-misindexed")
 PROPAGATE_HESSIANS = ("replay", "trained", "gauss-newton")
-# Coordinates per tile of a lazy segment's flush (:meth:`DeltaLog._flush`): small enough that a tile of the involved
-# rows' moments, deltas and shares stays in cache across the segment's operations; the result does not depend on it.
-FLUSH_TILE = 1 << 14
 _RESUMED = "resumed from a checkpoint"  # the optimizer reference of a log restored by load_state_dict
 
 
@@ -86,16 +85,6 @@ def mask_indices(layout: ParamLayout, p: float, seed: int) -> torch.Tensor:
         k = int(p * n)
         parts.append(torch.sort(torch.randperm(n, generator=gen)[:k]).values + offset)
     return torch.cat(parts)
-
-
-def _same(a, b) -> bool:
-    if torch.is_tensor(a) or torch.is_tensor(b):
-        return torch.is_tensor(a) and torch.is_tensor(b) and torch.equal(a, b)
-    return a == b
-
-
-def _pow(b, n: int):
-    return b**n if not torch.is_tensor(b) else torch.pow(b, n)
 
 
 def masked_size(layout: ParamLayout, p: float) -> int:
@@ -254,9 +243,20 @@ class DeltaLog(Ledger):
         self.second_moments: torch.Tensor | None = None  # [G, P] tangents of the second moment, when propagated
         self.hvp_seconds = 0.0
         self.segment_bytes = segment_bytes
-        self._segment: dict | None = None
+        self._segment: Segment | None = None
         self.lazy_steps = 0  # steps whose group moments were settled lazily (diagnostics)
         self.peak_bytes = 0  # most bytes held at once during training, step buffers included
+        self._work: dict[str, torch.Tensor] = {}  # [P] buffers reused by every step (:meth:`_workspace`)
+        self._coefficients: dict[str, torch.Tensor] = {}  # the last step's [P] coefficients, reused once settled
+
+    def _workspace(self, name: str) -> torch.Tensor:
+        """A [P] buffer of the compute dtype kept from step to step. A fresh tensor of the parameters' size comes
+        from the OS page by page, zeroed, at every step: for ResNet-18 that measured as a large part of the log's
+        cost, so the step's flat temporaries (the batch gradient, the remainder's share, products) live here."""
+        buf = self._work.get(name)
+        if buf is None or not buffers.REUSE:
+            buf = self._work[name] = torch.empty(self.layout.numel, dtype=self.compute_dtype, device=self.device)
+        return buf
 
     def _claim_storage(self, overwrite: bool) -> list[Path]:
         """The ledger files already in the storage directory, which the new deltas will replace; refused unless
@@ -316,14 +316,12 @@ class DeltaLog(Ledger):
         rows, row_owner, present, local = self._owners(ids)
         batch_grad = None
         if self.attribution != "gradient":
-            batch_grad = torch.cat(
-                [
-                    q.grad.detach().reshape(-1)
-                    if q.grad is not None
-                    else torch.zeros(q.numel(), dtype=q.dtype, device=q.device)
-                    for q in self.layout.params(model)
-                ]
-            ).to(self.device, self.compute_dtype)
+            flat = [q.grad.detach().reshape(-1) if q.grad is not None
+                    else torch.zeros(q.numel(), dtype=q.dtype, device=q.device) for q in self.layout.params(model)]
+            if all(g.dtype == self.compute_dtype and g.device == self.device for g in flat):
+                batch_grad = torch.cat(flat, out=self._workspace("batch_grad"))
+            else:
+                batch_grad = torch.cat(flat).to(self.device, self.compute_dtype)
         self._pending = dict(
             batch_size=B,
             row_owner=row_owner,
@@ -428,7 +426,7 @@ class DeltaLog(Ledger):
                 f"shares must be [{len(pend['present'])}, {self.layout.numel}] (present groups x parameters), "
                 f"got {list(shares.shape)}"
             )
-        s = shares.to(self.device, self.compute_dtype)
+        s = shares.detach().to(self.device, self.compute_dtype)  # values only: a fallback layer's carry autograd
         if pend["masks"] is not None:
             s = torch.gather(s, 1, pend["masks"])
         if pend["sums"] is None:
@@ -505,13 +503,14 @@ class DeltaLog(Ledger):
                 full.add_(pend["extra"], alpha=pend["grad_scale"])
             present = torch.arange(len(self.group_names), device=self.device)
             shares = full
-        tracked_total = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
-        if len(present):
-            if pend["masks"] is None:
-                tracked_total = shares.sum(0)
-            else:
+        tracked_total = self._workspace("rest")  # [P], then the remainder's share in place
+        if len(present) and pend["masks"] is None:
+            torch.sum(shares, 0, out=tracked_total)
+        else:
+            tracked_total.zero_()
+            if len(present):
                 tracked_total.index_add_(0, pend["masks"].flatten(), shares.flatten())
-        rest_share = pend["batch_grad"] - tracked_total  # [P]
+        rest_share = torch.sub(pend["batch_grad"], tracked_total, out=tracked_total)  # [P]
         self._last_seen[present.cpu()] = self.steps
         self._optimizer_step(optimizer, present, shares, rest_share,
                              grad=pend["batch_grad"] * pend["grad_scale"] if self.propagate_second_moment else None)
@@ -528,7 +527,7 @@ class DeltaLog(Ledger):
             self._optimizer_ref, self._opt_steps = id(opt), 0
         self._opt_steps += 1
         hp = step_coefficients(opt, self._param_ids, self.layout, self._opt_steps, self.device,
-                               self.compute_dtype)
+                               self.compute_dtype, reuse=self._coefficients)
         decay = hp["shrink"] is not None or hp["wd"] is not None
         stateful = hp["beta"] is not None
         if stateful and not decay and self.lazy_momentum:
@@ -603,14 +602,8 @@ class DeltaLog(Ledger):
             if m is not None:
                 self.moments.index_copy_(0, act, m)
 
-    # Lazy moments (rules with a first moment and no weight decay). Within a segment of L steps, group k's
-    # first moment obeys
-    #   m_k(j) = beta m_k(j-1) + gamma_j s_k(j),   and its delta moves by  -c_j m_k(j) - e_j s_k(j)  at step j,
-    # with per-coordinate c_j, gamma_j, e_j (e.g. Adam: gamma = 1 - b1, c_j = lr / (1 - b1^t) / denom_t).
-    # Unrolled, the segment's total movement is
-    #   -beta m_k(-1) R_0  -  sum over k's appearances e of s_k(e) (gamma_e R_e + e_e),
-    # where R_j = c_j + beta R_{j+1} (R_L = 0) is one backward sweep over the buffered c_j, shared by all
-    # groups. The moment at the segment's end is beta^L m_k(-1) + sum_e beta^(L-1-e) gamma_e s_k(e).
+    # Lazy moments (rules with a first moment and no weight decay): the steps are buffered in a segment
+    # (amnesiac.segments, which derives the algebra) and settled for every involved group at once.
 
     def _lazy_step(self, hp: dict, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor) -> None:
         beta, gamma, c, e = hp["beta"], hp["gamma"], hp["c"], hp["e"]
@@ -621,94 +614,34 @@ class DeltaLog(Ledger):
             kw = dict(dtype=self.compute_dtype, device=self.device)
             self.moments = self._zeros("moments", (len(self.group_names), self.width), self.compute_dtype)
             self.base_moment = torch.zeros(self.layout.numel, **kw)
-        self.base_moment.mul_(beta).add_(gamma * rest)  # the remainder is tracked eagerly, O(P)
-        self.base.sub_(c * self.base_moment)
+        tmp = self._workspace("product")  # the remainder is tracked eagerly, O(P)
+        self.base_moment.mul_(beta).add_(torch.mul(rest, gamma, out=tmp))
+        self.base.sub_(torch.mul(self.base_moment, c, out=tmp))
         if e is not None:
-            self.base.sub_(e * rest)
+            self.base.sub_(torch.mul(rest, e, out=tmp))
         seg = self._segment
-        if seg is not None and not _same(seg["beta"], beta):
+        if seg is not None and not same(seg.beta, beta):
             self._flush()
             seg = None
         if seg is None:
-            seg = self._segment = dict(beta=beta, steps=[], events=[], carried=torch.nonzero(self._in_flight).flatten(),
-                                       bytes=0)
-        seg["steps"].append((c, gamma, e))
-        seg["bytes"] += sum(v.numel() * v.element_size() for v in (c, gamma, e) if torch.is_tensor(v))
+            seg = self._segment = Segment(beta=beta, carried=torch.nonzero(self._in_flight).flatten())
+        seg.record(c, gamma, e, present, shares)
         if len(present):
-            seg["events"].append((len(seg["steps"]) - 1, present, shares))
-            seg["bytes"] += shares.numel() * shares.element_size()
             self._in_flight[present.cpu()] = True
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
-        if seg["bytes"] >= self.segment_bytes:
+        if seg.bytes >= self.segment_bytes:
             self._flush()
 
     def _flush(self) -> None:
-        """Settle the buffered segment: move every involved group's delta and moment to the present step.
-
-        The work runs over tiles of :data:`FLUSH_TILE` coordinates (unmasked logs), each tile carried through the
-        whole segment before the next: a tile of the involved rows' moments, deltas and shares stays in cache
-        while the segment's operations visit it, so each is read and written about once from memory instead of
-        once per operation. The per-coordinate arithmetic is the same operations in the same order as over
-        whole rows (every operation is elementwise), so the result is the same bit for bit whatever the tile.
-        """
+        """Settle the buffered segment: move every involved group's delta and moment to the present step
+        (:meth:`amnesiac.segments.Segment.settle`, tiled over :data:`amnesiac.segments.FLUSH_TILE` coordinates)."""
         seg, self._segment = self._segment, None
-        if seg is None or not seg["steps"]:
+        if seg is None or not seg.steps:
             return
-        beta = seg["beta"]
-        carried = seg["carried"].to(self.device)
-        events: dict[int, list] = {}
-        for j, rows, sh in seg["events"]:
-            events.setdefault(j, []).append((rows, sh))
-        masked = self.p is not None
-        width = self.width
-        tile = width if masked else max(1, FLUSH_TILE)  # a masked row's coordinates are scattered over theta
-        for a in range(0, width, tile):
-            self._flush_tile(seg, events, carried, slice(a, min(a + tile, width)))
-        horizon = self._horizon(beta)
+        seg.settle(self.moments, self.deltas, mask=self.mask if self.p is not None else None,
+                   numel=self.layout.numel)
+        horizon = self._horizon(seg.beta)
         self._retire(torch.nonzero(self._in_flight & (self._last_seen <= self.steps - horizon)).flatten())
-
-    def _flush_tile(self, seg: dict, events: dict, carried: torch.Tensor, cols: slice) -> None:
-        """:meth:`_flush` on the columns ``cols`` of the deltas and moments (all columns when the log is masked)."""
-        beta, L = seg["beta"], len(seg["steps"])
-        masked = self.p is not None
-        moments, deltas = self.moments[:, cols], self.deltas[:, cols]
-
-        def at(v, rows):  # a [P] (or scalar) quantity on the coordinates of these group rows, in this tile
-            if not torch.is_tensor(v):
-                return v
-            return v[self.mask(rows)] if masked else v[cols]
-
-        m_old = moments.index_select(0, carried) if len(carried) else None  # m_k(-1), [n_carried, tile]
-        R = torch.zeros(self.layout.numel if masked else cols.stop - cols.start, dtype=self.compute_dtype,
-                        device=self.device)
-        for j in range(L - 1, -1, -1):
-            c, gamma, e = seg["steps"][j]
-            R.mul_(beta if masked or not torch.is_tensor(beta) else beta[cols])
-            R.add_(c if masked or not torch.is_tensor(c) else c[cols])
-            for rows, sh in events.get(j, ()):  # the segment owns sh: reuse its memory
-                sh = sh[:, cols]
-                r = R[self.mask(rows)] if masked else R  # R on the coordinates of these rows in this tile
-                if not any(torch.is_tensor(v) for v in (beta, gamma, e)):  # scalars (Adam, momentum): cheapest
-                    moments.index_add_(0, rows, sh, alpha=beta ** (L - 1 - j) * gamma)
-                    if e is not None:  # the direct term first, while sh is intact
-                        deltas.index_add_(0, rows, sh, alpha=-e)
-                    deltas.index_add_(0, rows, sh.mul_(r), alpha=-gamma)
-                else:
-                    g = at(gamma, rows)
-                    moments.index_add_(0, rows, at(_pow(beta, L - 1 - j), rows) * g * sh)
-                    w = g * r
-                    if e is not None:
-                        w = w + at(e, rows)
-                    deltas.index_add_(0, rows, -(w * sh))
-        if m_old is not None:
-            r = R[self.mask(carried)] if masked else R
-            # moments: beta^L m_k(-1) plus the appearances already added above
-            if not torch.is_tensor(beta):
-                moments.index_add_(0, carried, m_old, alpha=beta**L - 1)
-                deltas.index_add_(0, carried, m_old.mul_(r), alpha=-beta)
-            else:
-                moments.index_add_(0, carried, (at(_pow(beta, L), carried) - 1) * m_old)
-                deltas.index_add_(0, carried, -at(beta, carried) * m_old * r)
 
     def _horizon(self, beta) -> int:
         b = float(beta.max()) if torch.is_tensor(beta) else float(beta)
@@ -800,11 +733,7 @@ class DeltaLog(Ledger):
         """
         if self._pending is not None:
             raise RuntimeError("state_dict between begin_step and end_step: checkpoint after the optimizer's step")
-        seg = None
-        if self._segment is not None:
-            seg = {"beta": self._segment["beta"], "steps": [list(t) for t in self._segment["steps"]],
-                   "events": [[j, rows, sh] for j, rows, sh in self._segment["events"]],
-                   "carried": self._segment["carried"], "bytes": self._segment["bytes"]}
+        seg = None if self._segment is None else self._segment.state()
         return {
             "kind": "DeltaLog",
             "config": {k: getattr(self, k) for k in self._CONFIG} | self._extra_config(),
@@ -876,10 +805,7 @@ class DeltaLog(Ledger):
         if self.finalized:
             self.deltas = self.deltas.to(self.storage_dtype)
         seg = state["segment"]
-        self._segment = None if seg is None else {
-            "beta": seg["beta"], "steps": [tuple(t) for t in seg["steps"]],
-            "events": [(j, rows, sh) for j, rows, sh in seg["events"]], "carried": seg["carried"],
-            "bytes": seg["bytes"]}
+        self._segment = None if seg is None else Segment.from_state(seg)
         self._optimizer_ref = _RESUMED if state["optimizer_attached"] else None
         cached = state.get("masks_cached")  # as the saved log held its masks (finalize may have dropped them)
         if cached is False:
@@ -901,6 +827,7 @@ class DeltaLog(Ledger):
             name = f"deltas.{str(self.storage_dtype).removeprefix('torch.')}"
             cast = self._zeros(name, tuple(self.deltas.shape), self.storage_dtype)
         self._flush()
+        self._work, self._coefficients = {}, {}
         if self.moments is not None:
             self._retire(torch.nonzero(self._in_flight).flatten())
         self.moments = None
@@ -970,8 +897,9 @@ class DeltaLog(Ledger):
             getattr(self, "theta0", None),
             getattr(self, "base_moment", None),
             getattr(self, "_remainder", None),
+            *self._work.values(),
         ]
-        segment = self._segment["bytes"] if self._segment else 0
+        segment = self._segment.bytes if self._segment else 0
         return segment + self.table.nbytes + sum(t.numel() * t.element_size() for t in held if t is not None)
 
     def __repr__(self) -> str:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from . import buffers
+from .buffers import held_only_by_caller
 from .layers import LayerRule, RowLayout, check_per_sample_compatible, functorch_rule, layer_rule, own_params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -293,6 +295,8 @@ class GroupGradients:
         self._paused = False
         self._armed: dict | None = None  # the partition of the coming backward pass (arm)
         self._anchor: torch.Tensor | None = None
+        self._spare: torch.Tensor | None = None  # the last [n_groups, P] result, reused once nothing else holds it
+        self.reuses = 0  # results written into the memory of the one before (diagnostics)
 
     def __enter__(self) -> GroupGradients:
         self._handles = [m.register_forward_hook(functools.partial(self._forward_hook, slot=(rule, own)))
@@ -305,6 +309,23 @@ class GroupGradients:
         self._handles = []
         self.disarm()
         self.clear()
+        self._spare = None
+
+    def _zeros(self, n_groups: int, dtype: torch.dtype, dev) -> torch.Tensor:
+        """A zero [n_groups, P] result: the leading rows of the previous one when nothing holds it any more (a log
+        has settled its shares) and it has rows enough, else new memory. A fresh buffer of this size comes from the
+        OS page by page at every step (its zeroing measured as the larger part of the log's cost for ResNet-18); a
+        reused one is zeroed in place."""
+        spare = self._spare
+        if (spare is not None and spare.shape[0] >= n_groups and spare.dtype == dtype
+                and spare.device == torch.device(dev)):
+            del spare  # (a local name is a reference too)
+            if buffers.REUSE and held_only_by_caller(self._spare):
+                self.reuses += 1
+                return self._spare[:n_groups].zero_()
+        spare = self._spare = None  # let go of a buffer still in use elsewhere
+        self._spare = torch.zeros(n_groups, self.layout.numel, dtype=dtype, device=dev)
+        return self._spare
 
     def clear(self) -> None:
         """Forget the captured activations (call after each step)."""
@@ -339,7 +360,7 @@ class GroupGradients:
         if first is None or first[0][2] is None:
             raise RuntimeError("no captured backward pass: call loss.backward() inside the context first")
         dev, dtype = first[0][0].device, first[0][2].dtype
-        out = torch.zeros(n_groups, self.layout.numel, dtype=dtype, device=dev)
+        out = self._zeros(n_groups, dtype, dev)
         layout, groups = RowLayout.of(assign, n_groups, dev)
         if layout is not None:
             self._add_sums(out, layout, groups, layout.n == n_groups, self._slots)
@@ -420,8 +441,7 @@ class GroupGradients:
             q.requires_grad_(False)
         self._armed = dict(
             groups=layout, where=groups, every=layout is not None and layout.n == n_groups, rest=rest,
-            out=torch.zeros(n_groups, self.layout.numel, dtype=params[0].dtype if params else torch.float32,
-                            device=dev),
+            out=self._zeros(n_groups, params[0].dtype if params else torch.float32, dev),
             params={id(q): q for q in params}, written={}, on_grads=on_grads, queued=False, ran=False,
             key=(n_groups, tuple(assign.reshape(-1).tolist())),
         )

@@ -35,6 +35,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
+from . import buffers
+from .buffers import held_only_by_caller
+
 Value = float | torch.Tensor | None
 
 
@@ -300,12 +303,16 @@ def second_moment_coefficients(opt: Optimizer, param_ids: list[int], layout, ste
     }
 
 
-def step_coefficients(opt: Optimizer, param_ids: list[int], layout, steps: int, device, dtype) -> dict:
+def step_coefficients(opt: Optimizer, param_ids: list[int], layout, steps: int, device, dtype,
+                      reuse: dict | None = None) -> dict:
     """This step's map (:class:`Step`) per coordinate of the flat parameter vector: floats when uniform, [P]
     tensors else. ``param_ids`` are ``id()`` of the parameters in ``layout``'s order (a
     :class:`~amnesiac.grads.ParamLayout`), ``steps`` the optimizer's step count (1 on the first); the tensors are
     made on ``device`` in ``dtype``. Raises ``ValueError`` for a parameter outside the optimizer, or an optimizer
-    whose step count is not ``steps``."""
+    whose step count is not ``steps``.
+
+    ``reuse``: field -> the [P] tensor an earlier call gave; where nothing but ``reuse`` holds it any more, this
+    step's values are written into it instead of new memory, and ``reuse`` is updated with this step's tensors."""
     rule = rule_for(opt)
     where = {pid: i for i, pid in enumerate(param_ids)}
     sizes = layout.sizes()
@@ -343,11 +350,16 @@ def step_coefficients(opt: Optimizer, param_ids: list[int], layout, steps: int, 
         if not any(torch.is_tensor(v) for v in vals) and all(v == vals[0] for v in vals):
             out[f] = None if f in ("shrink", "wd", "e") and vals[0] == NEUTRAL[f] else vals[0]
             continue
-        out[f] = torch.cat([
-            v.detach().reshape(-1).to(device, dtype) if torch.is_tensor(v)
-            else torch.full((n,), float(v), dtype=dtype, device=device)
-            for v, n in zip(vals, sizes)
-        ])
+        flat = [v.detach().reshape(-1).to(device, dtype) if torch.is_tensor(v)
+                else torch.full((n,), float(v), dtype=dtype, device=device) for v, n in zip(vals, sizes)]
+        if (reuse is not None and reuse.get(f) is not None and reuse[f].numel() == layout.numel
+                and reuse[f].dtype == dtype and reuse[f].device == torch.device(device)
+                and buffers.REUSE and held_only_by_caller(reuse[f])):
+            out[f] = torch.cat(flat, out=reuse[f])
+        else:
+            out[f] = torch.cat(flat)
+        if reuse is not None:
+            reuse[f] = out[f]
     if out["beta"] is not None and out["gamma"] is None:
         raise ValueError(f"the {rule.name} update rule gives a moment decay (beta) but no gamma")
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amnesiac import deltalog, layers
+from amnesiac import buffers, layers, segments
 from amnesiac.batchlog import BatchLog
 from amnesiac.data import ArrayDataset, class_group, groups_by_class, groups_per_sample, random_ids
 from amnesiac.deltalog import DeltaLog
@@ -137,6 +137,7 @@ def _median_seconds(fn: Callable, repeats: int) -> float:
 
 
 CONV_KERNEL_NAMES = {"loop": "one call per group", "grouped": "in one grouped call"}
+NEW_MEMORY_ROW = "class groups, new memory every step (before)"
 PARTITIONED_ROWS = ("class groups, weight gradients once (partitioned)",
                     "1% samples, weight gradients once (partitioned)")
 
@@ -197,12 +198,12 @@ def log_traffic(logs: list, batches: list[torch.Tensor]) -> float:
 @contextlib.contextmanager
 def flush_tile(tile: int):
     """Within the block, lazy segments are settled over tiles of ``tile`` coordinates
-    (:data:`amnesiac.deltalog.FLUSH_TILE`; the result is the same bit for bit, only the time differs)."""
-    saved, deltalog.FLUSH_TILE = deltalog.FLUSH_TILE, tile
+    (:data:`amnesiac.segments.FLUSH_TILE`; the result is the same bit for bit, only the time differs)."""
+    saved, segments.FLUSH_TILE = segments.FLUSH_TILE, tile
     try:
         yield
     finally:
-        deltalog.FLUSH_TILE = saved
+        segments.FLUSH_TILE = saved
 
 
 WHOLE_ROWS = 2**62  # a tile wider than any log: each row's segment settled in one piece, as before tiling
@@ -216,7 +217,7 @@ def flush_profile(device, bandwidth: float, *, width: int = 2**22, groups: int =
     rows by a class-group log whose ``groups`` classes are all in every batch, so that each step settles a segment
     of one step for every group, the case of ResNet-18's class groups (its shares outgrow a segment every step),
     with almost no network arithmetic around it. Median seconds per step of the log's update (``update_seconds``
-    of :func:`amnesiac.train`) over ``repeats``, with the flush tiled over :data:`amnesiac.deltalog.FLUSH_TILE`
+    of :func:`amnesiac.train`) over ``repeats``, with the flush tiled over :data:`amnesiac.segments.FLUSH_TILE`
     coordinates and over whole rows, alternately, beside the floor: the step's least traffic (:func:`log_traffic`)
     at ``bandwidth``.
 
@@ -241,14 +242,14 @@ def flush_profile(device, bandwidth: float, *, width: int = 2**22, groups: int =
             h = train(model, data.loader(64, seed=0), opt, epochs=1, delta_log=log, device=dev, progress=False)
             return h.update_seconds / len(batches), log
 
-    update_seconds(deltalog.FLUSH_TILE)  # warm-up: the allocator and the pages
+    update_seconds(segments.FLUSH_TILE)  # warm-up: the allocator and the pages
     tiled, whole = [], []
     for _ in range(repeats):
-        secs, log = update_seconds(deltalog.FLUSH_TILE)
+        secs, log = update_seconds(segments.FLUSH_TILE)
         tiled.append(secs)
         whole.append(update_seconds(WHOLE_ROWS)[0])
     traffic = log_traffic([log], batches)
-    return {"width": side * side, "groups": groups, "steps": len(batches), "tile": deltalog.FLUSH_TILE,
+    return {"width": side * side, "groups": groups, "steps": len(batches), "tile": segments.FLUSH_TILE,
             "tiled_seconds_per_step": statistics.median(tiled),
             "whole_rows_seconds_per_step": statistics.median(whole),
             "traffic_bytes_per_step": traffic, "floor_seconds_per_step": traffic / bandwidth}
@@ -265,10 +266,12 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
     ids10 = random_ids(data, 0.10, seed=0)
     other = "loop" if layers.conv_kernel_for(device) == "grouped" else "grouped"
     classes_log = lambda m: [DeltaLog(m, groups_by_class(data))]  # noqa: E731
-    configs = {  # name -> (logs, train's keyword arguments, the convolution kernel if not the default)
+    configs = {  # name -> (logs, train's keyword arguments, the context it runs in if not the default)
         "class groups": (classes_log, {}),
+        NEW_MEMORY_ROW: (classes_log, {}, buffers.new_memory_every_step),
         PARTITIONED_ROWS[0]: (classes_log, {"weight_grads": "partitioned"}),
-        f"class groups, convolution groups {CONV_KERNEL_NAMES[other]}": (classes_log, {}, other),
+        f"class groups, convolution groups {CONV_KERNEL_NAMES[other]}": (classes_log, {},
+                                                                          lambda: layers.conv_kernel(other)),
         "class groups, torch.func per-sample (before)": (classes_log, {"group_grads": "vmap"}),
         "1% samples": (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {}),
         PARTITIONED_ROWS[1]: (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {"weight_grads": "partitioned"}),
@@ -280,8 +283,8 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
         "per-batch store, 1% samples": (lambda m: [BatchLog(m, groups_per_sample(ids1))], {}),
     }
     rows, plains = {}, []
-    for name, (make, how, *kernel) in configs.items():
-        with layers.conv_kernel(kernel[0] if kernel else layers.conv_group_kernel):
+    for name, (make, how, *context) in configs.items():
+        with (context[0] if context else contextlib.nullcontext)():
             secs, plain, logs, phases = _paired(model_fn, data, batch, make, device, cfg.repeats, **how)
         plains.append(plain)
         peak = sum(getattr(log, "peak_bytes", log.nbytes) for log in logs)
@@ -526,6 +529,7 @@ README_ROWS = (  # (overhead row, how the README names it)
     (PARTITIONED_ROWS[0], "the same, each weight gradient computed once, partitioned (`weight_grads=\"partitioned\"`)"),
     ("class groups, convolution groups in one grouped call", "the same, each convolution's groups in one grouped call"),
     ("class groups, convolution groups one call per group", "the same, one convolution call per group"),
+    (NEW_MEMORY_ROW, "the same with new memory for the step's buffers at every step (before)"),
     ("class groups, torch.func per-sample (before)", "the same with `torch.func` per-sample gradients (before)"),
     ("1% samples", "1% of samples tracked individually"),
     (PARTITIONED_ROWS[1], "the same, weight gradients once, partitioned"),

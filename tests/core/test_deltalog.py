@@ -313,14 +313,14 @@ TILED = {**{k: OPTIMIZERS[k] for k in LAZY},  # and per-coordinate momentum: two
 def test_the_tiled_flush_is_the_whole_row_flush_bit_for_bit(opt_name, dtype, p, monkeypatch):
     """A lazy segment settled tile by tile gives the deltas and moments of one settled over whole rows, to the bit:
     the same elementwise operations in the same order, on every coordinate."""
-    from amnesiac import deltalog
+    from amnesiac import segments
 
     ds = tiny_dataset()
     groups = group_kinds(ds)["users"]
     ds = amnesiac.ArrayDataset(ds.x.to(dtype), ds.y, ds.ids, "tiny")
     out = []
     for tile in (7, 64, 10**9):  # odd tiles leave a short last tile; 10**9 is one tile per row, the untiled flush
-        monkeypatch.setattr(deltalog, "FLUSH_TILE", tile)
+        monkeypatch.setattr(segments, "FLUSH_TILE", tile)
         model = tiny_model(dtype=dtype)
         n = amnesiac.ParamLayout.of(model).numel
         log = amnesiac.DeltaLog(model, groups, p=p, segment_bytes=3 * 8 * n * dtype.itemsize)  # a few steps each

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from amnesiac_paper import store
-from amnesiac_paper.bench import TARGETS, format_bench, ledger_read_times, run_bench
+from amnesiac_paper.bench import NEW_MEMORY_ROW, TARGETS, format_bench, ledger_read_times, run_bench
 
 
 @pytest.mark.slow  # the smoke benchmark: minutes on 2 CPU cores
@@ -21,6 +21,8 @@ def test_smoke_bench_writes_every_block_and_judges_the_targets(tmp_path):
         assert rows["class groups"]["peak_bytes"] >= rows["class groups"]["bytes"]
         # on the CPU the default forms convolution group sums one call per group; the other kernel is timed too
         assert rows["class groups, convolution groups in one grouped call"]["bytes"] == rows["class groups"]["bytes"]
+        # the same log with new memory for its step buffers at every step: the same ledger, timed beside it
+        assert rows[NEW_MEMORY_ROW]["bytes"] == rows["class groups"]["bytes"]
     for block in result["latency"]:
         assert 0 < block["seconds"]["one class (in-place subtraction only)"] < block["retrain_seconds_estimate"]
     assert set(result["targets"]) == set(TARGETS)
@@ -154,16 +156,16 @@ def test_the_flush_profile_times_both_tilings_of_one_log_beside_its_floor():
     step's least traffic at the given bandwidth; the tile setting is restored afterwards."""
     from amnesiac_paper.bench import WHOLE_ROWS, flush_profile, flush_tile
 
-    from amnesiac import deltalog
+    from amnesiac import segments
 
-    before = deltalog.FLUSH_TILE
+    before = segments.FLUSH_TILE
     out = flush_profile("cpu", 2.0e9, width=100 * 100, groups=3, steps=2, repeats=1)
-    assert deltalog.FLUSH_TILE == before and out["tile"] == before
+    assert segments.FLUSH_TILE == before and out["tile"] == before
     assert out["width"] == 10_000 and out["steps"] == 2
     assert out["traffic_bytes_per_step"] == 3 * 10_000 * 4 * 6  # every group in each batch, with Adam's moments
     assert out["floor_seconds_per_step"] == out["traffic_bytes_per_step"] / 2.0e9
     assert out["tiled_seconds_per_step"] > 0 and out["whole_rows_seconds_per_step"] > 0
     with pytest.raises(RuntimeError), flush_tile(WHOLE_ROWS):  # restored after an error too
-        assert deltalog.FLUSH_TILE == WHOLE_ROWS
+        assert segments.FLUSH_TILE == WHOLE_ROWS
         raise RuntimeError
-    assert deltalog.FLUSH_TILE == before
+    assert segments.FLUSH_TILE == before
