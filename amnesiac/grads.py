@@ -18,7 +18,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from . import buffers
 from .buffers import held_only_by_caller
-from .layers import LayerRule, RowLayout, check_per_sample_compatible, functorch_rule, layer_rule, own_params
+from .layers import LayerRule, PerGroup, RowLayout, check_per_sample_compatible, functorch_rule, layer_rule, own_params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -397,13 +397,14 @@ class GroupGradients:
         ``every``: the present groups are all the rows of ``out``, in order (then in place on a view)."""
         offsets = self.layout.offsets
         for pn, i in own.items():
-            part = sums.get(pn)
+            part = sums.parts(pn) if isinstance(sums, PerGroup) else sums.get(pn)
             if part is None:
                 continue
             a, z = offsets[i], offsets[i + 1]
-            if isinstance(part, list):  # one tensor per present group
+            if not torch.is_tensor(part):  # one tensor per present group (a list, or formed one by one)
                 for k, t in zip(groups.tolist(), part):
-                    out[k, a:z] += t.reshape(-1)
+                    if t is not None:
+                        out[k, a:z] += t.reshape(-1)
             elif every:
                 out[:, a:z] += part.reshape(len(groups), -1)
             else:
@@ -488,13 +489,13 @@ class GroupGradients:
             arm["queued"] = True
         total: dict[str, torch.Tensor] = {}
         if arm["groups"] is not None:
-            sums = rule(module, x, g, arm["groups"])
+            sums = _lists(rule(module, x, g, arm["groups"]))  # the total needs every part: all at once
             self._scatter(arm["out"], own, sums, arm["where"], arm["every"])
             for pn, part in sums.items():
                 if part is not None:
                     total[pn] = torch.stack(part).sum(0) if isinstance(part, list) else part.sum(0)
         if arm["rest"] is not None:
-            for pn, part in rule(module, x, g, arm["rest"]).items():
+            for pn, part in _lists(rule(module, x, g, arm["rest"])).items():
                 if part is not None:
                     t = part[0]
                     total[pn] = total[pn] + t if pn in total else t
@@ -516,6 +517,11 @@ class GroupGradients:
         arm["params"] = {}
         if arm["on_grads"] is not None:
             arm["on_grads"](list(arm["written"].values()))
+
+
+def _lists(sums: dict | PerGroup) -> dict:
+    """A rule's result as ``{name: per-group tensor or list}`` (a :class:`PerGroup` formed at once)."""
+    return sums.lists() if isinstance(sums, PerGroup) else sums
 
 
 class _Tap(torch.autograd.Function):

@@ -18,8 +18,53 @@ from torch.func import functional_call, vjp, vmap
 
 # A layer rule: (layer, its input x [B, ...], the batch loss's gradient g w.r.t. its output [B, ...], the
 # tracked rows sorted by group) -> {own parameter name: per-group sums [n_present, *shape], or a list of
-# n_present tensors}. Samples must not interact inside the layer.
-LayerRule = Callable[[nn.Module, torch.Tensor, torch.Tensor, "RowLayout"], dict]
+# n_present tensors}, or a PerGroup that forms them one group at a time. Samples must not interact inside the layer.
+LayerRule = Callable[[nn.Module, torch.Tensor, torch.Tensor, "RowLayout"], "dict | PerGroup"]
+
+
+class PerGroup:
+    """A rule's per-group sums formed one group at a time, on demand.
+
+    ``form(k)`` returns ``{own parameter name: the sum over present group k}``. Iterating :meth:`parts` of one
+    name forms the groups in order and lets each result go before the next is formed, so the layer needs memory
+    for one group's result at a time: a list of all of them is, for a large layer, new memory from the OS at every
+    step. The other names' results are kept as they are formed (a bias: small) until their own :meth:`parts` is
+    read. Each group is formed once.
+
+    Example:
+        >>> per = PerGroup(lambda k: {"weight": torch.full((2,), float(k)), "bias": torch.tensor([k])}, 3)
+        >>> [t.tolist() for t in per.parts("weight")], [t.item() for t in per.parts("bias")]
+        ([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]], [0, 1, 2])
+    """
+
+    def __init__(self, form: Callable[[int], dict], n: int):
+        self._form, self.n = form, n
+        self._kept: dict[str, list] = {}
+        self._formed = False
+
+    def parts(self, name: str):
+        """The named parameter's sum for each present group, in order (``None`` entries for a parameter the
+        layer does not have)."""
+        if name in self._kept:
+            yield from self._kept.pop(name)
+            return
+        if self._formed:
+            raise RuntimeError(f"PerGroup: the groups were formed already and {name!r} was not among their results")
+        self._formed = True
+        for k in range(self.n):
+            out = self._form(k)
+            for other, t in out.items():
+                if other != name:
+                    self._kept.setdefault(other, []).append(t)
+            yield out.get(name)
+
+    def lists(self) -> dict[str, list]:
+        """Every group formed at once: ``{name: [one tensor per present group]}`` (the form of a list rule; ``None``
+        for a parameter the layer does not have)."""
+        outs = [self._form(k) for k in range(self.n)]
+        self._formed = True
+        lists = {name: [o[name] for o in outs] for name in (outs[0] if outs else {})}
+        return {name: None if all(t is None for t in ts) else ts for name, ts in lists.items()}
 
 
 @dataclass(frozen=True)
@@ -201,18 +246,18 @@ def _conv(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, row
     grouped convolution (:data:`conv_group_kernel`)."""
     if rows.n > 1 and conv_kernel_for(x.device) == "grouped":
         return _conv_grouped(module, x, g, rows)
-    xr, gr = rows.take(x), rows.take(g)
+    xs, gs = rows.take(x).split(rows.sizes), rows.take(g).split(rows.sizes)
     weight, has_bias = module.weight.detach(), module.bias is not None
-    gws, gbs = [], []
-    for xk, gk in zip(xr.split(rows.sizes), gr.split(rows.sizes)):
+
+    def form(k: int) -> dict:
         _, gw, gb = torch.ops.aten.convolution_backward(
-            gk, xk, weight, [weight.shape[0]] if has_bias else None,
+            gs[k], xs[k], weight, [weight.shape[0]] if has_bias else None,
             list(module.stride), list(module.padding), list(module.dilation), False, [0] * (x.dim() - 2),
             module.groups, [False, True, has_bias],
         )
-        gws.append(gw)
-        gbs.append(gb)
-    return {"weight": gws, "bias": gbs if has_bias else None}
+        return {"weight": gw, "bias": gb if has_bias else None}
+
+    return PerGroup(form, rows.n)  # one group's weight gradient in memory at a time
 
 
 def _conv_grouped(module: nn.modules.conv._ConvNd, x: torch.Tensor, g: torch.Tensor, rows: RowLayout) -> dict:
