@@ -183,8 +183,9 @@ def adam(optimizer: Optimizer, group: dict, state: dict, step: int) -> Step:
     b1, b2 = (float(b) for b in group["betas"])
     t = float(state["step"])
     sq = state["max_exp_avg_sq"] if group["amsgrad"] else state["exp_avg_sq"]
-    denom = (sq.detach().sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
-    c = lr / (1 - b1**t) / denom
+    denom = sq.detach().sqrt().div_(math.sqrt(1 - b2**t)).add_(group["eps"])
+    # lr / (1 - b1^t) / denom, in place: torch computes a number over a tensor as tensor.reciprocal() * number
+    c = denom.reciprocal_().mul_(lr / (1 - b1**t))
     decoupled = bool(group.get("decoupled_weight_decay", isinstance(optimizer, AdamW)))
     if wd and decoupled:
         return Step(shrink=1 - lr * wd, beta=b1, gamma=1 - b1, c=c)

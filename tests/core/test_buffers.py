@@ -111,3 +111,23 @@ def test_the_gradient_norms_are_torch_s_float64_norms_to_the_bit(shape):
         g = torch.randn(shape, generator=gen) * scale
         for t in (g, g.t() if g.dim() == 2 else g[::2]):  # contiguous and not (then torch's own call)
             assert torch.equal(opt._norm64(t), torch.linalg.vector_norm(t, dtype=torch.float64))
+
+
+def test_adam_s_coefficients_in_place_are_the_expression_s_to_the_bit():
+    """The Adam rule forms lr / (1 - b1^t) / denom_t in place (one new tensor per parameter instead of four): the
+    same operations torch runs for the expression, so the same bits."""
+    import math
+
+    from amnesiac.rules import adam
+
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        p = torch.nn.Parameter(torch.zeros(5000, dtype=dtype))
+        opt = torch.optim.Adam([p], lr=3e-3, betas=(0.9, 0.99), eps=1e-8)
+        sq = torch.rand(5000, generator=gen, dtype=dtype) * torch.logspace(-14, 2, 5000, dtype=dtype)
+        sq[::9] = 0
+        for t in (1, 17, 4000):
+            state = {"step": torch.tensor(float(t)), "exp_avg_sq": sq}
+            c = adam(opt, opt.param_groups[0], state, t).c
+            expected = 3e-3 / (1 - 0.9**t) / ((sq.sqrt() / math.sqrt(1 - 0.99**t)).add_(1e-8))
+            assert torch.equal(c, expected)
