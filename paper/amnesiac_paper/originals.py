@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
+from amnesiac_paper.store import short_mkl_path
+
 # the original model's measures that identify it (with the dropped replay) bit for bit: float64 functions of
 # every parameter, stored with full precision in every set piece of the three studies
 IDENTIFYING = (("loss_forget",), ("loss_val_matched",), ("drop", "dist"))
@@ -136,12 +138,13 @@ def propagation_originals(records: Mapping, witnesses: Mapping) -> dict:
 
 
 def cpu_kind(record: dict) -> str:
-    """The kind of CPU a piece was computed on, as its provenance names it (model and the vector instructions torch
-    used: rounding differs between them), or :data:`NOT_RECORDED`."""
+    """The kind of CPU a piece was computed on, as its provenance names it (model, the vector instructions torch
+    used and, where recorded, MKL's code path: rounding differs between them), or :data:`NOT_RECORDED`."""
     p = record.get("provenance", {})
     if "cpu" not in p:
         return NOT_RECORDED
-    return f"{p['cpu']} ({p.get('cpu_capability', '?')})"
+    mkl = f", MKL {short_mkl_path(p['mkl_path'])}" if p.get("mkl_path") else ""
+    return f"{p['cpu']} ({p.get('cpu_capability', '?')}{mkl})"
 
 
 def cpus_differ(a: list[str], b: list[str]) -> bool:

@@ -17,11 +17,14 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -181,6 +184,51 @@ def cpu_model() -> str:
     return platform.machine() or "unknown"
 
 
+@functools.cache
+def mkl_code_path() -> str | None:
+    """The code path Intel's MKL (torch's BLAS on x86) chose on this machine, as MKL names it (e.g. ``"Intel(R)
+    Advanced Vector Extensions 512 (Intel(R) AVX-512) ..."``, or ``"Intel(R) Architecture processors"`` for its
+    generic path), or None where torch has no MKL.
+
+    MKL picks its kernels by the CPU's vendor as well as its instructions: on an AMD CPU with AVX-512 it takes its
+    generic path, so a float32 matrix product, and every model trained from it, rounds differently than on an
+    Intel CPU with the same instructions (``tools/intel_mkl_path.sh`` runs a command on MKL's Intel path).
+    """
+    if not torch.backends.mkl.is_available():
+        return None
+    try:  # torch links MKL into its CPU library (libtorch_cpu.so, .dylib; torch_cpu.dll)
+        lib = ctypes.CDLL(str(next((Path(torch.__file__).parent / "lib").glob("*torch_cpu.*"))))
+        get = lib.mkl_serv_get_version
+    except (StopIteration, OSError, AttributeError):
+        return None
+
+    class MKLVersion(ctypes.Structure):  # MKLVersion of mkl_types.h
+        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("update", ctypes.c_int),
+                    ("patch", ctypes.c_int), ("product_status", ctypes.c_char_p), ("build", ctypes.c_char_p),
+                    ("processor", ctypes.c_char_p), ("platform", ctypes.c_char_p)]
+
+    version = MKLVersion()
+    get(ctypes.byref(version))
+    return version.processor.decode() if version.processor else None
+
+
+def short_mkl_path(path: str | None) -> str:
+    """MKL's code path in a word: the instruction set it names (``"AVX-512"``, ``"AVX2"``), ``"generic"`` for
+    its path for any x86 CPU, or ``"?"`` where not recorded.
+
+    Example:
+        >>> short_mkl_path("Intel(R) Advanced Vector Extensions 512 (Intel(R) AVX-512) with support of Intel(R) "
+        ...                "Deep Learning Boost (Intel(R) DL Boost) and bfloat16")
+        'AVX-512'
+        >>> short_mkl_path("Intel(R) Architecture processors"), short_mkl_path(None)
+        ('generic', '?')
+    """
+    if not path:
+        return "?"
+    named = re.search(r"\(Intel\(R\) ([^()]+)\)", path)
+    return named.group(1) if named else "generic"
+
+
 def provenance(device: torch.device, *, semantics: int) -> dict:
     """Versions, device, git revision and date, and the semantics version of the study that computed the result,
     written beside every result."""
@@ -196,5 +244,5 @@ def provenance(device: torch.device, *, semantics: int) -> dict:
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
             "device_name": dev_name, "threads": torch.get_num_threads(), "git": rev, "cpu": cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_path": mkl_code_path(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "semantics": semantics}

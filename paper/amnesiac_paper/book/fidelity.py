@@ -111,7 +111,8 @@ def originals_sentence(rows: list[dict]) -> str:
     text += f"; not for {'; '.join(reasons)}."
     if any("was trained on" in why for why in by_reason):
         text += (" The same code, recipe, seed and data order give another original on another kind of CPU (float "
-                 "rounding differs with the vector instructions, and training amplifies it).")
+                 "rounding differs with the vector instructions and with the code path of MKL, torch's matrix "
+                 "library, which it picks by the CPU's vendor too; training amplifies the difference).")
     return text + (" Where the originals differ, the fidelity study's numbers beside the other two (its retrain "
                    "floor beside the comparison's methods, its grid beside the propagated delta) are the same "
                    "measurement in the same setting, not a measurement around the same models.")
