@@ -59,7 +59,7 @@ from .grads import ParamLayout
 from .ledger import GroupTable, Ledger, check_layout, require_keys
 from .rules import check_optimizer as check_rule
 from .rules import second_moment_coefficients, second_moment_rule, step_coefficients
-from .segments import Segment, same
+from .segments import DecaySegment, Segment, same
 from .storage import allocate_file, is_ledger_file, storage_dtype
 
 ATTRIBUTIONS = ("update", "gradient", "propagated")
@@ -113,6 +113,13 @@ class DeltaLog(Ledger):
             decay, settle the groups' in-flight moments once per segment of steps instead of every step (same
             arithmetic, reordered; see :meth:`_flush`). This makes a step cost O(P) plus O(K) per present
             group instead of O(K) per in-flight group.
+        lazy_decay: for rules whose every step decays every group's delta (SGD's ``weight_decay``, AdamW's
+            decoupled decay), buffer the steps and settle all groups once per segment
+            (:class:`amnesiac.segments.DecaySegment`: per coordinate a 2 x 2 recursion shared by all groups)
+            instead of moving every group at every step. The same map, reassociated: it rounds differently
+            from the eager form (about the float epsilon times the segment's length, relative), so it is not the
+            default (the committed studies use the eager form). Whole deltas only (``p=None``); the
+            ``"propagated"`` attribution moves every group every step and ignores it.
         propagate_every: ``"propagated"`` only: compute the Hessian-vector products every k-th step and count
             each for k steps (a cheaper, approximate propagation; 1 is exact to first order).
         propagate_after: ``"propagated"`` only: propagate from this step on (e.g. over the last epochs only).
@@ -163,6 +170,7 @@ class DeltaLog(Ledger):
         retire_tol: float = 1e-12,
         loss_reduction: str = "mean",
         lazy_momentum: bool = True,
+        lazy_decay: bool = False,
         segment_bytes: int = 128 * 2**20,
         propagate_every: int = 1,
         propagate_after: int = 0,
@@ -236,6 +244,7 @@ class DeltaLog(Ledger):
         self._pending: dict | None = None
         self.finalized = False
         self.lazy_momentum = lazy_momentum and attribution != "propagated"  # every group moves every step
+        self.lazy_decay = bool(lazy_decay) and attribution != "propagated" and p is None
         self.propagate_every, self.propagate_after = int(propagate_every), int(propagate_after)
         self.propagate_hessian = propagate_hessian
         self.propagate_second_moment = bool(propagate_second_moment)
@@ -243,7 +252,7 @@ class DeltaLog(Ledger):
         self.second_moments: torch.Tensor | None = None  # [G, P] tangents of the second moment, when propagated
         self.hvp_seconds = 0.0
         self.segment_bytes = segment_bytes
-        self._segment: Segment | None = None
+        self._segment: Segment | DecaySegment | None = None
         self.lazy_steps = 0  # steps whose group moments were settled lazily (diagnostics)
         self.peak_bytes = 0  # most bytes held at once during training, step buffers included
         self._work: dict[str, torch.Tensor] = {}  # [P] buffers reused by every step (:meth:`_workspace`)
@@ -533,6 +542,9 @@ class DeltaLog(Ledger):
         if stateful and not decay and self.lazy_momentum:
             self._lazy_step(hp, present, shares, rest)
             return
+        if decay and self.lazy_decay and grad is None:
+            self._lazy_decay_step(hp, present, shares, rest)
+            return
         G = len(self.group_names)
         # which groups change this step: present ones, in-flight ones, or all when decay acts on deltas
         if decay:
@@ -620,7 +632,7 @@ class DeltaLog(Ledger):
         if e is not None:
             self.base.sub_(torch.mul(rest, e, out=tmp))
         seg = self._segment
-        if seg is not None and not same(seg.beta, beta):
+        if isinstance(seg, DecaySegment) or (seg is not None and not same(seg.beta, beta)):
             self._flush()
             seg = None
         if seg is None:
@@ -632,11 +644,43 @@ class DeltaLog(Ledger):
         if seg.bytes >= self.segment_bytes:
             self._flush()
 
+    def _lazy_decay_step(self, hp: dict, present: torch.Tensor, shares: torch.Tensor, rest: torch.Tensor) -> None:
+        """A step of a decaying rule, buffered (:class:`amnesiac.segments.DecaySegment`); the remainder's track
+        moves now, as in the eager form."""
+        self.lazy_steps += 1
+        stateful = hp["beta"] is not None
+        if stateful and self.moments is None:
+            self.moments = self._zeros("moments", (len(self.group_names), self.width), self.compute_dtype)
+            self.base_moment = torch.zeros(self.layout.numel, dtype=self.compute_dtype, device=self.device)
+        base, bm = self.base, self.base_moment
+        if hp["shrink"] is not None:
+            base.mul_(hp["shrink"])
+        if hp["wd"] is not None:
+            rest = rest + hp["wd"] * base
+        if stateful:
+            bm.mul_(hp["beta"]).add_(hp["gamma"] * rest)
+            if hp["c"] is not None:
+                base.sub_(hp["c"] * bm)
+        if hp["e"] is not None:
+            base.sub_(hp["e"] * rest)
+        seg = self._segment
+        if not isinstance(seg, DecaySegment) or seg.stateful != stateful:
+            self._flush()  # a segment of the other kind, or a rule that gained or lost its moment
+            seg = self._segment = DecaySegment(stateful=stateful)
+        seg.record(tuple(hp[k] for k in ("shrink", "wd", "beta", "c", "gamma", "e")), present, shares)
+        self._in_flight[:] = True  # every group moves
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
+        if seg.bytes >= self.segment_bytes:
+            self._flush()
+
     def _flush(self) -> None:
         """Settle the buffered segment: move every involved group's delta and moment to the present step
         (:meth:`amnesiac.segments.Segment.settle`, tiled over :data:`amnesiac.segments.FLUSH_TILE` coordinates)."""
         seg, self._segment = self._segment, None
         if seg is None or not seg.steps:
+            return
+        if isinstance(seg, DecaySegment):
+            seg.settle(self.moments if seg.stateful else None, self.deltas, numel=self.layout.numel)
             return
         seg.settle(self.moments, self.deltas, mask=self.mask if self.p is not None else None,
                    numel=self.layout.numel)
@@ -720,6 +764,7 @@ class DeltaLog(Ledger):
         built without them stay what they were."""
         extra = {} if self.propagate_hessian == "replay" else {"propagate_hessian": self.propagate_hessian}
         extra |= {"propagate_second_moment": True} if self.propagate_second_moment else {}
+        extra |= {"lazy_decay": True} if self.lazy_decay else {}
         return extra | ({"propagate_damping": self.propagate_damping} if self.propagate_damping else {})
 
     def state_dict(self) -> dict:
@@ -764,10 +809,11 @@ class DeltaLog(Ledger):
         require_keys(state, self._STATE_KEYS, "DeltaLog")
         mine = {k: getattr(self, k) for k in self._CONFIG} | {"propagate_hessian": self.propagate_hessian,
                                                               "propagate_second_moment": self.propagate_second_moment,
-                                                              "propagate_damping": self.propagate_damping}
+                                                              "propagate_damping": self.propagate_damping,
+                                                              "lazy_decay": self.lazy_decay}
         # settings saved only when not the default (states saved before they existed have the default)
         saved = {"propagate_hessian": "replay", "propagate_second_moment": False,
-                 "propagate_damping": 0.0} | dict(state["config"])
+                 "propagate_damping": 0.0, "lazy_decay": False} | dict(state["config"])
         diff = {k: (v, saved[k]) for k, v in mine.items() if saved[k] != v}
         if diff:
             raise ValueError(f"the saved log was built with other settings: {diff} (this log, saved log)")
@@ -805,7 +851,8 @@ class DeltaLog(Ledger):
         if self.finalized:
             self.deltas = self.deltas.to(self.storage_dtype)
         seg = state["segment"]
-        self._segment = None if seg is None else Segment.from_state(seg)
+        self._segment = (None if seg is None else DecaySegment.from_state(seg) if seg.get("kind") == "decay"
+                         else Segment.from_state(seg))
         self._optimizer_ref = _RESUMED if state["optimizer_attached"] else None
         cached = state.get("masks_cached")  # as the saved log held its masks (finalize may have dropped them)
         if cached is False:

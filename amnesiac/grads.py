@@ -392,9 +392,12 @@ class GroupGradients:
                 "fallback needs one tensor input. Register a rule with amnesiac.register_layer_rule"
             )
 
-    def _scatter(self, out: torch.Tensor, own: dict, sums: dict, groups: torch.Tensor, every: bool) -> None:
+    def _scatter(self, out: torch.Tensor, own: dict, sums: dict, groups: torch.Tensor, every: bool,
+                 totals: dict | None = None) -> None:
         """Add a layer's per-group sums (a rule's result) into the rows ``groups`` of ``out`` [n_groups, P];
-        ``every``: the present groups are all the rows of ``out``, in order (then in place on a view)."""
+        ``every``: the present groups are all the rows of ``out``, in order (then in place on a view).
+        ``totals``: also put each parameter's sum over the present groups there (a part formed one group at a
+        time is added to it as it comes, in group order, and let go)."""
         offsets = self.layout.offsets
         for pn, i in own.items():
             part = sums.parts(pn) if isinstance(sums, PerGroup) else sums.get(pn)
@@ -402,13 +405,21 @@ class GroupGradients:
                 continue
             a, z = offsets[i], offsets[i + 1]
             if not torch.is_tensor(part):  # one tensor per present group (a list, or formed one by one)
+                acc = None
                 for k, t in zip(groups.tolist(), part):
                     if t is not None:
                         out[k, a:z] += t.reshape(-1)
-            elif every:
+                        if totals is not None:
+                            acc = t.clone() if acc is None else acc.add_(t)
+                if acc is not None:
+                    totals[pn] = acc
+                continue
+            if every:
                 out[:, a:z] += part.reshape(len(groups), -1)
             else:
                 out[groups, a:z] += part.reshape(len(groups), -1)
+            if totals is not None:
+                totals[pn] = part.sum(0)
 
     # ------------------------------------------------------------------ weight gradients once, partitioned
 
@@ -436,8 +447,8 @@ class GroupGradients:
         B = assign.numel()
         rest = (None if len(untracked) == 0 else RowLayout.every_row(B, dev) if len(untracked) == B
                 else RowLayout.one(untracked.to(dev)))
-        params = [q for m, rule, _ in self._slots if rule is not functorch_rule
-                  for _, q in own_params(m) if q.requires_grad]
+        params = [q for m, rule, own in self._slots if rule is not functorch_rule  # the log's parameters
+                  for pn, q in own_params(m) if q.requires_grad and pn in own]
         for q in params:
             q.requires_grad_(False)
         self._armed = dict(
@@ -488,12 +499,8 @@ class GroupGradients:
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
             arm["queued"] = True
         total: dict[str, torch.Tensor] = {}
-        if arm["groups"] is not None:
-            sums = _lists(rule(module, x, g, arm["groups"]))  # the total needs every part: all at once
-            self._scatter(arm["out"], own, sums, arm["where"], arm["every"])
-            for pn, part in sums.items():
-                if part is not None:
-                    total[pn] = torch.stack(part).sum(0) if isinstance(part, list) else part.sum(0)
+        if arm["groups"] is not None:  # the groups' parts, and their sum for the parameter's gradient
+            self._scatter(arm["out"], own, rule(module, x, g, arm["groups"]), arm["where"], arm["every"], total)
         if arm["rest"] is not None:
             for pn, part in _lists(rule(module, x, g, arm["rest"])).items():
                 if part is not None:

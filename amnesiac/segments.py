@@ -1,4 +1,5 @@
-"""Lazy first moments: a delta log's steps buffered in a segment, then settled for every group at once.
+"""Lazy segments: a delta log's steps buffered, then settled for every group at once: first moments without weight
+decay (:class:`Segment`), and rules whose every step decays every group (:class:`DecaySegment`, at the end).
 
 For a rule with a first moment and no weight decay (SGD with momentum, Adam, AMSGrad), group k's moment and
 delta over a segment of L steps obey
@@ -160,3 +161,112 @@ class Segment:
             else:
                 moments.index_add_(0, carried, (at(power(beta, L), carried) - 1) * m_old)
                 deltas.index_add_(0, carried, -at(beta, carried) * m_old * r)
+
+
+# Lazy decay: rules whose every step shrinks or decays every group's delta (coupled weight decay, as SGD's
+# weight_decay; decoupled, as AdamW's), so that a group absent from a step still moves. Per coordinate, a group's
+# delta d and moment m follow a 2 x 2 linear recursion whose matrix is the same for every group:
+#
+#     d1 = shrink d,   u = s + wd d1,   m' = beta m + gamma u,   d' = d1 - c m' - e u,
+#
+# that is (d', m') = A (d, m) + b s with
+#
+#     A = [[shrink (1 - wd (c gamma + e)), -c beta], [gamma wd shrink, beta]],   b = (-(c gamma + e), gamma).
+#
+# Over a segment of L steps, (d, m)(L) = Phi(L, 0) (d, m)(0) + sum over appearances j of Phi(L, j + 1) b_j s(j),
+# with Phi(L, j) = A_{L-1} ... A_j: one backward sweep over the buffered coefficients, shared by all groups.
+
+
+def _fused(a, b, c, d):
+    """``a b + c d`` for numbers or tensors."""
+    return a * b + c * d
+
+
+@dataclass
+class DecaySegment:
+    """Steps of one lazy decay segment (:data:`amnesiac.DeltaLog` with ``lazy_decay=True``), not yet applied.
+
+    Attributes:
+        stateful: whether the rule keeps a first moment (every step of a segment does, or none does).
+        steps: each step's ``(shrink, wd, beta, c, gamma, e)``: numbers or ``[P]`` tensors, ``None`` for an absent
+            term (no shrink, no coupled decay, no moment).
+        events: ``(step, rows, shares)`` for each step with groups present (``[n, P]`` shares, owned).
+        bytes: memory held by the buffered coefficients and shares.
+
+    A settled segment moves every group: the coefficients act on all rows, present in the segment or not, which
+    is what the eager form does at every step. Rounding differs from the eager form (the products of the steps'
+    matrices are formed first), by about the float epsilon times the segment's length, relative.
+
+    Example:
+        >>> seg = DecaySegment(stateful=False)
+        >>> seg.record((None, 0.5, None, None, None, 1.0), torch.tensor([0]), torch.ones(1, 2))  # SGD, wd 0.5
+        >>> seg.record((None, 0.5, None, None, None, 1.0), torch.tensor([], dtype=torch.long), torch.ones(0, 2))
+        >>> deltas = torch.zeros(2, 2)
+        >>> seg.settle(None, deltas, numel=2)
+        >>> deltas.tolist()  # step 1: d = -1; step 2: d = d - 1 * (0 + 0.5 d) = -0.5
+        [[-0.5, -0.5], [0.0, 0.0]]
+    """
+
+    stateful: bool = True
+    steps: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    bytes: int = 0
+    kind = "decay"
+
+    def record(self, coefficients: tuple, present: torch.Tensor, shares: torch.Tensor) -> None:
+        """Buffer one step: ``(shrink, wd, beta, c, gamma, e)`` and, when groups were present, their rows and
+        shares."""
+        self.steps.append(tuple(coefficients))
+        self.bytes += sum(v.numel() * v.element_size() for v in coefficients if torch.is_tensor(v))
+        if len(present):
+            self.events.append((len(self.steps) - 1, present, shares))
+            self.bytes += shares.numel() * shares.element_size()
+
+    def state(self) -> dict:
+        """The buffers as plain containers (what :meth:`amnesiac.DeltaLog.state_dict` saves)."""
+        return {"kind": self.kind, "stateful": self.stateful, "steps": [list(t) for t in self.steps],
+                "events": [[j, rows, sh] for j, rows, sh in self.events], "bytes": self.bytes}
+
+    @classmethod
+    def from_state(cls, state: dict) -> DecaySegment:
+        """The inverse of :meth:`state`."""
+        return cls(stateful=state["stateful"], steps=[tuple(t) for t in state["steps"]],
+                   events=[(j, rows, sh) for j, rows, sh in state["events"]], bytes=state["bytes"])
+
+    def settle(self, moments: torch.Tensor | None, deltas: torch.Tensor, *, numel: int) -> None:
+        """Move every group's delta and moment (``[G, P]``; ``moments`` None for a rule without one) to the segment's
+        end, in place, tiled over :data:`FLUSH_TILE` coordinates."""
+        if not self.steps:
+            return
+        events: dict[int, list] = {}
+        for j, rows, sh in self.events:
+            events.setdefault(j, []).append((rows, sh))
+        for a in range(0, numel, max(1, FLUSH_TILE)):
+            cols = slice(a, min(a + FLUSH_TILE, numel))
+            self._settle_tile(None if moments is None else moments[:, cols], deltas[:, cols], events, cols)
+
+    def _settle_tile(self, moments, deltas, events: dict, cols: slice) -> None:
+        def at(v, neutral):
+            return neutral if v is None else v[cols] if torch.is_tensor(v) else v
+
+        p, q, r, t = 1.0, 0.0, 0.0, 1.0  # Phi(L, j + 1) as [[p, q], [r, t]]: the identity at j = L - 1
+        adds = []  # (rows, shares, weight on the delta, weight on the moment)
+        for j in range(len(self.steps) - 1, -1, -1):
+            shrink, wd, beta, c, gamma, e = (at(v, n) for v, n in zip(self.steps[j], (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)))
+            b0, b1 = -(c * gamma + e), gamma
+            for rows, sh in events.get(j, ()):
+                adds.append((rows, sh[:, cols], _fused(p, b0, q, b1), _fused(r, b0, t, b1)))
+            a11, a12 = shrink * (1.0 - wd * (c * gamma + e)), -c * beta
+            a21, a22 = gamma * wd * shrink, beta
+            p, q, r, t = _fused(p, a11, q, a21), _fused(p, a12, q, a22), _fused(r, a11, t, a21), _fused(r, a12, t, a22)
+        if moments is None:  # no moment: the m components stay 0
+            deltas.mul_(p)
+        else:
+            d0 = deltas.clone()
+            deltas.mul_(p).add_(moments * q)
+            moments.mul_(t).add_(d0 * r)
+        for rows, sh, wd_, wm in adds:
+            if moments is not None:
+                moments.index_add_(0, rows, sh * wm)
+            deltas.index_add_(0, rows, sh.mul_(wd_))
+

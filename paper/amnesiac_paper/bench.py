@@ -88,8 +88,18 @@ def _data(n: int, shape: tuple[int, ...], classes: int, seed: int = 0) -> ArrayD
     return ArrayDataset(x, torch.randint(0, classes, (n,), generator=gen), torch.arange(n), f"synthetic{shape}")
 
 
+def adam(params) -> torch.optim.Optimizer:
+    """The benchmark's optimizer: Adam at lr 1e-3 (a first moment, no weight decay: the lazy-moment form)."""
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+def sgd_weight_decay(params) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay, the MNIST studies' SGD recipe: every step decays every group's delta."""
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
 def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable | None, device,
-                 repeats: int, **how) -> tuple[float, list, dict]:
+                 repeats: int, optimizer: Callable = adam, **how) -> tuple[float, list, dict]:
     """Median seconds of one epoch (from the same seed each time), the logs of the last repeat, and the median
     seconds of the logging work's two phases (``share``: the groups' shares before the optimizer's step;
     ``update``: folding the step into the logs after it). ``how``: ``group_grads`` / ``weight_grads`` of train."""
@@ -98,7 +108,7 @@ def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: 
         torch.manual_seed(0)
         model = model_fn().to(device)
         logs = make_logs(model) if make_logs else []
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = optimizer(model.parameters())
         h = train(model, data.loader(batch, seed=0), opt, epochs=1, delta_log=logs or None, device=device,
                   progress=False, **how)
         times.append(h.wall_seconds)
@@ -109,17 +119,17 @@ def _timed_train(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: 
 
 
 def _paired(model_fn: Callable, data: ArrayDataset, batch: int, make_logs: Callable, device, repeats: int,
-            **how) -> tuple[float, float, list, dict]:
+            optimizer: Callable = adam, **how) -> tuple[float, float, list, dict]:
     """(logged seconds, plain seconds, logs of the last repeat, the logging phases' seconds): one untimed plain
     epoch to warm up, then plain and logged epochs alternately, ``repeats`` of each, medians. Timing each
     configuration against plain epochs run beside it keeps slow drifts of the machine (warm-up, frequency,
     allocator) out of the ratio: measured once at the start, plain training came out slower than logged training
     (ratios of 0.8-0.97 for the cheapest logs)."""
-    _timed_train(model_fn, data, batch, None, device, 1)
+    _timed_train(model_fn, data, batch, None, device, 1, optimizer)
     plain, logged, shares, updates, logs = [], [], [], [], []
     for _ in range(repeats):
-        plain.append(_timed_train(model_fn, data, batch, None, device, 1)[0])
-        secs, logs, phases = _timed_train(model_fn, data, batch, make_logs, device, 1, **how)
+        plain.append(_timed_train(model_fn, data, batch, None, device, 1, optimizer)[0])
+        secs, logs, phases = _timed_train(model_fn, data, batch, make_logs, device, 1, optimizer, **how)
         logged.append(secs)
         shares.append(phases["share"])
         updates.append(phases["update"])
@@ -140,6 +150,8 @@ CONV_KERNEL_NAMES = {"loop": "one call per group", "grouped": "in one grouped ca
 NEW_MEMORY_ROW = "class groups, new memory every step (before)"
 PARTITIONED_ROWS = ("class groups, weight gradients once (partitioned)",
                     "1% samples, weight gradients once (partitioned)")
+DECAY_ROWS = ("1% samples, SGD with weight decay, every group every step (default)",
+              "1% samples, SGD with weight decay, lazy decay")
 
 
 def stream_bandwidth(device, nbytes: int = 2**28, repeats: int = 5) -> float:
@@ -281,6 +293,10 @@ def overhead(model_name: str, data: ArrayDataset, classes: int, cfg: BenchConfig
         "1% samples, p=0.1 gradient (seed)": (
             lambda m: [DeltaLog(m, groups_per_sample(ids1), attribution="gradient", p=0.1)], {}),
         "per-batch store, 1% samples": (lambda m: [BatchLog(m, groups_per_sample(ids1))], {}),
+        # plain and logged epochs both with SGD, momentum and weight decay
+        DECAY_ROWS[0]: (lambda m: [DeltaLog(m, groups_per_sample(ids1))], {"optimizer": sgd_weight_decay}),
+        DECAY_ROWS[1]: (lambda m: [DeltaLog(m, groups_per_sample(ids1), lazy_decay=True)],
+                        {"optimizer": sgd_weight_decay}),
     }
     rows, plains = {}, []
     for name, (make, how, *context) in configs.items():
@@ -536,6 +552,8 @@ README_ROWS = (  # (overhead row, how the README names it)
     ("10% samples", "10% of samples tracked individually"),
     ("10% samples, moments every step (before)", "the same with Adam moments updated every step (before)"),
     ("per-batch store, 1% samples", "per-batch store (Graves), 1% tracked"),
+    (DECAY_ROWS[0], "1% tracked, SGD with momentum and weight decay: every group moved every step (default)"),
+    (DECAY_ROWS[1], "the same, the decay settled lazily (`lazy_decay=True`)"),
 )
 
 

@@ -16,7 +16,8 @@ def _fresh(opt_name):
     width = amnesiac.ParamLayout.of(model).numel
     logs = [amnesiac.DeltaLog(model, GROUPS, segment_bytes=3 * 8 * width * 2),  # lazy segments of a few steps
             amnesiac.DeltaLog(model, SINGLES, p=0.3),
-            amnesiac.BatchLog(model, SINGLES)]
+            amnesiac.BatchLog(model, SINGLES),
+            amnesiac.DeltaLog(model, GROUPS, lazy_decay=True, segment_bytes=3 * 8 * width * 2)]  # decay, lazily
     inner = OPTIMIZERS[opt_name](model.parameters())
     return model, logs, inner
 
@@ -48,7 +49,7 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_ledger_bit_for_bit(t
     attributed_loop(model3, opt3, ds.loader(8, seed=1), start=cut, stop=total)
     opt3.close()
     assert torch.equal(flat(model3), flat(model))
-    names = [list(GROUPS), list(SINGLES), list(SINGLES)]
+    names = [list(GROUPS), list(SINGLES), list(SINGLES), list(GROUPS)]
     for a, b, n in zip(logs, logs3, names):
         assert a.delta_vector(n).abs().max() > 0
         for k in n:

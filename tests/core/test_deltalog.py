@@ -254,6 +254,47 @@ def test_lazy_moments_give_the_eager_deltas(opt_name, kind, p):
     assert (total - change).abs().max().item() < 1e-13 * max(1.0, change.abs().max().item())
 
 
+DECAYING = ["sgd-wd", "momentum-dampening-wd", "nesterov-wd", "adam-coupled-wd", "adamw",
+            "rmsprop-momentum-centered-wd", "adagrad-lr-decay-wd"]
+
+
+@pytest.mark.parametrize("opt_name", fast_only(DECAYING, ["momentum-dampening-wd", "adamw", "adagrad-lr-decay-wd"]))
+@pytest.mark.parametrize("kind", fast_only(["samples", "classes", "users"], ["samples"]))
+def test_lazy_decay_gives_the_eager_deltas(opt_name, kind):
+    """Settling a decaying rule's steps once per segment (every group moved by the product of the steps' 2 x 2
+    maps) gives the deltas of moving every group at every step, up to rounding; the sum stays exact."""
+    ds = tiny_dataset()
+    groups = group_kinds(ds)[kind]
+    model = tiny_model()
+    n = amnesiac.ParamLayout.of(model).numel
+    eager = amnesiac.DeltaLog(model, groups)
+    lazy = amnesiac.DeltaLog(model, groups, lazy_decay=True, segment_bytes=3 * 8 * n * 2)  # a few steps a segment
+    theta0 = flat(model)
+    for lr in (0.01, 0.003):  # two optimizers: the second starts with empty moments
+        opt = OPTIMIZERS[opt_name](model.parameters())
+        opt.param_groups[0]["lr"] = lr
+        amnesiac.train(model, ds.loader(8, seed=1), opt, epochs=3, delta_log=[eager, lazy], progress=False)
+        names = list(groups)
+        want = eager.delta_vector(names[:3])
+        assert want.abs().max() > 1e-6
+        torch.testing.assert_close(lazy.delta_vector(names[:3]), want, rtol=1e-9, atol=1e-13)
+        absent = [k for k in names if not torch.equal(lazy.delta_vector([k]), eager.delta_vector([k]))]
+        assert absent, "the two forms round differently somewhere: both were really taken"
+    assert lazy.lazy_steps == lazy.steps and eager.lazy_steps == 0
+    change = flat(model) - theta0
+    total = lazy.delta_vector(list(groups)) + lazy.remainder_vector
+    assert (total - change).abs().max().item() < 1e-12 * max(1.0, change.abs().max().item())
+
+
+def test_lazy_decay_is_saved_only_when_set_and_a_log_built_otherwise_refuses_its_state():
+    model = tiny_model()
+    plain, lazy = amnesiac.DeltaLog(model, {"a": [1]}), amnesiac.DeltaLog(model, {"a": [1]}, lazy_decay=True)
+    assert "lazy_decay" not in plain.state_dict()["config"] and lazy.state_dict()["config"]["lazy_decay"] is True
+    with pytest.raises(ValueError, match="other settings.*lazy_decay"):
+        amnesiac.DeltaLog(tiny_model(), {"a": [1]}).load_state_dict(lazy.state_dict())
+    assert not amnesiac.DeltaLog(model, {"a": [1]}, lazy_decay=True, p=0.5).lazy_decay  # whole deltas only
+
+
 def test_negative_sample_ids_are_rejected_naming_the_group():
     with pytest.raises(ValueError, match=r"non-negative.*\['b'\].*\[-2\]"):
         amnesiac.DeltaLog(tiny_model(), {"a": [1], "b": [3, -2]})
