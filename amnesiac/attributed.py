@@ -255,9 +255,10 @@ class AttributedOptimizer(Optimizer):
         for log in self.logs:  # options changed since construction: refused before the optimizer's step
             if hasattr(log, "check_optimizer"):
                 log.check_optimizer(self.original_optimizer)
+        norms = self._norms_now()
         if self.check_finite:
-            self._check_finite()
-        scale = self._grad_scale()
+            self._check_finite(norms)
+        scale = self._grad_scale(norms)
         self._check_rows()
         ids, x, y = self._batch
         if (x is None or y is None) and any(getattr(log, "needs_inputs", False) for log in self.logs):
@@ -387,7 +388,13 @@ class AttributedOptimizer(Optimizer):
         scratch.copy_(g.reshape(-1))
         return torch.linalg.vector_norm(scratch)
 
-    def _grad_scale(self) -> float:
+    def _norms_now(self) -> dict[int, torch.Tensor]:
+        """Each recorded parameter's gradient norm as the step will use it (float64, :meth:`_norm64`), read once
+        for both the finiteness check and the rescale's detection."""
+        return {id(q): self._norm64(q.grad.detach()) for q in self.layout.params(self.model)
+                if id(q) in self._raw and q.grad is not None}
+
+    def _grad_scale(self, norms: dict[int, torch.Tensor]) -> float:
         """The factor by which the gradients were rescaled between backward and step (1: untouched).
 
         Global-norm clipping (``clip_grad_norm_``) and a ``GradScaler``'s unscaling multiply every gradient
@@ -410,7 +417,7 @@ class AttributedOptimizer(Optimizer):
             r = self._raw.get(id(q))
             if r is not None:
                 raw.append(r)
-                now.append(self._norm64(q.grad.detach()) if q.grad is not None
+                now.append(norms[id(q)] if q.grad is not None
                            else torch.zeros((), dtype=torch.float64, device=r.device))
         if not raw:
             return 1.0
@@ -429,9 +436,23 @@ class AttributedOptimizer(Optimizer):
             )
         return c
 
-    def _check_finite(self) -> None:
+    def _check_finite(self, norms: dict[int, torch.Tensor]) -> None:
+        """Refuse a step whose gradients hold NaN or infinity. A finite float64 norm (``norms``, as the step reads
+        the gradient) means every entry is finite: a NaN or an infinity makes the norm so, and squares of finite
+        float32 (or narrower) numbers cannot overflow a float64 sum. Only a gradient whose norm is not finite, or
+        one without a norm, is read entry by entry (a float64 gradient's norm may overflow while its entries are
+        finite)."""
+        params = [q for q in self.layout.params(self.model) if q.grad is not None]
+        if params and all(id(q) in norms for q in params) and bool(
+                torch.isfinite(torch.stack([norms[id(q)] for q in params])).all()):
+            return  # one check (one device sync), the common case
+
+        def finite(q: torch.Tensor) -> bool:
+            n = norms.get(id(q))
+            return (n is not None and bool(torch.isfinite(n))) or bool(torch.isfinite(q.grad).all())
+
         bad = [n for n, q in zip(self.layout.names, self.layout.params(self.model))
-               if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
+               if q.grad is not None and not finite(q)]
         if bad:
             self._batch = None
             if self._capture is not None:

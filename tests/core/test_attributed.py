@@ -260,3 +260,24 @@ def test_per_value_clipping_and_gradient_accumulation_are_refused_before_the_ste
     opt.close()
     assert all(len(q._post_accumulate_grad_hooks or {}) == 0 for q in model.parameters())
     assert all(q.requires_grad for q in model.parameters())  # close gives requires_grad back
+
+
+def test_the_finiteness_check_reads_the_norms_and_entries_only_where_a_norm_is_not_finite():
+    """A finite float64 gradient norm proves every entry finite; a norm that overflowed (float64 gradients of
+    1e200) is not taken for a NaN: the entries are read, and only a real NaN or infinity refuses the step."""
+    model = tiny_model()  # float64
+    opt = amnesiac.AttributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model,
+                                       amnesiac.DeltaLog(model, {"a": [1]}))
+    params = list(model.parameters())
+    for q in params:
+        q.grad = torch.full_like(q, 1e200)
+    norms = {id(q): torch.linalg.vector_norm(q.grad, dtype=torch.float64) for q in params}
+    assert not any(bool(torch.isfinite(n)) for n in norms.values())  # overflowed, though every entry is finite
+    opt._check_finite(norms)  # no error
+    params[-1].grad[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN or infinity"):
+        opt._check_finite(norms)
+    for q in params:
+        q.grad = torch.ones_like(q)
+    opt._check_finite({id(q): torch.linalg.vector_norm(q.grad) for q in params})
+    opt.close()
