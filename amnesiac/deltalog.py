@@ -545,6 +545,7 @@ class DeltaLog(Ledger):
         if decay and self.lazy_decay and grad is None:
             self._lazy_decay_step(hp, present, shares, rest)
             return
+        self._flush()  # a lazy segment pending from steps of another map (the optimizer's settings changed) first
         G = len(self.group_names)
         # which groups change this step: present ones, in-flight ones, or all when decay acts on deltas
         if decay:

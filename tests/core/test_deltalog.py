@@ -286,6 +286,26 @@ def test_lazy_decay_gives_the_eager_deltas(opt_name, kind):
     assert (total - change).abs().max().item() < 1e-12 * max(1.0, change.abs().max().item())
 
 
+@pytest.mark.parametrize("lazy_decay", [False, True])
+def test_a_pending_lazy_segment_is_settled_before_a_step_of_another_form(lazy_decay):
+    """An optimizer whose settings change mid-run (weight decay switched on, then momentum off) moves the log from
+    one form to another; a segment still pending from the earlier steps is settled first, so the deltas equal
+    the per-step form's."""
+    ds = tiny_dataset()
+    groups = group_kinds(ds)["users"]
+    model = tiny_model()
+    n = amnesiac.ParamLayout.of(model).numel
+    eager = amnesiac.DeltaLog(model, groups, lazy_momentum=False, retire_tol=1e-30)
+    lazy = amnesiac.DeltaLog(model, groups, lazy_decay=lazy_decay, segment_bytes=100 * 8 * n * 2, retire_tol=1e-30)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for change in ({}, {"weight_decay": 0.05}, {"momentum": 0.0, "weight_decay": 0.0}):
+        opt.param_groups[0].update(change)
+        amnesiac.train(model, ds.loader(8, seed=1), opt, epochs=1, delta_log=[eager, lazy], progress=False)
+    assert lazy.lazy_steps > 0
+    names = list(groups)
+    torch.testing.assert_close(lazy.delta_vector(names), eager.delta_vector(names), rtol=1e-9, atol=1e-13)
+
+
 def test_lazy_decay_is_saved_only_when_set_and_a_log_built_otherwise_refuses_its_state():
     model = tiny_model()
     plain, lazy = amnesiac.DeltaLog(model, {"a": [1]}), amnesiac.DeltaLog(model, {"a": [1]}, lazy_decay=True)
